@@ -1,0 +1,58 @@
+# _core.pxd: Cython declarations of the public C header src/adam_c.h.
+from libc.stdint cimport int64_t
+
+cdef extern from "adam_c.h" nogil:
+    ctypedef enum adamc_status:
+        ADAMC_OK
+        ADAMC_ERR_NULL_POINTER
+        ADAMC_ERR_MISALIGNED
+        ADAMC_ERR_OVERLAP
+        ADAMC_ERR_HYPERPARAMETER
+        ADAMC_ERR_DTYPE
+        ADAMC_ERR_UNKNOWN_TARGET
+        ADAMC_ERR_NO_MEMORY
+
+    ctypedef enum adamc_dtype:
+        ADAMC_FLOAT32
+        ADAMC_FLOAT64
+
+    ctypedef struct adamc_hparams:
+        double lr
+        double beta1
+        double beta2
+        double eps
+        double weight_decay
+        int amsgrad
+        int maximize
+        int decoupled_weight_decay
+
+    ctypedef struct adamc_tensor:
+        void *param
+        const void *grad
+        void *exp_avg
+        void *exp_avg_sq
+        void *max_exp_avg_sq
+        size_t n
+        int64_t step
+        const adamc_hparams *hp
+        int dtype
+
+    adamc_status adamc_step_f32(float *p, const float *g, float *m, float *v, float *vmax, size_t n,
+                                int64_t step, const adamc_hparams *hp)
+    adamc_status adamc_step_f64(double *p, const double *g, double *m, double *v, double *vmax, size_t n,
+                                int64_t step, const adamc_hparams *hp)
+    adamc_status adamc_step_multi(const adamc_tensor *tensors, size_t count)
+    const char *adamc_status_message(adamc_status status)
+
+    int adamc_target_count()
+    const char *adamc_target_name(int index)
+    int adamc_target_supported(int index)
+    const char *adamc_current_target()
+    adamc_status adamc_set_target(const char *name)
+
+    int adamc_get_num_threads()
+    void adamc_set_num_threads(int n)
+    size_t adamc_get_parallel_threshold()
+    void adamc_set_parallel_threshold(size_t n)
+    int adamc_has_openmp()
+    int adamc_in_forked_child()

@@ -1,0 +1,253 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""_core.pyx: the only module that knows both C and Python: buffers in, C status codes out as exceptions."""
+
+cimport numpy as cnp
+from libc.stdint cimport int64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcmp
+
+import numpy as np
+
+cnp.import_array()
+
+ctypedef fused floating:
+    float
+    double
+
+
+cdef int raise_status(adamc_status status, str context) except -1:
+    message = adamc_status_message(status).decode()
+    if status == ADAMC_ERR_NO_MEMORY:
+        raise MemoryError(f"{context}: {message}")
+    raise ValueError(f"{context}: {message}")
+
+
+cdef inline void fill_hparams(adamc_hparams *hp, double lr, double beta1, double beta2, double eps,
+                              double weight_decay, bint amsgrad, bint maximize,
+                              bint decoupled_weight_decay) noexcept nogil:
+    hp.lr = lr
+    hp.beta1 = beta1
+    hp.beta2 = beta2
+    hp.eps = eps
+    hp.weight_decay = weight_decay
+    hp.amsgrad = amsgrad
+    hp.maximize = maximize
+    hp.decoupled_weight_decay = decoupled_weight_decay
+
+
+def step_buffers(floating[::1] param, const floating[::1] grad, floating[::1] exp_avg,
+                 floating[::1] exp_avg_sq, floating[::1] max_exp_avg_sq, int64_t step, double lr,
+                 double beta1, double beta2, double eps, double weight_decay, bint amsgrad, bint maximize,
+                 bint decoupled_weight_decay):
+    """One step on flat, already validated buffers of one dtype (the policy lives in adam_c.functional)."""
+    cdef Py_ssize_t n = param.shape[0]
+    cdef adamc_hparams hp
+    cdef adamc_status status
+    cdef floating *vmax = NULL
+    if grad.shape[0] != n or exp_avg.shape[0] != n or exp_avg_sq.shape[0] != n:
+        raise ValueError("param, grad, exp_avg and exp_avg_sq must have the same number of elements")
+    if amsgrad:
+        if max_exp_avg_sq is None or max_exp_avg_sq.shape[0] != n:
+            raise ValueError("max_exp_avg_sq must have the same number of elements as param when amsgrad=True")
+    fill_hparams(&hp, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay)
+    if n == 0:
+        with nogil:
+            if floating is float:
+                status = adamc_step_f32(NULL, NULL, NULL, NULL, NULL, 0, step, &hp)
+            else:
+                status = adamc_step_f64(NULL, NULL, NULL, NULL, NULL, 0, step, &hp)
+    else:
+        if amsgrad:
+            vmax = &max_exp_avg_sq[0]
+        with nogil:
+            if floating is float:
+                status = adamc_step_f32(&param[0], &grad[0], &exp_avg[0], &exp_avg_sq[0], vmax, n, step, &hp)
+            else:
+                status = adamc_step_f64(&param[0], &grad[0], &exp_avg[0], &exp_avg_sq[0], vmax, n, step, &hp)
+    if status != ADAMC_OK:
+        raise_status(status, "adam_step")
+
+
+class AmsgradBuffersMissing(Exception):
+    """Raised by StepPlan.run before it changes anything: a group turned amsgrad on, so max_exp_avg_sq
+    buffers must be allocated and the plan rebuilt."""
+
+
+cdef class StepPlan:
+    """The pointer table of an optimizer, prepared once: params, state buffers, dtypes, group membership.
+
+    Each run() reads the groups' hyperparameters (through a Python validator), validates and points at the
+    grads, then makes ONE C call for all tensors with the GIL released. It changes nothing if anything fails.
+    """
+    cdef adamc_tensor *table      # one prepared entry per param; grad and step are filled per run
+    cdef adamc_tensor *work       # the entries of this run (params whose grad is not None)
+    cdef Py_ssize_t *work_index
+    cdef adamc_hparams *hparams   # one per group, rewritten each run
+    cdef Py_ssize_t n_tensors
+    cdef Py_ssize_t n_groups
+    cdef int *typenums
+    cdef list params              # the arrays the pointers point into: kept alive as long as the plan
+    cdef list buffers
+    cdef int64_t[::1] steps
+    cdef list group_sizes
+    cdef list group_has_vmax
+    cdef object read_group
+    cdef object coerce_grad
+
+    def __cinit__(self):
+        self.table = NULL
+        self.work = NULL
+        self.work_index = NULL
+        self.hparams = NULL
+        self.typenums = NULL
+
+    def __init__(self, list params, list exp_avgs, list exp_avg_sqs, list max_exp_avg_sqs, list group_sizes,
+                 int64_t[::1] steps, read_group, coerce_grad):
+        cdef Py_ssize_t n = len(params)
+        cdef Py_ssize_t i, gi, start
+        cdef cnp.ndarray p
+        if len(exp_avgs) != n or len(exp_avg_sqs) != n or len(max_exp_avg_sqs) != n or steps.shape[0] != n:
+            raise ValueError("StepPlan: state lists must be aligned with params")
+        if sum(group_sizes) != n:
+            raise ValueError("StepPlan: group sizes must add up to the number of params")
+        self.n_tensors = n
+        self.n_groups = len(group_sizes)
+        self.params = list(params)
+        self.buffers = [list(exp_avgs), list(exp_avg_sqs), list(max_exp_avg_sqs)]
+        self.steps = steps
+        self.group_sizes = list(group_sizes)
+        self.read_group = read_group
+        self.coerce_grad = coerce_grad
+        self.table = <adamc_tensor *>calloc(max(n, 1), sizeof(adamc_tensor))
+        self.work = <adamc_tensor *>calloc(max(n, 1), sizeof(adamc_tensor))
+        self.work_index = <Py_ssize_t *>calloc(max(n, 1), sizeof(Py_ssize_t))
+        self.hparams = <adamc_hparams *>calloc(max(self.n_groups, 1), sizeof(adamc_hparams))
+        self.typenums = <int *>calloc(max(n, 1), sizeof(int))
+        if not (self.table and self.work and self.work_index and self.hparams and self.typenums):
+            raise MemoryError("StepPlan: out of memory")
+        self.group_has_vmax = []
+        i = 0
+        for gi in range(self.n_groups):
+            start = i
+            for _ in range(group_sizes[gi]):
+                p = params[i]
+                self.typenums[i] = cnp.PyArray_TYPE(p)
+                self.table[i].param = cnp.PyArray_DATA(p)
+                self.table[i].exp_avg = cnp.PyArray_DATA(<cnp.ndarray>exp_avgs[i])
+                self.table[i].exp_avg_sq = cnp.PyArray_DATA(<cnp.ndarray>exp_avg_sqs[i])
+                if max_exp_avg_sqs[i] is not None:
+                    self.table[i].max_exp_avg_sq = cnp.PyArray_DATA(<cnp.ndarray>max_exp_avg_sqs[i])
+                self.table[i].n = cnp.PyArray_SIZE(p)
+                self.table[i].hp = &self.hparams[gi]
+                self.table[i].dtype = ADAMC_FLOAT32 if self.typenums[i] == cnp.NPY_FLOAT32 else ADAMC_FLOAT64
+                i += 1
+            self.group_has_vmax.append(all(max_exp_avg_sqs[j] is not None for j in range(start, i)))
+
+    def __dealloc__(self):
+        free(self.table)
+        free(self.work)
+        free(self.work_index)
+        free(self.hparams)
+        free(self.typenums)
+
+    cdef inline bint grad_fits(self, object grad, Py_ssize_t i):
+        """The cheap check every grad passes in normal use: an aligned, native, C-contiguous ndarray of the
+        param's dtype and shape. Anything else goes to the Python validator (which converts or raises)."""
+        cdef cnp.ndarray g, p
+        if not cnp.PyArray_Check(grad):
+            return False
+        g = <cnp.ndarray>grad
+        p = <cnp.ndarray>self.params[i]
+        if cnp.PyArray_TYPE(g) != self.typenums[i]:
+            return False
+        if not (cnp.PyArray_IS_C_CONTIGUOUS(g) and cnp.PyArray_ISALIGNED(g) and cnp.PyArray_ISNOTSWAPPED(g)):
+            return False
+        if cnp.PyArray_NDIM(g) != cnp.PyArray_NDIM(p):
+            return False
+        return memcmp(cnp.PyArray_DIMS(g), cnp.PyArray_DIMS(p), cnp.PyArray_NDIM(p) * sizeof(cnp.npy_intp)) == 0
+
+    def run(self, grads, list groups):
+        """One step of every param whose grad is not None. Raises before changing anything."""
+        cdef Py_ssize_t gi, i, k = 0
+        cdef adamc_status status
+        cdef list keep = []
+        if len(groups) != self.n_groups:
+            raise RuntimeError("StepPlan: param_groups changed without a rebuild")
+        for gi in range(self.n_groups):
+            lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled = self.read_group(groups[gi], gi)
+            if amsgrad and not self.group_has_vmax[gi]:
+                raise AmsgradBuffersMissing(gi)
+            fill_hparams(&self.hparams[gi], lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled)
+        if not isinstance(grads, (list, tuple)):
+            grads = list(grads) if grads is not None else None
+        if grads is None or len(grads) != self.n_tensors:
+            got = "None" if grads is None else str(len(grads))
+            raise ValueError(f"grads: expected {self.n_tensors} gradients (one per param, in group order), got {got}")
+        for i in range(self.n_tensors):
+            grad = grads[i]
+            if grad is None:
+                continue
+            if not self.grad_fits(grad, i):
+                grad = self.coerce_grad(grad, i, self.params[i])
+                keep.append(grad)
+            self.work[k] = self.table[i]
+            self.work[k].grad = cnp.PyArray_DATA(<cnp.ndarray>grad)
+            self.work[k].step = self.steps[i] + 1
+            self.work_index[k] = i
+            k += 1
+        with nogil:
+            status = adamc_step_multi(self.work, k)
+        if status != ADAMC_OK:
+            raise_status(status, "step")
+        for i in range(k):
+            self.steps[self.work_index[i]] += 1
+
+
+# ---------------------------------------------------------------- SIMD targets and threads
+
+def target_names():
+    """Names of the SIMD targets compiled into this build, best last."""
+    return [adamc_target_name(i).decode() for i in range(adamc_target_count())]
+
+
+def target_supported(str name):
+    for i in range(adamc_target_count()):
+        if adamc_target_name(i).decode() == name:
+            return bool(adamc_target_supported(i))
+    return False
+
+
+def current_target():
+    return adamc_current_target().decode()
+
+
+def set_target(str name):
+    cdef bytes encoded = name.encode()
+    cdef adamc_status status = adamc_set_target(encoded)
+    if status != ADAMC_OK:
+        raise ValueError(f"target: {name!r} is not a SIMD target this CPU supports; "
+                         f"compiled: {target_names()}")
+
+
+def get_num_threads():
+    return adamc_get_num_threads()
+
+
+def set_num_threads_raw(int n):
+    adamc_set_num_threads(n)
+
+
+def get_parallel_threshold():
+    return adamc_get_parallel_threshold()
+
+
+def set_parallel_threshold(size_t n):
+    adamc_set_parallel_threshold(n)
+
+
+def has_openmp():
+    return bool(adamc_has_openmp())
+
+
+def in_forked_child():
+    return bool(adamc_in_forked_child())

@@ -1,0 +1,183 @@
+"""_validation.py: argument checks shared by the optimizer and the functional form; every error names its argument."""
+import numbers
+import operator
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay")
+
+
+def real(value, name):
+    """A finite-or-infinite real number as float; bools, strings, complex and arrays are TypeErrors."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu":
+            return float(value)
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def flag(value, name):
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+
+
+def check_lr(value, name="lr"):
+    lr = real(value, name)
+    if not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {name}={value!r} (must be >= 0)")
+    return lr
+
+
+def check_eps(value, name="eps"):
+    eps = real(value, name)
+    if not 0.0 <= eps:
+        raise ValueError(f"Invalid epsilon value: {name}={value!r} (must be >= 0)")
+    return eps
+
+
+def check_weight_decay(value, name="weight_decay"):
+    wd = real(value, name)
+    if not 0.0 <= wd:
+        raise ValueError(f"Invalid weight_decay value: {name}={value!r} (must be >= 0)")
+    return wd
+
+
+def check_beta(value, name):
+    beta = real(value, name)
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"Invalid beta parameter: {name}={value!r} (must be in [0, 1))")
+    return beta
+
+
+def check_betas(value, name="betas"):
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise TypeError(f"{name} must be a pair (beta1, beta2), got {value!r}")
+    return (check_beta(value[0], f"{name}[0]"), check_beta(value[1], f"{name}[1]"))
+
+
+_CHECKS = {"lr": check_lr, "betas": check_betas, "eps": check_eps, "weight_decay": check_weight_decay,
+           "amsgrad": flag, "maximize": flag, "decoupled_weight_decay": flag}
+
+
+def check_hyperparameters(hp, where):
+    """Validated copy of the hyperparameters in mapping `hp`. Names in messages are the plain keyword ("lr")
+    when `where` is empty, else where['lr'] (e.g. param_groups[1]['lr'])."""
+    out = {}
+    for key in HYPERPARAMETERS:
+        name = f"{where}[{key!r}]" if where else key
+        if key not in hp:
+            raise ValueError(f"{where or 'hyperparameters'} is missing the hyperparameter {key!r}")
+        out[key] = _CHECKS[key](hp[key], name)
+    return out
+
+
+def read_group(group, index):
+    """The tuple a step needs from param_groups[index], validated (called once per group per step)."""
+    where = f"param_groups[{index}]"
+    try:
+        lr, betas, eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        ams, maximize, decoupled = group["amsgrad"], group["maximize"], group["decoupled_weight_decay"]
+    except KeyError as exc:
+        raise ValueError(f"{where} is missing the hyperparameter {exc.args[0]!r}") from None
+    beta1, beta2 = check_betas(betas, f"{where}['betas']")
+    return (
+        check_lr(lr, f"{where}['lr']"),
+        beta1,
+        beta2,
+        check_eps(eps, f"{where}['eps']"),
+        check_weight_decay(wd, f"{where}['weight_decay']"),
+        flag(ams, f"{where}['amsgrad']"),
+        flag(maximize, f"{where}['maximize']"),
+        flag(decoupled, f"{where}['decoupled_weight_decay']"),
+    )
+
+
+def check_param(array, name):
+    """A param the optimizer may update in place: a writable, aligned, native, C-contiguous float ndarray."""
+    if not isinstance(array, np.ndarray):
+        hint = " (for a torch tensor pass tensor.numpy())" if type(array).__module__.startswith("torch") else ""
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(array).__name__}{hint}")
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {array.dtype}")
+    if not array.dtype.isnative:
+        raise ValueError(f"{name} must be in native byte order")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray makes a copy, which would not be updated)")
+    if not array.flags.writeable:
+        raise ValueError(f"{name} must be writable")
+    if not array.flags.aligned:
+        raise ValueError(f"{name} must be aligned to its element size")
+    return array
+
+
+def coerce_grad(grad, index, param):
+    """A grad that failed the fast check: convert what converts losslessly (non-contiguous, other containers)
+    to a C-contiguous array of the param's dtype and shape, and name the problem otherwise."""
+    name = f"grads[{index}]"
+    try:
+        array = np.asarray(grad)
+    except Exception as exc:  # objects numpy cannot read at all
+        raise TypeError(f"{name} must be an array of numbers, got {type(grad).__name__}") from exc
+    if array.dtype.kind not in "fiu" or array.dtype == np.dtype(object):
+        raise TypeError(f"{name} must be a float array, got dtype {array.dtype}")
+    if array.dtype.kind != "f" or array.dtype != param.dtype:
+        raise TypeError(f"{name} has dtype {array.dtype}, but its param has dtype {param.dtype}")
+    if array.shape != param.shape:
+        raise ValueError(f"{name} has shape {array.shape}, but its param has shape {param.shape}")
+    return np.require(array, dtype=param.dtype.newbyteorder("="), requirements=["C", "A"])
+
+
+def buffer_array(obj, name, writable):
+    """A flat ndarray view of a buffer-protocol object (no copy), checked for what the C kernel needs."""
+    if obj is None:
+        raise TypeError(f"{name} must be a float32/float64 buffer, got None")
+    try:
+        array = np.asarray(obj)
+    except Exception as exc:
+        raise TypeError(f"{name} must be a float32/float64 buffer, got {type(obj).__name__}") from exc
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {array.dtype}")
+    if not array.dtype.isnative:
+        raise ValueError(f"{name} must be in native byte order")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if writable and not array.flags.writeable:
+        raise ValueError(f"{name} must be writable")
+    if not array.flags.aligned:
+        raise ValueError(f"{name} must be aligned to its element size")
+    return array.reshape(-1)
+
+
+def check_step(value, name="step"):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    step = operator.index(value)
+    if not 1 <= step < 2**62:
+        raise ValueError(f"{name} must be >= 1 (the 1-based number of this update), got {step}")
+    return step
+
+
+def first_overlap(named_arrays):
+    """The first pair of names whose arrays share memory (by address range), or None."""
+    spans = []
+    for name, array in named_arrays:
+        if array is None or array.nbytes == 0:
+            continue
+        start = array.__array_interface__["data"][0]
+        spans.append((start, start + array.nbytes, name))
+    spans.sort()
+    for (s0, e0, n0), (s1, e1, n1) in zip(spans, spans[1:]):
+        if s1 < e0:
+            return n0, n1
+    # sorted by start, a span can also overlap one further on if it is long: check the running maximum end
+    best_end, best_name = -1, None
+    for start, end, name in spans:
+        if start < best_end:
+            return best_name, name
+        if end > best_end:
+            best_end, best_name = end, name
+    return None

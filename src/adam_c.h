@@ -1,0 +1,104 @@
+/* adam_c.h: the public C interface of adam_c: fused, in-place Adam/AdamW/AMSGrad steps on float buffers. */
+#ifndef ADAM_C_H
+#define ADAM_C_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Every entry point returns one of these; nothing is written when the result is not ADAMC_OK. */
+typedef enum adamc_status {
+    ADAMC_OK = 0,
+    ADAMC_ERR_NULL_POINTER = 1,   /* a required pointer is NULL while n > 0 */
+    ADAMC_ERR_MISALIGNED = 2,     /* a pointer is not aligned to its element size */
+    ADAMC_ERR_OVERLAP = 3,        /* two buffers of one update share memory */
+    ADAMC_ERR_HYPERPARAMETER = 4, /* lr/eps/weight_decay < 0, a beta outside [0, 1), a NaN, or step < 1 */
+    ADAMC_ERR_DTYPE = 5,          /* dtype is not ADAMC_FLOAT32 or ADAMC_FLOAT64 */
+    ADAMC_ERR_UNKNOWN_TARGET = 6, /* a SIMD target name that is unknown or not supported by this CPU */
+    ADAMC_ERR_NO_MEMORY = 7       /* a table of over 32 tensors needed scratch memory that malloc refused */
+} adamc_status;
+
+typedef enum adamc_dtype { ADAMC_FLOAT32 = 0, ADAMC_FLOAT64 = 1 } adamc_dtype;
+
+/* Hyperparameters of one parameter group, as in torch.optim.Adam. */
+typedef struct adamc_hparams {
+    double lr;
+    double beta1;
+    double beta2;
+    double eps;
+    double weight_decay;
+    int amsgrad;                /* keep max_exp_avg_sq = max(max_exp_avg_sq, exp_avg_sq) and use it in the denominator */
+    int maximize;               /* ascend instead of descend: the gradient is negated */
+    int decoupled_weight_decay; /* AdamW: param *= 1 - lr*weight_decay first; else L2: grad += weight_decay*param */
+} adamc_hparams;
+
+/* One buffer set of a multi-tensor step. All buffers have n elements of `dtype`, are contiguous and do not
+ * overlap each other nor any buffer of another entry (param == grad aliasing is not allowed either).
+ * max_exp_avg_sq is read only when hp->amsgrad is set. */
+typedef struct adamc_tensor {
+    void *param;
+    const void *grad;
+    void *exp_avg;
+    void *exp_avg_sq;
+    void *max_exp_avg_sq;
+    size_t n;
+    int64_t step;              /* 1-based number of this update (t in the formulas), >= 1 */
+    const adamc_hparams *hp;   /* hyperparameters of this tensor's group; shared between entries is fine */
+    int dtype;                 /* adamc_dtype */
+} adamc_tensor;
+
+/* One Adam step on one float32 buffer set, in place.
+ * Contract: p, m, v (and vmax when amsgrad) are written; g is only read. Buffers must not overlap
+ * (ADAMC_ERR_OVERLAP), must be aligned to the element size (ADAMC_ERR_MISALIGNED), any other alignment is fine.
+ * n == 0 is a valid no-op (pointers may then be NULL). step >= 1. Numerics follow torch.optim.Adam(foreach=False):
+ * bias corrections and step size are computed in double once, then rounded to the element type.
+ * Thread-safe for disjoint buffers; may run an OpenMP parallel region for large n. */
+adamc_status adamc_step_f32(float *p, const float *g, float *m, float *v, float *vmax, size_t n, int64_t step,
+                            const adamc_hparams *hp);
+/* The same for float64. */
+adamc_status adamc_step_f64(double *p, const double *g, double *m, double *v, double *vmax, size_t n,
+                            int64_t step, const adamc_hparams *hp);
+
+/* One Adam step on a table of buffer sets (any mix of dtypes and groups), as ONE parallel region whose work is
+ * split by element ranges across tensor boundaries. Every entry is validated before anything is written.
+ * Per-element results are bit-identical to adamc_step_f32/f64 and independent of the thread count.
+ * Overlap BETWEEN entries is the caller's duty (checking it costs a sort); overlap within an entry is checked. */
+adamc_status adamc_step_multi(const adamc_tensor *tensors, size_t count);
+
+/* A human-readable message for a status code (static storage). */
+const char *adamc_status_message(adamc_status status);
+
+/* ---- SIMD targets: chosen once at load time (best the CPU supports, or $ADAM_C_TARGET), changeable for tests. */
+/* Names of all targets compiled into this build, best last, e.g. "baseline", "avx2", "avx512". */
+int adamc_target_count(void);
+const char *adamc_target_name(int index);
+/* 1 if the CPU (CPUID and the OS's XGETBV state) supports target `index`. */
+int adamc_target_supported(int index);
+/* Name of the target in use. */
+const char *adamc_current_target(void);
+/* Switch to a target by name; ADAMC_ERR_UNKNOWN_TARGET if unknown or unsupported (then nothing changes).
+ * Not to be called while another thread is inside a step. */
+adamc_status adamc_set_target(const char *name);
+
+/* ---- Threads. */
+/* Threads a large step uses: the override from adamc_set_num_threads, else OpenMP's omp_get_max_threads()
+ * (so OMP_NUM_THREADS and threadpoolctl apply). 1 when built without OpenMP. */
+int adamc_get_num_threads(void);
+/* n >= 1 overrides OpenMP's setting for adam_c; n == 0 goes back to following OpenMP. */
+void adamc_set_num_threads(int n);
+/* Element count under which a step runs serially (no parallel region). */
+size_t adamc_get_parallel_threshold(void);
+void adamc_set_parallel_threshold(size_t n);
+/* 1 if built with OpenMP. */
+int adamc_has_openmp(void);
+/* 1 if this process is a fork() child of a process that had started OpenMP threads: adam_c then runs serially,
+ * since GNU OpenMP can hang such a child in its first parallel region. */
+int adamc_in_forked_child(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ADAM_C_H */

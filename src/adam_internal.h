@@ -1,0 +1,60 @@
+/* adam_internal.h: what the dispatcher and the per-target kernels share; not installed. */
+#ifndef ADAM_INTERNAL_H
+#define ADAM_INTERNAL_H
+
+#include <stddef.h>
+
+/* Per-tensor constants of one step, computed once in double by the dispatcher (bias corrections, step size)
+ * and rounded to the element type once at the top of the kernel. */
+typedef struct adamc_coeffs {
+    double decay_keep;       /* AdamW: 1 - lr*weight_decay */
+    double weight_decay;     /* Adam L2: grad += weight_decay*param */
+    double lerp_weight;      /* 1 - beta1: exp_avg.lerp_(grad, 1 - beta1) */
+    double beta2;
+    double one_minus_beta2;
+    double bias_correction2_sqrt;
+    double neg_step_size;    /* -lr / (1 - beta1^t) */
+    double eps;
+    int variant;             /* ADAMC_VARIANT_* flags: which specialised loop runs */
+} adamc_coeffs;
+
+enum {
+    ADAMC_VARIANT_AMSGRAD = 1,
+    ADAMC_VARIANT_L2 = 2,        /* weight_decay != 0 and not decoupled */
+    ADAMC_VARIANT_DECOUPLED = 4, /* weight_decay != 0 and decoupled (AdamW) */
+    ADAMC_VARIANT_MAXIMIZE = 8,
+    ADAMC_VARIANT_LERP_LARGE = 16 /* lerp weight >= 0.5: torch's other lerp form */
+};
+
+typedef void (*adamc_kernel_f32_fn)(float *p, const float *g, float *m, float *v, float *vmax, size_t n,
+                                    const adamc_coeffs *c);
+typedef void (*adamc_kernel_f64_fn)(double *p, const double *g, double *m, double *v, double *vmax, size_t n,
+                                    const adamc_coeffs *c);
+
+/* One compiled SIMD target: the same kernel source built with that target's ISA flags. */
+typedef struct adamc_target {
+    const char *name;
+    adamc_kernel_f32_fn step_f32;
+    adamc_kernel_f64_fn step_f64;
+    int (*cpu_supports)(void);
+} adamc_target;
+
+#define ADAMC_DECLARE_TARGET(suffix)                                                                              \
+    void adamc_kernel_f32_##suffix(float *, const float *, float *, float *, float *, size_t,                   \
+                                   const adamc_coeffs *);                                                         \
+    void adamc_kernel_f64_##suffix(double *, const double *, double *, double *, double *, size_t,             \
+                                   const adamc_coeffs *);
+
+ADAMC_DECLARE_TARGET(baseline)
+#ifdef ADAMC_HAVE_AVX2
+ADAMC_DECLARE_TARGET(avx2)
+#endif
+#ifdef ADAMC_HAVE_AVX512
+ADAMC_DECLARE_TARGET(avx512)
+#endif
+
+/* CPU feature checks (cpu_features.c): CPUID and XGETBV, so the OS saves the wide registers too. */
+int adamc_cpu_has_avx2_fma(void);
+int adamc_cpu_has_avx512(void);
+
+#endif /* ADAM_INTERNAL_H */
