@@ -42,6 +42,7 @@ cdef extern from "adam_c.h" nogil:
     adamc_status adamc_step_f64(double *p, const double *g, double *m, double *v, double *vmax, size_t n,
                                 int64_t step, const adamc_hparams *hp)
     adamc_status adamc_step_multi(const adamc_tensor *tensors, size_t count)
+    adamc_status adamc_memory_probe(const adamc_tensor *tensors, size_t count)
     const char *adamc_status_message(adamc_status status)
 
     int adamc_target_count()

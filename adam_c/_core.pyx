@@ -166,8 +166,9 @@ cdef class StepPlan:
             return False
         return memcmp(cnp.PyArray_DIMS(g), cnp.PyArray_DIMS(p), cnp.PyArray_NDIM(p) * sizeof(cnp.npy_intp)) == 0
 
-    def run(self, grads, list groups):
-        """One step of every param whose grad is not None. Raises before changing anything."""
+    def run(self, grads, list groups, bint probe=False):
+        """One step of every param whose grad is not None. Raises before changing anything.
+        probe=True runs the memory-floor probe instead (same table and threading, no Adam math, steps kept)."""
         cdef Py_ssize_t gi, i, k = 0
         cdef adamc_status status
         cdef list keep = []
@@ -196,9 +197,14 @@ cdef class StepPlan:
             self.work_index[k] = i
             k += 1
         with nogil:
-            status = adamc_step_multi(self.work, k)
+            if probe:
+                status = adamc_memory_probe(self.work, k)
+            else:
+                status = adamc_step_multi(self.work, k)
         if status != ADAMC_OK:
             raise_status(status, "step")
+        if probe:
+            return
         for i in range(k):
             self.steps[self.work_index[i]] += 1
 

@@ -280,7 +280,44 @@ static void locate_cut(const adamc_tensor *tensors, const size_t *byte_start, si
 }
 #endif
 
-adamc_status adamc_step_multi(const adamc_tensor *tensors, size_t count)
+/* What one thread does with elements [begin, end) of tensor i: the Adam kernel, or the bandwidth probe. */
+typedef void (*segment_fn)(const adamc_target *target, const adamc_tensor *t, const adamc_coeffs *c, size_t begin,
+                           size_t end);
+
+static void probe_segment(const adamc_target *target, const adamc_tensor *t, const adamc_coeffs *c, size_t begin,
+                          size_t end)
+{
+    (void)target;
+    (void)c;
+    /* the Adam access pattern with trivial arithmetic: read p, g, m, v; write p, m, v */
+    if (t->dtype == ADAMC_FLOAT32) {
+        float *restrict p = (float *)t->param, *restrict m = (float *)t->exp_avg, *restrict v = (float *)t->exp_avg_sq;
+        const float *restrict g = (const float *)t->grad;
+#pragma omp simd
+        for (size_t i = begin; i < end; i++) {
+            const float gi = g[i];
+            p[i] = p[i] + gi;
+            m[i] = m[i] + gi;
+            v[i] = v[i] + gi;
+        }
+    } else {
+        double *restrict p = (double *)t->param, *restrict m = (double *)t->exp_avg,
+                       *restrict v = (double *)t->exp_avg_sq;
+        const double *restrict g = (const double *)t->grad;
+#pragma omp simd
+        for (size_t i = begin; i < end; i++) {
+            const double gi = g[i];
+            p[i] = p[i] + gi;
+            m[i] = m[i] + gi;
+            v[i] = v[i] + gi;
+        }
+    }
+}
+
+/* Validates the table, computes per-tensor constants once, then runs `segment` over all elements: serially
+ * below the threshold, else in ONE parallel region whose threads take contiguous byte ranges of the
+ * concatenated tensors (cut at cache-line boundaries), so no thread forks per tensor. */
+static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment_fn segment)
 {
     if (count == 0)
         return ADAMC_OK;
@@ -325,7 +362,7 @@ adamc_status adamc_step_multi(const adamc_tensor *tensors, size_t count)
 
     if (nthreads <= 1) {
         for (size_t i = 0; i < count; i++)
-            run_segment(target, &tensors[i], &coeffs[i], 0, tensors[i].n);
+            segment(target, &tensors[i], &coeffs[i], 0, tensors[i].n);
     }
 #ifdef _OPENMP
     else {
@@ -337,28 +374,36 @@ adamc_status adamc_step_multi(const adamc_tensor *tensors, size_t count)
             const size_t team = (size_t)omp_get_num_threads();
             const size_t me = (size_t)omp_get_thread_num();
             size_t t0, off0, t1, off1;
-            /* me * total / team without overflowing: total_bytes < 2^63 in practice, team small */
             const size_t cut0 = (size_t)((double)total_bytes * (double)me / (double)team);
-            const size_t cut1 = me + 1 == team ? total_bytes
-                                               : (size_t)((double)total_bytes * (double)(me + 1) / (double)team);
             locate_cut(tensors, byte_start, count, cut0, &t0, &off0);
             if (me + 1 == team) {
                 t1 = count - 1;
                 off1 = tensors[count - 1].n;
             } else {
+                const size_t cut1 = (size_t)((double)total_bytes * (double)(me + 1) / (double)team);
                 locate_cut(tensors, byte_start, count, cut1, &t1, &off1);
             }
             for (size_t i = t0; i <= t1; i++) {
                 const size_t begin = i == t0 ? off0 : 0;
                 const size_t end = i == t1 ? off1 : tensors[i].n;
                 if (begin < end)
-                    run_segment(target, &tensors[i], &coeffs[i], begin, end);
+                    segment(target, &tensors[i], &coeffs[i], begin, end);
             }
         }
     }
 #endif
     free(heap);
     return ADAMC_OK;
+}
+
+adamc_status adamc_step_multi(const adamc_tensor *tensors, size_t count)
+{
+    return run_table(tensors, count, run_segment);
+}
+
+adamc_status adamc_memory_probe(const adamc_tensor *tensors, size_t count)
+{
+    return run_table(tensors, count, probe_segment);
 }
 
 adamc_status adamc_step_f32(float *p, const float *g, float *m, float *v, float *vmax, size_t n, int64_t step,

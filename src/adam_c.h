@@ -68,6 +68,11 @@ adamc_status adamc_step_f64(double *p, const double *g, double *m, double *v, do
  * Overlap BETWEEN entries is the caller's duty (checking it costs a sort); overlap within an entry is checked. */
 adamc_status adamc_step_multi(const adamc_tensor *tensors, size_t count);
 
+/* Benchmark helper: the memory floor of a step. Same table, validation, threading and work split as
+ * adamc_step_multi, but each element only does p += g, m += g, v += g (the same 4 reads and 3 writes, no math).
+ * It overwrites the buffers with meaningless values. */
+adamc_status adamc_memory_probe(const adamc_tensor *tensors, size_t count);
+
 /* A human-readable message for a status code (static storage). */
 const char *adamc_status_message(adamc_status status);
 
