@@ -68,6 +68,36 @@ def step_buffers(floating[::1] param, const floating[::1] grad, floating[::1] ex
         raise_status(status, "adam_step")
 
 
+cdef inline bint read_group_fast(object group, adamc_hparams *hp):
+    """Fill hp from a group dict whose values are exactly what the constructor stores (floats, a tuple of two
+    floats, bools) and in range; False for anything else, which then goes through the Python validator."""
+    if type(group) is not dict:
+        return False
+    cdef dict d = <dict>group
+    lr = d.get("lr")
+    betas = d.get("betas")
+    eps = d.get("eps")
+    wd = d.get("weight_decay")
+    ams = d.get("amsgrad")
+    maximize = d.get("maximize")
+    decoupled = d.get("decoupled_weight_decay")
+    if not (type(lr) is float and type(eps) is float and type(wd) is float and type(betas) is tuple
+            and type(ams) is bool and type(maximize) is bool and type(decoupled) is bool):
+        return False
+    if len(<tuple>betas) != 2:
+        return False
+    beta1 = (<tuple>betas)[0]
+    beta2 = (<tuple>betas)[1]
+    if not (type(beta1) is float and type(beta2) is float):
+        return False
+    cdef double c_lr = <double>lr, c_eps = <double>eps, c_wd = <double>wd
+    cdef double c_b1 = <double>beta1, c_b2 = <double>beta2
+    if not (c_lr >= 0.0 and c_eps >= 0.0 and c_wd >= 0.0 and 0.0 <= c_b1 < 1.0 and 0.0 <= c_b2 < 1.0):
+        return False
+    fill_hparams(hp, c_lr, c_b1, c_b2, c_eps, c_wd, ams is True, maximize is True, decoupled is True)
+    return True
+
+
 class AmsgradBuffersMissing(Exception):
     """Raised by StepPlan.run before it changes anything: a group turned amsgrad on, so max_exp_avg_sq
     buffers must be allocated and the plan rebuilt."""
@@ -175,10 +205,11 @@ cdef class StepPlan:
         if len(groups) != self.n_groups:
             raise RuntimeError("StepPlan: param_groups changed without a rebuild")
         for gi in range(self.n_groups):
-            lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled = self.read_group(groups[gi], gi)
-            if amsgrad and not self.group_has_vmax[gi]:
+            if not read_group_fast(groups[gi], &self.hparams[gi]):
+                lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled = self.read_group(groups[gi], gi)
+                fill_hparams(&self.hparams[gi], lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled)
+            if self.hparams[gi].amsgrad and not self.group_has_vmax[gi]:
                 raise AmsgradBuffersMissing(gi)
-            fill_hparams(&self.hparams[gi], lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled)
         if not isinstance(grads, (list, tuple)):
             grads = list(grads) if grads is not None else None
         if grads is None or len(grads) != self.n_tensors:
