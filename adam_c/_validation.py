@@ -105,13 +105,19 @@ def check_param(array, name):
     if not isinstance(array, np.ndarray):
         hint = " (for a torch tensor pass tensor.numpy())" if type(array).__module__.startswith("torch") else ""
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(array).__name__}{hint}")
+    return _check_kernel_buffer(array, name, writable=True,
+                                contiguity_hint=" (np.ascontiguousarray makes a copy, which would not be updated)")
+
+
+def _check_kernel_buffer(array, name, writable, contiguity_hint=""):
+    """What the C kernel needs of an ndarray: float32/float64, native, C-contiguous, aligned (and writable)."""
     if array.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {array.dtype}")
     if not array.dtype.isnative:
         raise ValueError(f"{name} must be in native byte order")
     if not array.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray makes a copy, which would not be updated)")
-    if not array.flags.writeable:
+        raise ValueError(f"{name} must be C-contiguous{contiguity_hint}")
+    if writable and not array.flags.writeable:
         raise ValueError(f"{name} must be writable")
     if not array.flags.aligned:
         raise ValueError(f"{name} must be aligned to its element size")
@@ -128,7 +134,7 @@ def coerce_grad(grad, index, param):
         raise TypeError(f"{name} must be an array of numbers, got {type(grad).__name__}") from exc
     if array.dtype.kind not in "fiu" or array.dtype == np.dtype(object):
         raise TypeError(f"{name} must be a float array, got dtype {array.dtype}")
-    if array.dtype.kind != "f" or array.dtype != param.dtype:
+    if array.dtype.kind != "f" or array.dtype.itemsize != param.dtype.itemsize:
         raise TypeError(f"{name} has dtype {array.dtype}, but its param has dtype {param.dtype}")
     if array.shape != param.shape:
         raise ValueError(f"{name} has shape {array.shape}, but its param has shape {param.shape}")
@@ -143,17 +149,7 @@ def buffer_array(obj, name, writable):
         array = np.asarray(obj)
     except Exception as exc:
         raise TypeError(f"{name} must be a float32/float64 buffer, got {type(obj).__name__}") from exc
-    if array.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must have dtype float32 or float64, got {array.dtype}")
-    if not array.dtype.isnative:
-        raise ValueError(f"{name} must be in native byte order")
-    if not array.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous")
-    if writable and not array.flags.writeable:
-        raise ValueError(f"{name} must be writable")
-    if not array.flags.aligned:
-        raise ValueError(f"{name} must be aligned to its element size")
-    return array.reshape(-1)
+    return _check_kernel_buffer(array, name, writable).reshape(-1)
 
 
 def check_step(value, name="step"):

@@ -21,12 +21,15 @@ static int always_supported(void) { return 1; }
 
 /* Best last: the loader picks the last one the CPU supports. */
 static const adamc_target targets[] = {
-    {"baseline", adamc_kernel_f32_baseline, adamc_kernel_f64_baseline, always_supported},
+    {"baseline", adamc_kernel_f32_baseline, adamc_kernel_f64_baseline, adamc_probe_f32_baseline,
+     adamc_probe_f64_baseline, always_supported},
 #ifdef ADAMC_HAVE_AVX2
-    {"avx2", adamc_kernel_f32_avx2, adamc_kernel_f64_avx2, adamc_cpu_has_avx2_fma},
+    {"avx2", adamc_kernel_f32_avx2, adamc_kernel_f64_avx2, adamc_probe_f32_avx2, adamc_probe_f64_avx2,
+     adamc_cpu_has_avx2_fma},
 #endif
 #ifdef ADAMC_HAVE_AVX512
-    {"avx512", adamc_kernel_f32_avx512, adamc_kernel_f64_avx512, adamc_cpu_has_avx512},
+    {"avx512", adamc_kernel_f32_avx512, adamc_kernel_f64_avx512, adamc_probe_f32_avx512,
+     adamc_probe_f64_avx512, adamc_cpu_has_avx512},
 #endif
 };
 #define TARGET_COUNT ((int)(sizeof(targets) / sizeof(targets[0])))
@@ -287,31 +290,14 @@ typedef void (*segment_fn)(const adamc_target *target, const adamc_tensor *t, co
 static void probe_segment(const adamc_target *target, const adamc_tensor *t, const adamc_coeffs *c, size_t begin,
                           size_t end)
 {
-    (void)target;
     (void)c;
-    /* the Adam access pattern with trivial arithmetic: read p, g, m, v; write p, m, v */
-    if (t->dtype == ADAMC_FLOAT32) {
-        float *restrict p = (float *)t->param, *restrict m = (float *)t->exp_avg, *restrict v = (float *)t->exp_avg_sq;
-        const float *restrict g = (const float *)t->grad;
-#pragma omp simd
-        for (size_t i = begin; i < end; i++) {
-            const float gi = g[i];
-            p[i] = p[i] + gi;
-            m[i] = m[i] + gi;
-            v[i] = v[i] + gi;
-        }
-    } else {
-        double *restrict p = (double *)t->param, *restrict m = (double *)t->exp_avg,
-                       *restrict v = (double *)t->exp_avg_sq;
-        const double *restrict g = (const double *)t->grad;
-#pragma omp simd
-        for (size_t i = begin; i < end; i++) {
-            const double gi = g[i];
-            p[i] = p[i] + gi;
-            m[i] = m[i] + gi;
-            v[i] = v[i] + gi;
-        }
-    }
+    const size_t n = end - begin;
+    if (t->dtype == ADAMC_FLOAT32)
+        target->probe_f32((float *)t->param + begin, (const float *)t->grad + begin, (float *)t->exp_avg + begin,
+                          (float *)t->exp_avg_sq + begin, n);
+    else
+        target->probe_f64((double *)t->param + begin, (const double *)t->grad + begin,
+                          (double *)t->exp_avg + begin, (double *)t->exp_avg_sq + begin, n);
 }
 
 /* Validates the table, computes per-tensor constants once, then runs `segment` over all elements: serially

@@ -31,11 +31,17 @@ typedef void (*adamc_kernel_f32_fn)(float *p, const float *g, float *m, float *v
 typedef void (*adamc_kernel_f64_fn)(double *p, const double *g, double *m, double *v, double *vmax, size_t n,
                                     const adamc_coeffs *c);
 
+/* The memory-floor probe: the step's 4 reads and 3 writes with trivial arithmetic (p += g, m += g, v += g). */
+typedef void (*adamc_probe_f32_fn)(float *p, const float *g, float *m, float *v, size_t n);
+typedef void (*adamc_probe_f64_fn)(double *p, const double *g, double *m, double *v, size_t n);
+
 /* One compiled SIMD target: the same kernel source built with that target's ISA flags. */
 typedef struct adamc_target {
     const char *name;
     adamc_kernel_f32_fn step_f32;
     adamc_kernel_f64_fn step_f64;
+    adamc_probe_f32_fn probe_f32;
+    adamc_probe_f64_fn probe_f64;
     int (*cpu_supports)(void);
 } adamc_target;
 
@@ -43,7 +49,9 @@ typedef struct adamc_target {
     void adamc_kernel_f32_##suffix(float *, const float *, float *, float *, float *, size_t,                   \
                                    const adamc_coeffs *);                                                         \
     void adamc_kernel_f64_##suffix(double *, const double *, double *, double *, double *, size_t,             \
-                                   const adamc_coeffs *);
+                                   const adamc_coeffs *);                                                         \
+    void adamc_probe_f32_##suffix(float *, const float *, float *, float *, size_t);                               \
+    void adamc_probe_f64_##suffix(double *, const double *, double *, double *, size_t);
 
 ADAMC_DECLARE_TARGET(baseline)
 #ifdef ADAMC_HAVE_AVX2

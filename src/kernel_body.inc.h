@@ -75,3 +75,17 @@ void ADAMC_NAME(adamc_kernel)(ADAMC_T *p, const ADAMC_T *g, ADAMC_T *m, ADAMC_T 
 #undef ADAMC_CASES_DECAY
 #undef ADAMC_CASES_AMS
 #undef ADAMC_CASES_MAX
+
+/* The memory-floor probe of this type and target: the same bytes as a step (read p, g, m, v; write p, m, v)
+ * with no math, so benchmarks can report a step as a fraction of what the memory system allows. */
+void ADAMC_NAME(adamc_probe)(ADAMC_T *restrict p, const ADAMC_T *restrict g, ADAMC_T *restrict m,
+                             ADAMC_T *restrict v, size_t n)
+{
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        const ADAMC_T grad = g[i];
+        p[i] = p[i] + grad;
+        m[i] = m[i] + grad;
+        v[i] = v[i] + grad;
+    }
+}
