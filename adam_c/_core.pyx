@@ -8,6 +8,8 @@ from libc.string cimport memcmp
 
 import numpy as np
 
+from ._validation import describe_overlap, grads_sequence
+
 cnp.import_array()
 
 ctypedef fused floating:
@@ -211,10 +213,10 @@ cdef class StepPlan:
             if self.hparams[gi].amsgrad and not self.group_has_vmax[gi]:
                 raise AmsgradBuffersMissing(gi)
         if not isinstance(grads, (list, tuple)):
-            grads = list(grads) if grads is not None else None
-        if grads is None or len(grads) != self.n_tensors:
-            got = "None" if grads is None else str(len(grads))
-            raise ValueError(f"grads: expected {self.n_tensors} gradients (one per param, in group order), got {got}")
+            grads = grads_sequence(grads)
+        if len(grads) != self.n_tensors:
+            raise ValueError(f"grads: expected {self.n_tensors} gradients (one per param, in group order), "
+                             f"got {len(grads)}")
         for i in range(self.n_tensors):
             grad = grads[i]
             if grad is None:
@@ -232,6 +234,9 @@ cdef class StepPlan:
                 status = adamc_memory_probe(self.work, k)
             else:
                 status = adamc_step_multi(self.work, k)
+        if status == ADAMC_ERR_OVERLAP:
+            raise ValueError(describe_overlap(grads, self.params, list(zip(
+                ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), self.buffers))))
         if status != ADAMC_OK:
             raise_status(status, "step")
         if probe:

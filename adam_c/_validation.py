@@ -142,14 +142,45 @@ def coerce_grad(grad, index, param):
 
 
 def buffer_array(obj, name, writable):
-    """A flat ndarray view of a buffer-protocol object (no copy), checked for what the C kernel needs."""
+    """A flat ndarray view of a buffer-protocol object (no copy), checked for what the C kernel needs.
+    A buffer written in place must really be shared memory: a list or tuple (or anything numpy would copy) is
+    refused rather than updated in a temporary copy."""
     if obj is None:
         raise TypeError(f"{name} must be a float32/float64 buffer, got None")
+    if writable and not isinstance(obj, np.ndarray):
+        try:
+            obj = memoryview(obj)
+        except TypeError:
+            hint = " (for a torch tensor pass tensor.numpy())" if type(obj).__module__.startswith("torch") else ""
+            raise TypeError(f"{name} must be a writable buffer (ndarray, memoryview, array.array), "
+                            f"got {type(obj).__name__}{hint}") from None
     try:
         array = np.asarray(obj)
     except Exception as exc:
         raise TypeError(f"{name} must be a float32/float64 buffer, got {type(obj).__name__}") from exc
     return _check_kernel_buffer(array, name, writable).reshape(-1)
+
+
+def grads_sequence(grads):
+    """grads as a list; a bare array or a non-iterable is refused with a message naming grads."""
+    if isinstance(grads, np.ndarray):
+        raise TypeError("grads must be a sequence with one array per param (e.g. [g]), got a single ndarray")
+    try:
+        return list(grads)
+    except TypeError:
+        raise TypeError(f"grads must be a sequence with one array per param, got {type(grads).__name__}") from None
+
+
+def describe_overlap(grads, params, state_lists):
+    """The message for a step the C core refused for overlap: which grad shares memory with what."""
+    for i, grad in enumerate(grads):
+        if grad is None or not isinstance(grad, np.ndarray):
+            continue
+        owners = [("its param", params[i])] + [(f"its {key}", lst[i]) for key, lst in state_lists]
+        for what, array in owners:
+            if array is not None and np.shares_memory(grad, array):
+                return f"grads[{i}] shares memory with {what}; pass a separate gradient array"
+    return "a grad shares memory with its param or optimizer state"
 
 
 def check_step(value, name="step"):

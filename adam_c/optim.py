@@ -121,32 +121,43 @@ class Adam:
         with self._lock:
             if grads is None:
                 grads = self.grads
-            if self._plan is None:
-                self._build_plan()
+            if self._plan is not None:
+                try:
+                    self._plan.run(grads, self.param_groups)
+                    return loss
+                except _core.AmsgradBuffersMissing:
+                    pass  # a group turned amsgrad on: allocate its buffers and rebuild below
+            added = self._build_plan()
             try:
                 self._plan.run(grads, self.param_groups)
-            except _core.AmsgradBuffersMissing:
-                self._build_plan()
-                self._plan.run(grads, self.param_groups)
+            except BaseException:
+                self._forget(added)  # a failed step changes nothing, not even new zero buffers
+                raise
         return loss
 
     def _build_plan(self):
         """Allocate any missing state (zeros) and prepare the C pointer table; runs on the first step and after
-        the params, groups or state buffers changed, never on a plain step."""
-        avg, avg_sq, max_sq = (self._state[k] for k in _STATE_KEYS)
+        the params, groups or state buffers changed, never on a plain step. Returns what it allocated, as
+        (key, index) pairs, so a step that then fails can take it back."""
+        added = []
         i = 0
         for group in self.param_groups:
-            ams = bool(group.get("amsgrad", False))
+            ams = bool(group.get("amsgrad"))
             for p in group["params"]:
-                if avg[i] is None:
-                    avg[i] = np.zeros_like(p)
-                    avg_sq[i] = np.zeros_like(p)
-                if ams and max_sq[i] is None:
-                    max_sq[i] = np.zeros_like(p)
+                for key in _STATE_KEYS if ams else _STATE_KEYS[:2]:
+                    if self._state[key][i] is None:
+                        self._state[key][i] = np.zeros_like(p)
+                        added.append((key, i))
                 i += 1
         sizes = [len(g["params"]) for g in self.param_groups]
-        self._plan = _core.StepPlan(self._params, avg, avg_sq, max_sq, sizes, self._steps, read_group,
-                                    coerce_grad)
+        self._plan = _core.StepPlan(self._params, *(self._state[k] for k in _STATE_KEYS), sizes, self._steps,
+                                    read_group, coerce_grad)
+        return added
+
+    def _forget(self, added):
+        for key, i in added:
+            self._state[key][i] = None
+        self._plan = None
 
     # ------------------------------------------------------------ state
 
