@@ -3,7 +3,7 @@ import argparse
 import datetime
 import functools
 import gc
-import importlib.util
+import importlib
 import json
 import math
 import os
@@ -142,15 +142,18 @@ def build_numpy(buf):
     return NumpyAdam(buf.params, buf.grads, buf.exp_avgs, buf.exp_avg_sqs).step
 
 
-def _import_torch():
-    if importlib.util.find_spec("torch") is None:
-        raise Skipped("torch not installed")
-    import torch
-    return torch
+def optional_module(name):
+    """The module if it imports, else None (not installed, or broken)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
 
 
 def build_torch(buf, fused):
-    torch = _import_torch()
+    torch = optional_module("torch")
+    if torch is None:
+        raise Skipped("torch not installed")
     params = [torch.nn.Parameter(torch.from_numpy(p)) for p in buf.params]  # shares the NumPy memory
     for tp, g in zip(params, buf.grads):
         tp.grad = torch.from_numpy(g)
@@ -167,13 +170,13 @@ def build_torch(buf, fused):
 
 @functools.lru_cache(maxsize=None)
 def _numba_kernel():
-    if importlib.util.find_spec("numba") is None:
+    numba = optional_module("numba")
+    if numba is None:
         raise Skipped("numba not installed")
-    import numba
 
     @numba.njit(parallel=True, fastmath=False, nogil=True)
     def adam_numba(p, g, m, v, beta1, beta2, neg_step_size, bias_correction2_sqrt, eps):
-        one = beta1 - beta1 + 1
+        one = beta1 - beta1 + 1  # 1 in the element type: a literal 1 would turn float32 math into float64
         for i in numba.prange(p.shape[0]):
             grad = g[i]
             new_m = m[i] + (one - beta1) * (grad - m[i])
@@ -185,23 +188,31 @@ def _numba_kernel():
     return adam_numba
 
 
-def build_numba(buf):
-    kernel = _numba_kernel()
-    scalar = buf.dtype.type
-    tensors = [(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1))
-               for p, g, m, v in zip(buf.params, buf.grads, buf.exp_avgs, buf.exp_avg_sqs)]
-    counter = [0]
-    beta1, beta2 = BETAS
+class NumbaAdam:
+    """Adam with a numba parallel kernel, one kernel call (one parallel region) per tensor."""
 
-    def step():
-        counter[0] += 1
-        t = counter[0]
-        neg_step_size = scalar(-LR / (1.0 - beta1 ** t))
-        bc2_sqrt = scalar(math.sqrt(1.0 - beta2 ** t))
-        for p, g, m, v in tensors:
-            kernel(p, g, m, v, scalar(beta1), scalar(beta2), neg_step_size, bc2_sqrt, scalar(EPS))
-    step()  # compiles for this dtype
-    return step
+    def __init__(self, params, grads, exp_avgs, exp_avg_sqs, lr=LR, betas=BETAS, eps=EPS):
+        self.kernel = _numba_kernel()
+        self.scalar = params[0].dtype.type  # scalars in the element type, so float32 math stays float32
+        self.tensors = [(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1))
+                        for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs)]
+        self.lr, (self.beta1, self.beta2), self.eps = lr, betas, eps
+        self.step_count = 0
+
+    def step(self):
+        self.step_count += 1
+        t, scalar = self.step_count, self.scalar
+        neg_step_size = scalar(-self.lr / (1.0 - self.beta1 ** t))
+        bc2_sqrt = scalar(math.sqrt(1.0 - self.beta2 ** t))
+        beta1, beta2, eps = scalar(self.beta1), scalar(self.beta2), scalar(self.eps)
+        for p, g, m, v in self.tensors:
+            self.kernel(p, g, m, v, beta1, beta2, neg_step_size, bc2_sqrt, eps)
+
+
+def build_numba(buf):
+    adam = NumbaAdam(buf.params, buf.grads, buf.exp_avgs, buf.exp_avg_sqs)
+    adam.step()  # compiles for this dtype
+    return adam.step
 
 
 IMPLEMENTATIONS = {
@@ -225,7 +236,7 @@ class Timed:
         self.samples = []  # ns per call, one per sample
 
     def warm_up(self):
-        """Run once, then until WARMUP_NS have passed (at least once more), and size the batch so a sample is >= MIN_SAMPLE_NS."""
+        """Run once, then again until WARMUP_NS have passed; size the batch so a sample lasts MIN_SAMPLE_NS."""
         if self.prepare:
             self.prepare()
         self.call()
@@ -364,11 +375,9 @@ def cpu_model():
 
 def versions(torch_wanted):
     out = {"python": platform.python_version(), "numpy": np.__version__, "adam_c": adam_c.__version__}
-    for module in (["torch"] if torch_wanted else []) + ["numba", "matplotlib"]:
-        if importlib.util.find_spec(module) is None:
-            out[module] = None
-        else:
-            out[module] = getattr(__import__(module), "__version__", "?")
+    for name in (["torch"] if torch_wanted else []) + ["numba", "matplotlib"]:
+        module = optional_module(name)
+        out[name] = None if module is None else getattr(module, "__version__", "?")
     return out
 
 
@@ -399,14 +408,15 @@ def load_note():
     return f"load average {load:.2f}{busy}"
 
 
-def set_threads(n):
+def set_threads(n, torch_wanted):
+    """The same thread count for adam_c and every threaded peer."""
     adam_c.set_num_threads(n)
-    if importlib.util.find_spec("torch") is not None:
-        import torch
+    torch = optional_module("torch") if torch_wanted else None
+    if torch is not None:
         torch.set_num_threads(n)
-    if importlib.util.find_spec("numba") is not None:
+    numba = optional_module("numba")
+    if numba is not None:
         try:
-            import numba
             numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
         except Exception as exc:  # numba present but unusable: its builder reports it
             print(f"numba: could not set threads: {exc}")
@@ -572,7 +582,7 @@ def main(argv=None):
     settings = Settings(args.quick)
     dtypes = list(DTYPES) if args.dtype == "both" else [args.dtype]
     threads = args.threads if args.threads is not None else adam_c.get_num_threads()
-    set_threads(threads)
+    set_threads(threads, not args.no_torch)
     info = adam_c.cpu_info()
     vers = versions(not args.no_torch)
     print_header(info, vers, threads)
@@ -601,7 +611,7 @@ def main(argv=None):
         out["results"] = results
         out["skipped"] = skipped
         if args.plot:
-            have_matplotlib = importlib.util.find_spec("matplotlib") is not None
+            have_matplotlib = optional_module("matplotlib") is not None
             if not have_matplotlib:
                 print("--plot: matplotlib is not installed: no plot" +
                       ("; the size sweep still goes to the JSON" if args.json else ", no size sweep"))

@@ -1,0 +1,165 @@
+"""bench_step.py: asv benchmarks of adam_c's fused step: time per step, GB/s, and percent of the memory floor."""
+import math
+import os
+import time
+
+import numpy as np
+
+import adam_c
+
+SIZES = [1_000, 100_000, 1_000_000, 10_000_000]   # call cost, L2, L3/RAM edge, RAM
+TRACK_SIZES = [100_000, 1_000_000, 10_000_000]
+DTYPES = ["float32", "float64"]
+OPTIONS = ["adam", "amsgrad", "adamw"]
+THREADS = [1, 2]
+MULTI_TENSORS, MULTI_SEED = 200, 0                 # 3,732,411 elements in all, as in python -m adam_c.bench
+LR = 1e-3
+
+
+def bytes_per_element(dtype, option):
+    """Bytes one step moves per element: reads p, g, m, v (+ vmax) and writes p, m, v (+ vmax)."""
+    return np.dtype(dtype).itemsize * (9 if option == "amsgrad" else 7)
+
+
+def multi_sizes():
+    """200 tensor sizes, log-uniform in 1e2..1e5, fixed seed."""
+    exponents = np.random.default_rng(MULTI_SEED).uniform(2.0, 5.0, MULTI_TENSORS)
+    return [int(s) for s in np.round(10.0 ** exponents)]
+
+
+def make_optimizer(option, params):
+    if option == "adamw":
+        return adam_c.AdamW(params, lr=LR, weight_decay=1e-2)
+    return adam_c.Adam(params, lr=LR, amsgrad=(option == "amsgrad"))
+
+
+def make_tensors(sizes, dtype):
+    """Params in [-0.5, 0.5) and positive grads (so the floor probe keeps every value finite)."""
+    rng = np.random.default_rng(1)
+    params, grads = [], []
+    for n in sizes:
+        p = rng.random(n, dtype=dtype)
+        p -= 0.5
+        g = rng.random(n, dtype=dtype)
+        g *= 9e-3
+        g += 1e-3
+        params.append(p)
+        grads.append(g)
+    return params, grads
+
+
+def use_threads(threads):
+    """Set adam_c's threads, or skip the benchmark (NotImplementedError) where they cannot be used."""
+    if threads is None:
+        adam_c.set_num_threads(None)
+        return
+    if threads > (os.cpu_count() or 1):
+        raise NotImplementedError(f"{threads} threads on {os.cpu_count()} CPUs")
+    if threads > 1 and not adam_c.cpu_info()["openmp"]:
+        raise NotImplementedError("adam_c built without OpenMP")
+    if threads > 1 and adam_c.cpu_info()["forked_child_serial"]:
+        raise NotImplementedError("forked child of a process that ran OpenMP: adam_c runs serially")
+    adam_c.set_num_threads(threads)
+
+
+def interleaved_medians(calls, rounds=15, min_sample_s=0.002):
+    """Median seconds per call of each of `calls` ({name: fn}), sampled round-robin; each sample is a batch of
+    calls lasting at least min_sample_s."""
+    batches = {}
+    for name, fn in calls.items():
+        fn()
+        start, n = time.perf_counter(), 0
+        while time.perf_counter() - start < 0.01:
+            fn()
+            n += 1
+        batches[name] = max(1, math.ceil(min_sample_s * n / (time.perf_counter() - start)))
+    samples = {name: [] for name in calls}
+    names = list(calls)
+    for r in range(rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            fn, batch = calls[name], batches[name]
+            start = time.perf_counter()
+            for _ in range(batch):
+                fn()
+            samples[name].append((time.perf_counter() - start) / batch)
+    return {name: float(np.median(s)) for name, s in samples.items()}
+
+
+class StepSuite:
+    """One optimizer over one tensor: time per step for each size, dtype, option set and thread count."""
+
+    params = (SIZES, DTYPES, OPTIONS, THREADS)
+    param_names = ["size", "dtype", "option", "threads"]
+    timeout = 300
+
+    def setup(self, size, dtype, option, threads):
+        use_threads(threads)
+        self.param_arrays, self.grads = make_tensors([size], dtype)
+        self.opt = make_optimizer(option, self.param_arrays)
+        self.opt.step(self.grads)  # allocates the state: not part of a step's cost
+
+    def teardown(self, size, dtype, option, threads):
+        adam_c.set_num_threads(None)
+
+    def time_step(self, size, dtype, option, threads):
+        self.opt.step(self.grads)
+
+
+class MultiTensorSuite:
+    """One optimizer over 200 tensors (log-uniform sizes 1e2..1e5): one C call per step for all of them."""
+
+    params = (DTYPES, THREADS)
+    param_names = ["dtype", "threads"]
+    timeout = 300
+
+    def setup(self, dtype, threads):
+        use_threads(threads)
+        self.param_arrays, self.grads = make_tensors(multi_sizes(), dtype)
+        self.opt = make_optimizer("adam", self.param_arrays)
+        self.opt.step(self.grads)
+
+    def teardown(self, dtype, threads):
+        adam_c.set_num_threads(None)
+
+    def time_multi(self, dtype, threads):
+        self.opt.step(self.grads)
+
+
+class ThroughputSuite:
+    """Bandwidth of a step (adam_c's default threads) and how close it is to the memory floor, measured in the
+    same process, interleaved: the floor is adam_c's probe (p += g, m += g, v += g on the same table and threads:
+    28 bytes per float32 element). AMSGrad moves 36 bytes per element, so its floor is the probe's time x 36/28."""
+
+    params = (TRACK_SIZES, DTYPES, OPTIONS)
+    param_names = ["size", "dtype", "option"]
+    timeout = 300
+
+    def setup(self, size, dtype, option):
+        use_threads(None)
+        self.size, self.dtype, self.option = size, dtype, option
+        self.param_arrays, self.grads = make_tensors([size], dtype)
+        self.opt = make_optimizer(option, self.param_arrays)
+        self.opt.step(self.grads)
+        plan = getattr(self.opt, "_plan", None)
+        if plan is None:
+            raise NotImplementedError("this adam_c has no step plan to run the floor probe on")
+        groups = self.opt.param_groups
+        self.probe = lambda: plan.run(self.grads, groups, probe=True)
+        self.step = lambda: self.opt.step(self.grads)
+
+    def _bytes_per_step(self):
+        return self.size * bytes_per_element(self.dtype, self.option)
+
+    def track_gbps(self, size, dtype, option):
+        seconds = interleaved_medians({"step": self.step})["step"]
+        return self._bytes_per_step() / seconds / 1e9
+
+    track_gbps.unit = "GB/s"
+
+    def track_percent_of_floor(self, size, dtype, option):
+        medians = interleaved_medians({"probe": self.probe, "step": self.step})
+        floor = medians["probe"] * bytes_per_element(dtype, option) / bytes_per_element(dtype, "adam")
+        return 100.0 * floor / medians["step"]
+
+    track_percent_of_floor.unit = "%"
