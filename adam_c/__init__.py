@@ -9,6 +9,8 @@ from .optim import Adam, AdamW
 __version__ = "0.1.0"
 __all__ = ["Adam", "AdamW", "adam_step", "cpu_info", "get_num_threads", "set_num_threads", "set_target"]
 
+_MAX_THREADS = 4096  # far beyond any machine's cores, far below what would exhaust the OS creating threads
+
 _forced = _os.environ.get("ADAM_C_TARGET", "").strip()
 if _forced and _core.current_target() != _forced:
     _warnings.warn(f"ADAM_C_TARGET={_forced!r} is not a SIMD target this CPU supports "
@@ -51,6 +53,6 @@ def set_num_threads(n):
         n = 0
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int or None, got {type(n).__name__}")
-    if n < 0:
-        raise ValueError(f"n must be >= 1, or 0/None to follow OpenMP, got {n}")
+    if not 0 <= n <= _MAX_THREADS:
+        raise ValueError(f"n must be in 1..{_MAX_THREADS}, or 0/None to follow OpenMP, got {n}")
     _core.set_num_threads_raw(n)

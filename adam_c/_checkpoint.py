@@ -20,8 +20,12 @@ def _step_value(value, where):
     if isinstance(value, numbers.Integral):
         step = int(value)
     elif isinstance(value, numbers.Real):
-        if not math.isfinite(value) or value != int(value):
-            raise ValueError(f"{where} must be a whole number, got {value!r}")
+        try:
+            whole = math.isfinite(value) and value == int(value)
+        except OverflowError:  # e.g. Fraction(10**400, 3)
+            whole = False
+        if not whole:
+            raise ValueError(f"{where} must be a whole number below 2**62, got {value!r}")
         step = int(value)
     else:
         raise TypeError(f"{where} must be an integer, got {type(value).__name__}")
@@ -106,7 +110,7 @@ def validate_state_dict(opt, state_dict):
         param = opt._params[i]
         required = ["step", "exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if ams_of[i] else [])
         for key in required:
-            if key not in entry:
+            if entry.get(key) is None:
                 raise ValueError(f"{where} is missing the key {key!r}")
         checked = {"step": _step_value(entry["step"], f"{where}['step']")}
         for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):

@@ -162,13 +162,13 @@ cdef class StepPlan:
         for gi in range(self.n_groups):
             start = i
             for _ in range(group_sizes[gi]):
-                p = params[i]
+                p = <cnp.ndarray?>params[i]
                 self.typenums[i] = cnp.PyArray_TYPE(p)
                 self.table[i].param = cnp.PyArray_DATA(p)
-                self.table[i].exp_avg = cnp.PyArray_DATA(<cnp.ndarray>exp_avgs[i])
-                self.table[i].exp_avg_sq = cnp.PyArray_DATA(<cnp.ndarray>exp_avg_sqs[i])
+                self.table[i].exp_avg = cnp.PyArray_DATA(<cnp.ndarray?>exp_avgs[i])
+                self.table[i].exp_avg_sq = cnp.PyArray_DATA(<cnp.ndarray?>exp_avg_sqs[i])
                 if max_exp_avg_sqs[i] is not None:
-                    self.table[i].max_exp_avg_sq = cnp.PyArray_DATA(<cnp.ndarray>max_exp_avg_sqs[i])
+                    self.table[i].max_exp_avg_sq = cnp.PyArray_DATA(<cnp.ndarray?>max_exp_avg_sqs[i])
                 self.table[i].n = cnp.PyArray_SIZE(p)
                 self.table[i].hp = &self.hparams[gi]
                 self.table[i].dtype = ADAMC_FLOAT32 if self.typenums[i] == cnp.NPY_FLOAT32 else ADAMC_FLOAT64
@@ -196,6 +196,8 @@ cdef class StepPlan:
             return False
         if cnp.PyArray_NDIM(g) != cnp.PyArray_NDIM(p):
             return False
+        if cnp.PyArray_NDIM(p) == 0:
+            return True  # 0-d: no dims to compare (memcmp of NULL pointers is undefined even for 0 bytes)
         return memcmp(cnp.PyArray_DIMS(g), cnp.PyArray_DIMS(p), cnp.PyArray_NDIM(p) * sizeof(cnp.npy_intp)) == 0
 
     def run(self, grads, list groups, bint probe=False):

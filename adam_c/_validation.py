@@ -1,6 +1,7 @@
 """_validation.py: argument checks shared by the optimizer and the functional form; every error names its argument."""
 import numbers
 import operator
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -14,7 +15,10 @@ def real(value, name):
         if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu":
             return float(value)
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name}={value!r} is too large for a float") from None
 
 
 def flag(value, name):
@@ -54,7 +58,7 @@ def check_beta(value, name):
 
 
 def check_betas(value, name="betas"):
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__len__") or len(value) != 2:
         raise TypeError(f"{name} must be a pair (beta1, beta2), got {value!r}")
     return (check_beta(value[0], f"{name}[0]"), check_beta(value[1], f"{name}[1]"))
 

@@ -174,7 +174,8 @@ static adamc_status check_hparams(const adamc_hparams *hp, int64_t step)
 static int ranges_overlap(const void *a, const void *b, size_t bytes)
 {
     uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
-    return x < y + bytes && y < x + bytes;
+    /* by distance, not by end address: y + bytes can wrap for absurd n and hide an overlap */
+    return x <= y ? y - x < bytes : x - y < bytes;
 }
 
 static adamc_status check_tensor(const adamc_tensor *t)
