@@ -52,6 +52,27 @@ def _result(opt):
     return out
 
 
+def _run_threads(work, n_threads):
+    """Starts work(k) on n_threads threads at once (a barrier lines them up) and re-raises what any of them hit."""
+    barrier = threading.Barrier(n_threads)
+    errors = []
+
+    def run(k):
+        try:
+            barrier.wait()
+            work(k)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a stepping thread hung"
+    assert not errors, errors
+
+
 def _assert_same_results(a, b, what):
     assert len(a) == len(b), what
     for i, (x, y) in enumerate(zip(a, b)):
@@ -80,24 +101,12 @@ def test_threads_stepping_different_optimizers(threading_knobs, threshold):
         sequential.append(_result(opt))
 
     opts = [_make(_params(k, sizes[k]), k % 3) for k in range(n_opts)]
-    barrier = threading.Barrier(n_opts)
-    errors = []
 
     def work(k):
-        try:
-            barrier.wait()
-            for g in grads[k]:
-                opts[k].step(g)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        for g in grads[k]:
+            opts[k].step(g)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(n_opts)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a stepping thread hung"
-    assert not errors, errors
+    _run_threads(work, n_opts)
     for k in range(n_opts):
         _assert_same_results(_result(opts[k]), sequential[k], f"optimizer {k}")
 
@@ -117,24 +126,12 @@ def test_one_optimizer_from_several_threads_never_tears(threading_knobs):
     expected = _result(expected_opt)
 
     opt = adam_c.Adam(_params(9, sizes), lr=1e-2, amsgrad=True, weight_decay=0.01)
-    barrier = threading.Barrier(n_threads)
-    errors = []
 
-    def work():
-        try:
-            barrier.wait()
-            for _ in range(per_thread):
-                opt.step(grads)
-        except BaseException as exc:
-            errors.append(exc)
+    def work(_):
+        for _ in range(per_thread):
+            opt.step(grads)
 
-    threads = [threading.Thread(target=work) for _ in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a stepping thread hung"
-    assert not errors, errors
+    _run_threads(work, n_threads)
     assert [e["step"] for e in opt.state.values()] == [per_thread * n_threads] * len(sizes)
     _assert_same_results(_result(opt), expected, "concurrently stepped optimizer")
 
@@ -158,24 +155,13 @@ def test_threads_with_functional_steps_on_disjoint_buffers(threading_knobs):
         expected.append([p, m, v])
 
     bufs = [fresh(k) for k in range(n_threads)]
-    barrier = threading.Barrier(n_threads)
-    errors = []
 
     def work(k):
-        try:
-            barrier.wait()
-            p, g, m, v = bufs[k]
-            for s in range(1, n_steps + 1):
-                adam_c.adam_step(p, g, m, v, step=s, **kw)
-        except BaseException as exc:
-            errors.append(exc)
+        p, g, m, v = bufs[k]
+        for s in range(1, n_steps + 1):
+            adam_c.adam_step(p, g, m, v, step=s, **kw)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
+    _run_threads(work, n_threads)
     for k in range(n_threads):
         p, _, m, v = bufs[k]
         _assert_same_results([p, m, v], expected[k], f"thread {k}")
