@@ -298,13 +298,14 @@ FORK_SCRIPT = textwrap.dedent(r"""
 """)
 
 
-def test_fork_after_parallel_steps_does_not_hang():
+def test_fork_after_parallel_steps_does_not_hang(tmp_path):
     """GNU OpenMP hangs a forked child that enters a parallel region; adam_c detects the fork and runs serially
     there. Run in a subprocess so that a hang fails this test (timeout) instead of hanging pytest."""
     env = dict(os.environ, OMP_NUM_THREADS="2")
     try:
+        # cwd outside the checkout: `python -c` puts the cwd first on sys.path, where adam_c is not built
         proc = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True, timeout=60,
-                              env=env)
+                              env=env, cwd=str(tmp_path))
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"fork test hung (killed after 60 s); output so far: {exc.stdout!r} {exc.stderr!r}")
     assert proc.returncode == 0 and "FORK-OK" in proc.stdout, (proc.returncode, proc.stdout, proc.stderr[-3000:])
