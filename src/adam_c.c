@@ -178,6 +178,8 @@ static int ranges_overlap(const void *a, const void *b, size_t bytes)
     return x <= y ? y - x < bytes : x - y < bytes;
 }
 
+static size_t element_size(const adamc_tensor *t) { return t->dtype == ADAMC_FLOAT32 ? sizeof(float) : sizeof(double); }
+
 static adamc_status check_tensor(const adamc_tensor *t)
 {
     if (t->dtype != ADAMC_FLOAT32 && t->dtype != ADAMC_FLOAT64)
@@ -188,7 +190,7 @@ static adamc_status check_tensor(const adamc_tensor *t)
     const int ams = t->hp->amsgrad != 0;
     const void *bufs[5] = {t->param, t->grad, t->exp_avg, t->exp_avg_sq, t->max_exp_avg_sq};
     const int nbufs = ams ? 5 : 4;
-    const size_t elsize = t->dtype == ADAMC_FLOAT32 ? sizeof(float) : sizeof(double);
+    const size_t elsize = element_size(t);
     if (t->n > SIZE_MAX / elsize)
         return ADAMC_ERR_OVERLAP; /* no real buffer is that large */
     const size_t bytes = t->n * elsize;
@@ -254,8 +256,6 @@ static void run_segment(const adamc_target *target, const adamc_tensor *t, const
                          ams ? (double *)t->max_exp_avg_sq + begin : NULL, n, c);
     }
 }
-
-static size_t element_size(const adamc_tensor *t) { return t->dtype == ADAMC_FLOAT32 ? 4 : 8; }
 
 #ifdef _OPENMP
 /* Where the split at byte `cut` of the concatenated work lands: tensor index and element offset, moved forward
