@@ -1,0 +1,123 @@
+"""The process-level knobs: ADAM_C_TARGET, OMP_NUM_THREADS, set_num_threads, threadpoolctl; the demo and bench run."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import adam_c
+from adam_c import _core
+
+
+def run_python(code, tmp_path, timeout=120, **env):
+    """Runs code in a fresh interpreter outside the checkout (so the installed adam_c is imported)."""
+    full_env = dict(os.environ, **env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          env=full_env, cwd=str(tmp_path))
+
+
+INFO = "import adam_c, json; print(json.dumps(adam_c.cpu_info()))"
+
+
+@pytest.mark.parametrize("target", _core.target_names())
+def test_adam_c_target_forces_each_supported_target(target, tmp_path):
+    if not _core.target_supported(target):
+        pytest.skip(f"SIMD target {target!r} is not supported by this CPU")
+    proc = run_python(INFO, tmp_path, ADAM_C_TARGET=target)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["target"] == target
+    assert info["forced_target"] == target
+    assert "RuntimeWarning" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["no-such-target", "AVX2"])
+def test_adam_c_target_unknown_warns_and_keeps_the_best(name, tmp_path):
+    proc = run_python(INFO, tmp_path, ADAM_C_TARGET=name)
+    assert proc.returncode == 0, proc.stderr
+    assert "RuntimeWarning" in proc.stderr and name in proc.stderr
+    best = [t for t in _core.target_names() if _core.target_supported(t)][-1]
+    assert json.loads(proc.stdout)["target"] == best
+
+
+def test_unsupported_target_warns(tmp_path):
+    unsupported = [t for t in _core.target_names() if not _core.target_supported(t)]
+    if not unsupported:
+        pytest.skip("this CPU supports every compiled target")
+    proc = run_python(INFO, tmp_path, ADAM_C_TARGET=unsupported[0])
+    assert "RuntimeWarning" in proc.stderr
+    assert json.loads(proc.stdout)["target"] != unsupported[0]
+
+
+def test_set_target_rejects_unknown_and_unsupported(restore_target):
+    with pytest.raises(ValueError, match="target"):
+        adam_c.set_target("sse9")
+    with pytest.raises(TypeError, match="name"):
+        adam_c.set_target(2)
+    for name in _core.target_names():
+        if not _core.target_supported(name):
+            with pytest.raises(ValueError, match=name):
+                adam_c.set_target(name)
+    assert adam_c.cpu_info()["target"] == restore_target
+
+
+@pytest.mark.parametrize("n", ["1", "3"])
+def test_omp_num_threads_is_honoured(n, tmp_path):
+    proc = run_python("import adam_c; print(adam_c.get_num_threads())", tmp_path, OMP_NUM_THREADS=n)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == n
+
+
+def test_set_num_threads_overrides_and_none_restores():
+    following = adam_c.get_num_threads()
+    try:
+        adam_c.set_num_threads(3)
+        assert adam_c.get_num_threads() == 3
+        assert adam_c.cpu_info()["num_threads"] == 3
+    finally:
+        adam_c.set_num_threads(None)
+    assert adam_c.get_num_threads() == following
+
+
+@pytest.mark.parametrize("bad, exc", [(1.5, TypeError), (True, TypeError), ("2", TypeError), (-1, ValueError),
+                                      (10**6, ValueError), (10**400, ValueError)])
+def test_set_num_threads_rejects(bad, exc):
+    before = adam_c.get_num_threads()
+    with pytest.raises(exc, match="n"):
+        adam_c.set_num_threads(bad)
+    assert adam_c.get_num_threads() == before
+
+
+def test_threadpoolctl_sees_and_limits_adam_c():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not adam_c.cpu_info()["openmp"]:
+        pytest.skip("built without OpenMP")
+    apis = {info["internal_api"] for info in threadpoolctl.threadpool_info()}
+    assert "openmp" in apis
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        assert adam_c.get_num_threads() == 1
+    with threadpoolctl.threadpool_limits(limits=2, user_api="openmp"):
+        assert adam_c.get_num_threads() == 2
+
+
+def test_demo_trains(tmp_path):
+    proc = run_python("from adam_c.__main__ import main; raise SystemExit(main(['--epochs', '6']))", tmp_path,
+                      timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    losses = [float(line.split("loss")[1].split()[0]) for line in proc.stdout.splitlines()
+              if line.startswith("epoch")]
+    assert len(losses) >= 2 and losses[-1] < 0.5 * losses[0], proc.stdout
+    assert "test accuracy" in proc.stdout
+
+
+def test_bench_smoke(tmp_path):
+    """The main benchmark command runs end to end (quick and small: one workload, one dtype, no peers)."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "adam_c.bench", "--quick", "--dtype", "float32",
+                           "--workloads", "call", "--no-torch", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert adam_c.cpu_info()["target"] in proc.stdout
+    assert "floor (probe)" in proc.stdout and "adam_c" in proc.stdout
+    assert out.exists() and out.stat().st_size > 0
