@@ -8,7 +8,7 @@ from libc.string cimport memcmp
 
 import numpy as np
 
-from ._validation import describe_overlap, grads_sequence
+from ._validation import coerce_grad, describe_overlap, grads_sequence, read_group
 
 cnp.import_array()
 
@@ -123,8 +123,6 @@ cdef class StepPlan:
     cdef int64_t[::1] steps
     cdef list group_sizes
     cdef list group_has_vmax
-    cdef object read_group
-    cdef object coerce_grad
 
     def __cinit__(self):
         self.table = NULL
@@ -134,7 +132,7 @@ cdef class StepPlan:
         self.typenums = NULL
 
     def __init__(self, list params, list exp_avgs, list exp_avg_sqs, list max_exp_avg_sqs, list group_sizes,
-                 int64_t[::1] steps, read_group, coerce_grad):
+                 int64_t[::1] steps):
         cdef Py_ssize_t n = len(params)
         cdef Py_ssize_t i, gi, start
         cdef cnp.ndarray p
@@ -148,8 +146,6 @@ cdef class StepPlan:
         self.buffers = [list(exp_avgs), list(exp_avg_sqs), list(max_exp_avg_sqs)]
         self.steps = steps
         self.group_sizes = list(group_sizes)
-        self.read_group = read_group
-        self.coerce_grad = coerce_grad
         self.table = <adamc_tensor *>calloc(max(n, 1), sizeof(adamc_tensor))
         self.work = <adamc_tensor *>calloc(max(n, 1), sizeof(adamc_tensor))
         self.work_index = <Py_ssize_t *>calloc(max(n, 1), sizeof(Py_ssize_t))
@@ -210,7 +206,7 @@ cdef class StepPlan:
             raise RuntimeError("StepPlan: param_groups changed without a rebuild")
         for gi in range(self.n_groups):
             if not read_group_fast(groups[gi], &self.hparams[gi]):
-                lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled = self.read_group(groups[gi], gi)
+                lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled = read_group(groups[gi], gi)
                 fill_hparams(&self.hparams[gi], lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled)
             if self.hparams[gi].amsgrad and not self.group_has_vmax[gi]:
                 raise AmsgradBuffersMissing(gi)
@@ -224,7 +220,7 @@ cdef class StepPlan:
             if grad is None:
                 continue
             if not self.grad_fits(grad, i):
-                grad = self.coerce_grad(grad, i, self.params[i])
+                grad = coerce_grad(grad, i, self.params[i])
                 keep.append(grad)
             self.work[k] = self.table[i]
             self.work[k].grad = cnp.PyArray_DATA(<cnp.ndarray>grad)

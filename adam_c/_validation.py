@@ -80,23 +80,9 @@ def check_hyperparameters(hp, where):
 
 
 def read_group(group, index):
-    """The tuple a step needs from param_groups[index], validated; runs once per group per step, so the common
-    case (values as the constructor stored them) takes a fast path and messages are only built on failure."""
-    try:
-        lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        ams, maximize, decoupled = group["amsgrad"], group["maximize"], group["decoupled_weight_decay"]
-        if (type(lr) is float and type(beta1) is float and type(beta2) is float and type(eps) is float
-                and type(wd) is float and type(ams) is bool and type(maximize) is bool
-                and type(decoupled) is bool and lr >= 0.0 and eps >= 0.0 and wd >= 0.0
-                and 0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
-            return (lr, beta1, beta2, eps, wd, ams, maximize, decoupled)
-    except (KeyError, TypeError, ValueError):
-        pass
-    return _read_group_checked(group, index)
-
-
-def _read_group_checked(group, index):
-    if not isinstance(group, dict):
+    """The tuple a step needs from param_groups[index], validated, with messages naming the entry. The step plan
+    reads plain float/bool groups in Cython and calls this only for anything else (which it converts or refuses)."""
+    if not isinstance(group, Mapping):
         raise TypeError(f"param_groups[{index}] must be a dict, got {type(group).__name__}")
     hp = check_hyperparameters(group, f"param_groups[{index}]")
     beta1, beta2 = hp["betas"]

@@ -5,8 +5,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _core
-from ._validation import (HYPERPARAMETERS, check_hyperparameters, check_param, coerce_grad, first_overlap,
-                          read_group)
+from ._validation import HYPERPARAMETERS, check_hyperparameters, check_param, first_overlap
 
 _STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
@@ -150,8 +149,7 @@ class Adam:
                         added.append((key, i))
                 i += 1
         sizes = [len(g["params"]) for g in self.param_groups]
-        self._plan = _core.StepPlan(self._params, *(self._state[k] for k in _STATE_KEYS), sizes, self._steps,
-                                    read_group, coerce_grad)
+        self._plan = _core.StepPlan(self._params, *(self._state[k] for k in _STATE_KEYS), sizes, self._steps)
         return added
 
     def _forget(self, added):
