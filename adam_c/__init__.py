@@ -2,14 +2,22 @@
 import os as _os
 import warnings as _warnings
 
-from . import _core
+try:
+    from . import _core
+except ImportError as _exc:  # NumPy's convention: say what to do, not "circular import"
+    raise ImportError(
+        "adam_c's compiled extension (adam_c._core) could not be imported. If you are in adam_c's source tree, "
+        "install it first (`pip install -e .` builds the extension in place, then `python -m adam_c` and "
+        "`pytest` work from here), or run Python from another directory so the installed adam_c is used. "
+        f"Original error: {_exc}") from None
 from .functional import adam_step
 from .optim import Adam, AdamW
 
 __version__ = "0.1.0"
-__all__ = ["Adam", "AdamW", "adam_step", "cpu_info", "get_num_threads", "set_num_threads", "set_target"]
+__all__ = ["Adam", "AdamW", "adam_step", "cpu_info", "get_num_threads", "set_num_threads", "set_target",
+           "set_threading"]
 
-_MAX_THREADS = 4096  # far beyond any machine's cores, far below what would exhaust the OS creating threads
+_MAX_THREADS = _core.max_threads()  # a bound the C pool enforces too; beyond it the OS may refuse threads
 
 _forced = _os.environ.get("ADAM_C_TARGET", "").strip()
 if _forced and _core.current_target() != _forced:
@@ -30,8 +38,18 @@ def cpu_info():
         "openmp": _core.has_openmp(),
         "num_threads": _core.get_num_threads(),
         "parallel_threshold": _core.get_parallel_threshold(),
-        "forked_child_serial": _core.in_forked_child(),
+        "threading": "auto" if _core.get_autotune() else "fixed",
+        "pool_restarts_after_fork": _core.pool_restarts(),
     }
+
+
+def set_threading(mode):
+    """"auto" (default): each optimizer times its steps serially and with threads and keeps the faster, so a
+    step inside a training loop is never slowed down by threads that cannot run; "fixed": threads for every step
+    above cpu_info()["parallel_threshold"] (benchmarks of the threaded path, tests). Results are the same."""
+    if mode not in ("auto", "fixed"):
+        raise ValueError(f"mode must be 'auto' or 'fixed', got {mode!r}")
+    _core.set_autotune(mode == "auto")
 
 
 def set_target(name):

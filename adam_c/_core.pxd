@@ -56,4 +56,23 @@ cdef extern from "adam_c.h" nogil:
     size_t adamc_get_parallel_threshold()
     void adamc_set_parallel_threshold(size_t n)
     int adamc_has_openmp()
-    int adamc_in_forked_child()
+    int adamc_pool_restarts()
+
+    int ADAMC_MAX_THREADS
+    ctypedef struct adamc_autotune:
+        pass
+    ctypedef struct adamc_autotune_info:
+        int threads
+        double serial_ns
+        double parallel_ns
+        unsigned long long steps
+    adamc_autotune *adamc_autotune_new()
+    void adamc_autotune_free(adamc_autotune *tune)
+    adamc_status adamc_step_multi_tuned(const adamc_tensor *tensors, size_t count, adamc_autotune *tune)
+    void adamc_autotune_get(const adamc_autotune *tune, adamc_autotune_info *info)
+    void adamc_set_autotune(int enabled)
+    int adamc_get_autotune()
+
+cdef extern from "adam_internal.h" nogil:
+    int adamc_autotune_pick(const adamc_autotune *tune)
+    void adamc_autotune_finish(adamc_autotune *tune, int mode, double ns, int threads)

@@ -123,8 +123,12 @@ cdef class StepPlan:
     cdef int64_t[::1] steps
     cdef list group_sizes
     cdef list group_has_vmax
+    cdef adamc_autotune *tune     # this plan's measured serial-or-threads decision (same workload every step)
 
     def __cinit__(self):
+        self.tune = adamc_autotune_new()
+        if self.tune == NULL:
+            raise MemoryError("StepPlan: out of memory")
         self.table = NULL
         self.work = NULL
         self.work_index = NULL
@@ -172,6 +176,7 @@ cdef class StepPlan:
             self.group_has_vmax.append(all(max_exp_avg_sqs[j] is not None for j in range(start, i)))
 
     def __dealloc__(self):
+        adamc_autotune_free(self.tune)
         free(self.table)
         free(self.work)
         free(self.work_index)
@@ -231,7 +236,7 @@ cdef class StepPlan:
             if probe:
                 status = adamc_memory_probe(self.work, k)
             else:
-                status = adamc_step_multi(self.work, k)
+                status = adamc_step_multi_tuned(self.work, k, self.tune)
         if status == ADAMC_ERR_OVERLAP:
             raise ValueError(describe_overlap(grads, self.params, list(zip(
                 ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), self.buffers))))
@@ -241,6 +246,16 @@ cdef class StepPlan:
             return
         for i in range(k):
             self.steps[self.work_index[i]] += 1
+
+    def threading(self):
+        """This plan's threading decision: {"threads": 1 serial / n threads / 0 undecided, "serial_us",
+        "threads_us" (medians of recent timed steps, None before any), "steps"}."""
+        cdef adamc_autotune_info info
+        adamc_autotune_get(self.tune, &info)
+        return {"threads": info.threads,
+                "serial_us": info.serial_ns / 1e3 if info.serial_ns > 0 else None,
+                "threads_us": info.parallel_ns / 1e3 if info.parallel_ns > 0 else None,
+                "steps": int(info.steps)}
 
 
 # ---------------------------------------------------------------- SIMD targets and threads
@@ -289,5 +304,38 @@ def has_openmp():
     return bool(adamc_has_openmp())
 
 
-def in_forked_child():
-    return bool(adamc_in_forked_child())
+def pool_restarts():
+    return adamc_pool_restarts()
+
+
+def max_threads():
+    return ADAMC_MAX_THREADS
+
+
+def set_autotune(bint enabled):
+    adamc_set_autotune(enabled)
+
+
+def get_autotune():
+    return bool(adamc_get_autotune())
+
+
+def autotune_trace(step_time, Py_ssize_t steps, int threads=2):
+    """For tests: drive a fresh decision record with synthetic timings. step_time(k, mode) -> ns for step k run
+    serially (mode 0) or with threads (mode 1). Returns (modes run, final choice: 1 serial / n threads)."""
+    cdef adamc_autotune *tune = adamc_autotune_new()
+    cdef adamc_autotune_info info
+    cdef Py_ssize_t k
+    cdef int mode
+    if tune == NULL:
+        raise MemoryError("autotune_trace: out of memory")
+    modes = []
+    try:
+        for k in range(steps):
+            mode = adamc_autotune_pick(tune)
+            modes.append(mode)
+            adamc_autotune_finish(tune, mode, float(step_time(k, mode)), threads)
+        adamc_autotune_get(tune, &info)
+        return modes, info.threads
+    finally:
+        adamc_autotune_free(tune)

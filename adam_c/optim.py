@@ -157,6 +157,15 @@ class Adam:
             self._state[key][i] = None
         self._plan = None
 
+    def threading_info(self):
+        """How this optimizer's steps use threads, as measured: {"threads": 1 (serial) or n, 0 before it has
+        decided; "serial_us" / "threads_us": median recent step times each way (None if not timed); "steps"}.
+        Steps below cpu_info()["parallel_threshold"] elements always run serially and are not timed."""
+        plan = self._plan
+        if plan is None:
+            return {"threads": 0, "serial_us": None, "threads_us": None, "steps": 0}
+        return plan.threading()
+
     # ------------------------------------------------------------ state
 
     @property

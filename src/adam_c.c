@@ -7,12 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+
 #ifdef _OPENMP
 #include <omp.h>
-#endif
-#if defined(_OPENMP) && !defined(_WIN32)
-#include <pthread.h>
-#define ADAMC_HAVE_ATFORK 1
 #endif
 
 /* ------------------------------------------------------------------ targets */
@@ -45,16 +43,6 @@ static int find_target(const char *name)
     return -1;
 }
 
-#ifdef ADAMC_HAVE_ATFORK
-static volatile int parallel_started = 0;
-static volatile int forked_child = 0;
-static void on_fork_child(void)
-{
-    if (parallel_started)
-        forked_child = 1;
-}
-#endif
-
 __attribute__((constructor)) static void adamc_init(void)
 {
     int best = 0;
@@ -69,9 +57,7 @@ __attribute__((constructor)) static void adamc_init(void)
             active_target = &targets[i];
         /* an unknown or unsupported name keeps the best target; the Python layer warns about it */
     }
-#ifdef ADAMC_HAVE_ATFORK
-    pthread_atfork(NULL, NULL, on_fork_child);
-#endif
+    adamc_pool_init();
 }
 
 int adamc_target_count(void) { return TARGET_COUNT; }
@@ -100,11 +86,11 @@ adamc_status adamc_set_target(const char *name)
 /* ------------------------------------------------------------------ threads */
 
 static int num_threads_override = 0;
-/* Below this many float32 elements (or half as many float64) a step is one serial pass: forking threads costs
- * more than it saves. Measured with `python -m adam_c.bench --sweep-threshold` (2 cores, Zen 3): two threads
- * start to win at ~8k elements for both dtypes and are clearly ahead from ~16k. */
+/* Below this many float32 elements (or half as many float64) a step is one serial pass: even a worker that is
+ * already awake costs more than it saves. Above it, an optimizer's plan measures (see autotune below). */
 static size_t parallel_threshold = 16384;
-/* Work units handed to threads are cut on 64-byte boundaries so no cache line is written by two threads. */
+static int autotune_enabled = 1;
+/* Work units are cut on 64-byte boundaries of the param buffer so no cache line is written by two threads. */
 #define CACHE_LINE 64
 
 int adamc_has_openmp(void)
@@ -116,29 +102,30 @@ int adamc_has_openmp(void)
 #endif
 }
 
-int adamc_in_forked_child(void)
-{
-#ifdef ADAMC_HAVE_ATFORK
-    return forked_child;
-#else
-    return 0;
-#endif
-}
-
 int adamc_get_num_threads(void)
 {
+#if ADAMC_HAVE_POOL
+    int n = num_threads_override;
 #ifdef _OPENMP
-    if (num_threads_override > 0)
-        return num_threads_override;
-    return omp_get_max_threads();
+    if (n <= 0)
+        n = omp_get_max_threads();
+#endif
+    if (n < 1)
+        n = 1;
+    return n > ADAMC_MAX_THREADS ? ADAMC_MAX_THREADS : n;
 #else
     return 1;
 #endif
 }
 
-void adamc_set_num_threads(int n) { num_threads_override = n > 0 ? n : 0; }
+void adamc_set_num_threads(int n)
+{
+    num_threads_override = n <= 0 ? 0 : (n > ADAMC_MAX_THREADS ? ADAMC_MAX_THREADS : n);
+}
 size_t adamc_get_parallel_threshold(void) { return parallel_threshold; }
 void adamc_set_parallel_threshold(size_t n) { parallel_threshold = n; }
+void adamc_set_autotune(int enabled) { autotune_enabled = enabled != 0; }
+int adamc_get_autotune(void) { return autotune_enabled; }
 
 /* ------------------------------------------------------------------ validation */
 
@@ -257,10 +244,9 @@ static void run_segment(const adamc_target *target, const adamc_tensor *t, const
     }
 }
 
-#ifdef _OPENMP
-/* Where the split at byte `cut` of the concatenated work lands: tensor index and element offset, moved forward
- * to the next 64-byte boundary of the param buffer so neighbouring threads never share a cache line.
- * Both threads beside a cut compute it with this same function, so the pieces tile the work exactly. */
+/* Where byte `cut` of the concatenated work lands: tensor index and element offset, moved forward to the next
+ * 64-byte boundary of the param buffer so neighbouring chunks never share a cache line. Both chunks beside a cut
+ * compute it with this same function, so the chunks tile the work exactly. */
 static void locate_cut(const adamc_tensor *tensors, const size_t *byte_start, size_t count, size_t cut,
                        size_t *tensor_out, size_t *offset_out)
 {
@@ -284,7 +270,6 @@ static void locate_cut(const adamc_tensor *tensors, const size_t *byte_start, si
     *tensor_out = lo;
     *offset_out = offset;
 }
-#endif
 
 /* What one thread does with elements [begin, end) of tensor i: the Adam kernel, or the bandwidth probe. */
 typedef void (*segment_fn)(const adamc_target *target, const adamc_tensor *t, const adamc_coeffs *c, size_t begin,
@@ -303,10 +288,141 @@ static void probe_segment(const adamc_target *target, const adamc_tensor *t, con
                           (double *)t->exp_avg + begin, (double *)t->exp_avg_sq + begin, n);
 }
 
-/* Validates the table, computes per-tensor constants once, then runs `segment` over all elements: serially
- * below the threshold, else in ONE parallel region whose threads take contiguous byte ranges of the
- * concatenated tensors (cut at cache-line boundaries), so no thread forks per tensor. */
-static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment_fn segment)
+/* One step's work, cut into chunks of `chunk_bytes` of the concatenated params (the last one shorter). */
+typedef struct step_job {
+    const adamc_target *target;
+    const adamc_tensor *tensors;
+    const adamc_coeffs *coeffs;
+    const size_t *byte_start;
+    size_t count;
+    size_t total_bytes;
+    size_t chunk_bytes;
+    segment_fn segment;
+} step_job;
+
+static void run_chunk(const void *ctx, size_t chunk)
+{
+    const step_job *job = (const step_job *)ctx;
+    size_t t0, off0, t1, off1;
+    locate_cut(job->tensors, job->byte_start, job->count, chunk * job->chunk_bytes, &t0, &off0);
+    const size_t cut1 = (chunk + 1) * job->chunk_bytes;
+    if (cut1 >= job->total_bytes) {
+        t1 = job->count - 1;
+        off1 = job->tensors[t1].n;
+    } else {
+        locate_cut(job->tensors, job->byte_start, job->count, cut1, &t1, &off1);
+    }
+    for (size_t i = t0; i <= t1; i++) {
+        const size_t begin = i == t0 ? off0 : 0;
+        const size_t end = i == t1 ? off1 : job->tensors[i].n;
+        if (begin < end)
+            job->segment(job->target, &job->tensors[i], &job->coeffs[i], begin, end);
+    }
+}
+
+/* Chunk size from the workload alone (never from the thread count, so results cannot depend on it): at least
+ * 32 KiB of params, at most 256 chunks, a multiple of the cache line. */
+#define MIN_CHUNK_BYTES (32u * 1024u)
+#define TARGET_CHUNKS 256u
+static size_t chunk_bytes_for(size_t total_bytes)
+{
+    size_t bytes = (total_bytes + TARGET_CHUNKS - 1) / TARGET_CHUNKS;
+    if (bytes < MIN_CHUNK_BYTES)
+        bytes = MIN_CHUNK_BYTES;
+    return (bytes + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE;
+}
+
+/* ------------------------------------------------------------------ measured threading decisions */
+
+#define TUNE_SAMPLES 5       /* recent times kept per mode; their median decides */
+#define TUNE_RECHECK 50      /* after deciding, every TUNE_RECHECK-th step runs the other mode once */
+#define TUNE_MARGIN 0.97     /* threads are chosen only if their median is at least 3% below serial's */
+
+struct adamc_autotune {
+    uint64_t steps;                        /* steps seen, the first (page faults, cold caches) not timed */
+    double samples[2][TUNE_SAMPLES];       /* [0] serial, [1] threads; ns */
+    unsigned filled[2];
+    unsigned next[2];
+    int choice;                            /* 0 serial, 1 threads; valid once both modes have samples */
+    int threads;                           /* thread count of the last threaded run */
+};
+
+adamc_autotune *adamc_autotune_new(void) { return (adamc_autotune *)calloc(1, sizeof(adamc_autotune)); }
+void adamc_autotune_free(adamc_autotune *tune) { free(tune); }
+
+static double tune_median(const adamc_autotune *tune, int mode)
+{
+    const unsigned n = tune->filled[mode];
+    if (n == 0)
+        return 0.0;
+    double v[TUNE_SAMPLES];
+    memcpy(v, tune->samples[mode], n * sizeof(double));
+    for (unsigned i = 1; i < n; i++) /* insertion sort of at most 5 values */
+        for (unsigned j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            const double x = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = x;
+        }
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+void adamc_autotune_get(const adamc_autotune *tune, adamc_autotune_info *info)
+{
+    if (!info)
+        return;
+    memset(info, 0, sizeof *info);
+    if (!tune)
+        return;
+    info->serial_ns = tune_median(tune, 0);
+    info->parallel_ns = tune_median(tune, 1);
+    info->steps = tune->steps;
+    if (tune->filled[0] && tune->filled[1])
+        info->threads = tune->choice ? tune->threads : 1;
+}
+
+/* Which mode this step runs: explore both modes first (alternating), then the faster, re-trying the other one
+ * every TUNE_RECHECK steps. */
+int adamc_autotune_pick(const adamc_autotune *tune)
+{
+    if (tune->steps == 0)
+        return 1; /* untimed warm-up step */
+    if (tune->filled[0] < 2 || tune->filled[1] < 2)
+        return tune->filled[1] <= tune->filled[0];
+    return tune->steps % TUNE_RECHECK == 0 ? !tune->choice : tune->choice;
+}
+
+void adamc_autotune_record(adamc_autotune *tune, int mode, double ns)
+{
+    tune->samples[mode][tune->next[mode]] = ns;
+    tune->next[mode] = (tune->next[mode] + 1) % TUNE_SAMPLES;
+    if (tune->filled[mode] < TUNE_SAMPLES)
+        tune->filled[mode]++;
+    if (tune->filled[0] && tune->filled[1])
+        tune->choice = tune_median(tune, 1) < TUNE_MARGIN * tune_median(tune, 0);
+}
+
+void adamc_autotune_finish(adamc_autotune *tune, int mode, double ns, int threads)
+{
+    if (tune->steps > 0 && ns >= 0.0) /* the first step (page faults, cold caches) is not a sample */
+        adamc_autotune_record(tune, mode, ns);
+    if (mode)
+        tune->threads = threads;
+    tune->steps++;
+}
+
+static double elapsed_ns(const struct timespec *start)
+{
+    struct timespec end;
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    return (double)(end.tv_sec - start->tv_sec) * 1e9 + (double)(end.tv_nsec - start->tv_nsec);
+}
+
+/* ------------------------------------------------------------------ running a table */
+
+/* Validates the table, computes per-tensor constants once, then runs `segment` over all elements as fixed
+ * chunks of the concatenated tensors: serially below the threshold, else on the worker pool (see
+ * thread_pool.c), where the caller never waits for a thread that is not running. */
+static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment_fn segment, adamc_autotune *tune)
 {
     if (count == 0)
         return ADAMC_OK;
@@ -319,6 +435,8 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
             return s;
         total_bytes += tensors[i].n * element_size(&tensors[i]);
     }
+    if (total_bytes == 0)
+        return ADAMC_OK;
 
     /* small tables live on the stack; large ones cost one allocation per step */
     enum { STACK_TENSORS = 32 };
@@ -341,58 +459,42 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
         running += tensors[i].n * element_size(&tensors[i]);
     }
 
-    const adamc_target *target = active_target;
+    const size_t chunk_bytes = chunk_bytes_for(total_bytes);
+    const step_job job = {active_target, tensors, coeffs, byte_start, count, total_bytes, chunk_bytes, segment};
+    const size_t nchunks = (total_bytes + chunk_bytes - 1) / chunk_bytes;
     int nthreads = adamc_get_num_threads();
-    if (adamc_in_forked_child())
-        nthreads = 1;
     /* the threshold is in float32 elements; a float64 element counts double (divided, so no overflow) */
-    if (total_bytes / sizeof(float) < parallel_threshold)
+    if (total_bytes / sizeof(float) < parallel_threshold || nchunks < 2)
         nthreads = 1;
 
-    if (nthreads <= 1) {
-        for (size_t i = 0; i < count; i++)
-            segment(target, &tensors[i], &coeffs[i], 0, tensors[i].n);
+    if (nthreads > 1 && tune && autotune_enabled) {
+        const int mode = adamc_autotune_pick(tune);
+        struct timespec start;
+        clock_gettime(CLOCK_MONOTONIC, &start);
+        const int offered = adamc_pool_run(run_chunk, &job, nchunks, mode ? nthreads : 1);
+        const double ns = elapsed_ns(&start);
+        /* a run that found the pool busy (another thread's step) was serial whatever was asked: not a sample */
+        adamc_autotune_finish(tune, mode, mode == 0 || offered ? ns : -1.0, nthreads);
+    } else {
+        adamc_pool_run(run_chunk, &job, nchunks, nthreads);
     }
-#ifdef _OPENMP
-    else {
-#ifdef ADAMC_HAVE_ATFORK
-        parallel_started = 1;
-#endif
-#pragma omp parallel num_threads(nthreads)
-        {
-            const size_t team = (size_t)omp_get_num_threads();
-            const size_t me = (size_t)omp_get_thread_num();
-            size_t t0, off0, t1, off1;
-            const size_t cut0 = (size_t)((double)total_bytes * (double)me / (double)team);
-            locate_cut(tensors, byte_start, count, cut0, &t0, &off0);
-            if (me + 1 == team) {
-                t1 = count - 1;
-                off1 = tensors[count - 1].n;
-            } else {
-                const size_t cut1 = (size_t)((double)total_bytes * (double)(me + 1) / (double)team);
-                locate_cut(tensors, byte_start, count, cut1, &t1, &off1);
-            }
-            for (size_t i = t0; i <= t1; i++) {
-                const size_t begin = i == t0 ? off0 : 0;
-                const size_t end = i == t1 ? off1 : tensors[i].n;
-                if (begin < end)
-                    segment(target, &tensors[i], &coeffs[i], begin, end);
-            }
-        }
-    }
-#endif
     free(heap);
     return ADAMC_OK;
 }
 
+adamc_status adamc_step_multi_tuned(const adamc_tensor *tensors, size_t count, adamc_autotune *tune)
+{
+    return run_table(tensors, count, run_segment, tune);
+}
+
 adamc_status adamc_step_multi(const adamc_tensor *tensors, size_t count)
 {
-    return run_table(tensors, count, run_segment);
+    return run_table(tensors, count, run_segment, NULL);
 }
 
 adamc_status adamc_memory_probe(const adamc_tensor *tensors, size_t count)
 {
-    return run_table(tensors, count, probe_segment);
+    return run_table(tensors, count, probe_segment, NULL);
 }
 
 adamc_status adamc_step_f32(float *p, const float *g, float *m, float *v, float *vmax, size_t n, int64_t step,

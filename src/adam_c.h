@@ -88,20 +88,52 @@ const char *adamc_current_target(void);
  * Not to be called while another thread is inside a step. */
 adamc_status adamc_set_target(const char *name);
 
-/* ---- Threads. */
-/* Threads a large step uses: the override from adamc_set_num_threads, else OpenMP's omp_get_max_threads()
- * (so OMP_NUM_THREADS and threadpoolctl apply). 1 when built without OpenMP. */
+/* ---- Threads.
+ * Large steps are split into chunks fixed by the workload alone (never by the thread count), claimed one at a
+ * time by the calling thread and adam_c's own worker threads: a worker the OS has not scheduled (BLAS threads
+ * still spinning after a matmul, another OpenMP library, a busy core) is simply not waited for, and results are
+ * bit-identical for any number of threads. Workers run each chunk with the caller's floating-point mode. */
+#define ADAMC_MAX_THREADS 256
+/* Threads a large step may use: the override from adamc_set_num_threads, else OpenMP's omp_get_max_threads()
+ * (so OMP_NUM_THREADS and threadpoolctl apply), capped at ADAMC_MAX_THREADS. 1 when built without threads. */
 int adamc_get_num_threads(void);
-/* n >= 1 overrides OpenMP's setting for adam_c; n == 0 goes back to following OpenMP. */
+/* n in 1..ADAMC_MAX_THREADS overrides OpenMP's setting for adam_c; n <= 0 goes back to following OpenMP;
+ * larger n is capped. Creating threads that the OS refuses means fewer helpers, never an error. */
 void adamc_set_num_threads(int n);
-/* Element count under which a step runs serially (no parallel region). */
+/* Element count (float32 elements; a float64 element counts twice) under which a step always runs serially. */
 size_t adamc_get_parallel_threshold(void);
 void adamc_set_parallel_threshold(size_t n);
-/* 1 if built with OpenMP. */
+/* 1 if built with OpenMP (used for the thread count only: omp_get_max_threads). */
 int adamc_has_openmp(void);
-/* 1 if this process is a fork() child of a process that had started OpenMP threads: adam_c then runs serially,
- * since GNU OpenMP can hang such a child in its first parallel region. */
-int adamc_in_forked_child(void);
+/* Number of times this process started over its worker pool after fork() (0 in a process that never forked
+ * with workers running). A fork child gets a fresh pool, so its steps use threads too. */
+int adamc_pool_restarts(void);
+
+/* ---- Measured threading decisions for recurring workloads.
+ * A caller that steps the same table again and again (an optimizer) keeps one adamc_autotune per table and
+ * passes it to adamc_step_multi_tuned. Above the parallel threshold adam_c then times steps run serially and
+ * with threads, keeps whichever is faster (threads must win by 3%), and re-tries the other now and then, so a
+ * step is not made slower by threads that cannot run. The decision changes only timing, never results. */
+typedef struct adamc_autotune adamc_autotune;
+/* A new decision record (NULL if out of memory); free it with adamc_autotune_free. */
+adamc_autotune *adamc_autotune_new(void);
+void adamc_autotune_free(adamc_autotune *tune);
+/* Like adamc_step_multi; tune may be NULL (then: threads above the threshold). Not to be shared between threads
+ * running at the same time. */
+adamc_status adamc_step_multi_tuned(const adamc_tensor *tensors, size_t count, adamc_autotune *tune);
+/* What the record holds: the thread count of the current choice (1 = serial; 0 = not decided yet), the median
+ * of recent serial and threaded step times in nanoseconds (0 = none yet), and the steps it has seen. */
+typedef struct adamc_autotune_info {
+    int threads;
+    double serial_ns;
+    double parallel_ns;
+    uint64_t steps;
+} adamc_autotune_info;
+void adamc_autotune_get(const adamc_autotune *tune, adamc_autotune_info *info);
+/* Global switch: 1 (default) lets adamc_step_multi_tuned measure; 0 makes it use threads above the threshold
+ * always (tests, benchmarks of the threaded path). */
+void adamc_set_autotune(int enabled);
+int adamc_get_autotune(void);
 
 #ifdef __cplusplus
 }

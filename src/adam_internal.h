@@ -61,6 +61,31 @@ ADAMC_DECLARE_TARGET(avx2)
 ADAMC_DECLARE_TARGET(avx512)
 #endif
 
+/* ---- The worker pool (thread_pool.c). */
+#if !defined(_WIN32)
+#define ADAMC_HAVE_POOL 1
+#else
+#define ADAMC_HAVE_POOL 0
+#endif
+#define ADAMC_MAX_CHUNKS ((1u << 20) - 1u)
+/* Runs one chunk of a job; `chunk` is in [0, nchunks). */
+typedef void (*adamc_chunk_fn)(const void *ctx, size_t chunk);
+/* Runs run(ctx, c) for every c in [0, nchunks) on the calling thread and up to threads - 1 pool workers, each
+ * chunk with the caller's floating-point mode; returns once every chunk has run. Returns 1 if workers were
+ * offered the job, 0 if it ran serially (threads <= 1, one chunk, or the pool busy with another caller's job). */
+int adamc_pool_run(adamc_chunk_fn run, const void *ctx, size_t nchunks, int threads);
+/* Registers the fork handler that gives a child process a fresh pool (called once at load). */
+void adamc_pool_init(void);
+
+/* ---- The measured threading decision (adam_c.c), exposed for tests that drive it with synthetic timings. */
+struct adamc_autotune;
+/* The mode the next step runs: 0 serial, 1 threads. */
+int adamc_autotune_pick(const struct adamc_autotune *tune);
+/* Adds one timed step of `mode`; the faster median decides. */
+void adamc_autotune_record(struct adamc_autotune *tune, int mode, double ns);
+/* Ends a step of `mode` that took ns nanoseconds (ns < 0: not a usable sample) with `threads` threads. */
+void adamc_autotune_finish(struct adamc_autotune *tune, int mode, double ns, int threads);
+
 /* CPU feature checks (cpu_features.c): CPUID and XGETBV, so the OS saves the wide registers too. */
 int adamc_cpu_has_avx2_fma(void);
 int adamc_cpu_has_avx512(void);

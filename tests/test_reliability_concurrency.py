@@ -233,8 +233,8 @@ FORK_SCRIPT = textwrap.dedent(r"""
 
     def child_body(opt, param, before, g):
         info = adam_c.cpu_info()
-        if info["forked_child_serial"] is not (True if info["openmp"] else False):
-            print("child: forked_child_serial =", info["forked_child_serial"], flush=True)
+        if info["pool_restarts_after_fork"] != 1:
+            print("child: pool_restarts_after_fork =", info["pool_restarts_after_fork"], flush=True)
             return 3
         # the inherited optimizer and a new one, with 2 threads and threshold 0: would be parallel regions
         opt.step([g])
@@ -250,10 +250,10 @@ FORK_SCRIPT = textwrap.dedent(r"""
     def mp_target(opt, param, before, g):
         sys.exit(child_body(opt, param, before, g))
 
-    # 1. a fork before any parallel region: the child is not in serial mode
+    # 1. a fork before any threaded step: the child has no pool to restart
     pid = os.fork()
     if pid == 0:
-        os._exit(0 if not adam_c.cpu_info()["forked_child_serial"] else 7)
+        os._exit(0 if adam_c.cpu_info()["pool_restarts_after_fork"] == 0 else 7)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, "early fork child: " + str(status)
 
@@ -267,9 +267,9 @@ FORK_SCRIPT = textwrap.dedent(r"""
     opt = adam_c.Adam([param], lr=1e-2, amsgrad=True)
     for _ in range(3):
         opt.step([g])
-    assert not adam_c.cpu_info()["forked_child_serial"], "the parent is not a forked child"
+    assert adam_c.cpu_info()["pool_restarts_after_fork"] == 0, "the parent is not a forked child"
 
-    # 3. os.fork() child steps (serially) and exits 0
+    # 3. os.fork() child steps (with a fresh pool, threads 2, threshold 0) and exits 0
     pid = os.fork()
     if pid == 0:
         try:
@@ -299,8 +299,8 @@ FORK_SCRIPT = textwrap.dedent(r"""
 
 
 def test_fork_after_parallel_steps_does_not_hang(tmp_path):
-    """GNU OpenMP hangs a forked child that enters a parallel region; adam_c detects the fork and runs serially
-    there. Run in a subprocess so that a hang fails this test (timeout) instead of hanging pytest."""
+    """GNU OpenMP hangs a forked child that enters a parallel region; adam_c's own pool starts over in a fork
+    child (fresh workers, fresh locks), so the child steps with threads. Run in a subprocess so that a hang fails this test (timeout) instead of hanging pytest."""
     env = dict(os.environ, OMP_NUM_THREADS="2")
     try:
         # cwd outside the checkout: `python -c` puts the cwd first on sys.path, where adam_c is not built
@@ -309,3 +309,45 @@ def test_fork_after_parallel_steps_does_not_hang(tmp_path):
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"fork test hung (killed after 60 s); output so far: {exc.stdout!r} {exc.stderr!r}")
     assert proc.returncode == 0 and "FORK-OK" in proc.stdout, (proc.returncode, proc.stdout, proc.stderr[-3000:])
+
+
+OTHER_OPENMP_USER_SCRIPT = textwrap.dedent(r"""
+    import os, sys
+    import numpy as np
+    import torch  # its libgomp is the OpenMP runtime of the process
+    import adam_c
+    from adam_c import _core
+    torch.set_num_threads(2)
+    x = torch.randn(512, 512)
+    for _ in range(5):
+        (x @ x).sum()          # torch's OpenMP team exists and has run regions: GNU OpenMP's fork hazard
+    t = torch.zeros(2_000_000)
+    t.add_(1.0)                # an elementwise OpenMP region too
+    adam_c.set_num_threads(2)
+    _core.set_parallel_threshold(0)
+    adam_c.set_threading("fixed")
+    pid = os.fork()
+    if pid == 0:
+        q = np.ones(3_000_001, np.float32)
+        o = adam_c.Adam([q], lr=1e-2)
+        for _ in range(3):
+            o.step([np.full_like(q, 0.5)])
+        ok = (q == q[0]).all() and abs(q[0] - (1 - 3e-2)) < 1e-4
+        os._exit(0 if ok else 5)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "child exit " + str(os.waitstatus_to_exitcode(status))
+    print("OTHER-OMP-FORK-OK", flush=True)
+""")
+
+
+def test_fork_after_another_openmp_user_does_not_hang(tmp_path):
+    """Issue 8 item 5: a parent that ran torch's OpenMP (or any OpenMP library) and then forks: the child's first
+    large step must not hang. adam_c's steps never enter an OpenMP parallel region, so the runtime's fork state
+    does not matter."""
+    pytest.importorskip("torch")
+    try:
+        proc = subprocess.run([sys.executable, "-c", OTHER_OPENMP_USER_SCRIPT], capture_output=True, text=True,
+                              timeout=120, cwd=str(tmp_path), env=dict(os.environ, OMP_NUM_THREADS="2"))
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"fork after torch's OpenMP hung (killed after 120 s): {exc.stdout!r} {exc.stderr!r}")
+    assert proc.returncode == 0 and "OTHER-OMP-FORK-OK" in proc.stdout, (proc.returncode, proc.stderr[-3000:])

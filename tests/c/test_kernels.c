@@ -1209,13 +1209,13 @@ static int run_in_child(int (*fn)(void), int timeout_s, int *signal_out)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-static int child_reports_not_forked(void) { return adamc_in_forked_child() == 0 ? 0 : 1; }
+static int child_reports_not_forked(void) { return adamc_pool_restarts() == 0 ? 0 : 1; }
 
-/* After the parent ran parallel regions: the child knows it is a forked child, and a step that would run in
- * parallel (2 threads, threshold 0) runs serially instead of hanging, with the same results. */
+/* After the parent ran threaded steps: the child got a fresh worker pool (one restart), and a threaded step
+ * (2 threads, threshold 0) runs in it instead of hanging, with the same results. */
 static int child_steps_after_fork(void)
 {
-    if (adamc_has_openmp() && adamc_in_forked_child() != 1)
+    if (adamc_pool_restarts() != 1)
         return 3;
     adamc_set_num_threads(2);
     adamc_set_parallel_threshold(0);
@@ -1254,12 +1254,12 @@ static void test_fork_after_parallel(void)
     adamc_set_num_threads(2);
     const size_t off[5] = {0, 0, 0, 0, 0};
     adamc_hparams hp = combo_hparams(0);
-    check_single(ADAMC_FLOAT64, 1000, off, &hp, 1, 0, "parallel step before fork");
+    check_single(ADAMC_FLOAT64, 100003, off, &hp, 1, 0, "parallel step before fork"); /* several chunks */
     adamc_set_num_threads(0);
     adamc_set_parallel_threshold(saved);
     int sig = 0;
     int rc = run_in_child(child_steps_after_fork, 60, &sig);
-    CHECK(rc == 0, "forked child stepping after parallel parent: exit %d, signal %d (3: not in forked mode, "
+    CHECK(rc == 0, "forked child stepping after parallel parent: exit %d, signal %d (3: pool not restarted, "
           "4: status, 5: wrong values, SIGALRM=%d: hang)", rc, sig, SIGALRM);
 }
 

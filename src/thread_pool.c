@@ -1,0 +1,259 @@
+/* thread_pool.c: adam_c's worker threads: fixed chunks claimed one at a time, so a step never waits for a thread
+ * the OS has not scheduled. */
+/*
+ * Why not an OpenMP parallel region: a region ends in a barrier that waits for every thread of the team. Inside
+ * a real training loop BLAS worker threads keep spinning on the cores after each matmul, and a team member that
+ * cannot run makes the whole step wait a scheduler time slice (4-8 ms for a 14 us step). Here the caller starts
+ * on the work at once and claims chunks from a shared counter; workers join when the OS runs them. When the
+ * caller has claimed the last chunk it waits only for chunks that another thread has already claimed, i.e. is
+ * running. A worker that wakes up late finds nothing to claim and goes back to sleep.
+ *
+ * Other things an OpenMP runtime does not give us: a fork() child gets a fresh pool (GNU OpenMP can hang a child
+ * whose parent, or any library in it, had started a team); failing to create a thread means fewer helpers, never
+ * exit(); and every chunk runs with the caller's floating-point mode (MXCSR: FTZ/DAZ, rounding), which is per
+ * thread, so results never depend on which thread ran a chunk.
+ *
+ * Chunk boundaries are chosen by the caller from the workload alone, never from the thread count, so results are
+ * bit-identical however many threads take part (NaN payloads included).
+ */
+#include "adam_c.h"
+#include "adam_internal.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#if ADAMC_HAVE_POOL
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <time.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define ADAMC_X86 1
+#endif
+
+/* The shared job word, read and claimed atomically as one 64-bit value:
+ * generation (16 bits) | helpers allowed (8) | number of chunks (20) | next unclaimed chunk (20). */
+#define NEXT_BITS 20
+#define CHUNK_BITS 20
+#define HELPER_BITS 8
+#define FIELD(x, shift, bits) ((uint32_t)(((x) >> (shift)) & ((1u << (bits)) - 1u)))
+#define GEN_OF(s) FIELD(s, NEXT_BITS + CHUNK_BITS + HELPER_BITS, 16)
+#define HELPERS_OF(s) FIELD(s, NEXT_BITS + CHUNK_BITS, HELPER_BITS)
+#define NCHUNKS_OF(s) FIELD(s, NEXT_BITS, CHUNK_BITS)
+#define NEXT_OF(s) FIELD(s, 0, NEXT_BITS)
+
+static uint64_t make_state(uint32_t gen, uint32_t helpers, uint32_t nchunks)
+{
+    return ((uint64_t)(gen & 0xFFFFu) << (NEXT_BITS + CHUNK_BITS + HELPER_BITS)) |
+           ((uint64_t)helpers << (NEXT_BITS + CHUNK_BITS)) | ((uint64_t)nchunks << NEXT_BITS);
+}
+
+typedef struct pool {
+    _Atomic uint64_t state;
+    _Atomic uint32_t completed;  /* chunks of the current job finished, by anyone */
+    _Atomic int sleepers;        /* workers blocked on `wake` */
+    /* the current job: written by the caller before it publishes a new generation, read after a claim */
+    adamc_chunk_fn run;
+    const void *ctx;
+    unsigned fp_mode;
+    int created;                 /* worker threads started (they live until the process ends) */
+    pthread_mutex_t caller_lock; /* one job at a time; a second caller runs serially instead of waiting */
+    pthread_mutex_t sleep_lock;
+    pthread_cond_t wake;
+} pool;
+
+static pool the_pool = {
+    .caller_lock = PTHREAD_MUTEX_INITIALIZER,
+    .sleep_lock = PTHREAD_MUTEX_INITIALIZER,
+    .wake = PTHREAD_COND_INITIALIZER,
+};
+
+static unsigned read_fp_mode(void)
+{
+#ifdef ADAMC_X86
+    return _mm_getcsr();
+#else
+    return 0;
+#endif
+}
+
+static void apply_fp_mode(unsigned mode)
+{
+#ifdef ADAMC_X86
+    if (_mm_getcsr() != mode)
+        _mm_setcsr(mode);
+#else
+    (void)mode;
+#endif
+}
+
+static inline void cpu_relax(void)
+{
+#ifdef ADAMC_X86
+    _mm_pause();
+#endif
+}
+
+/* Claims and runs chunks of the job whose state word is `s` until none is left or a new job replaced it.
+ * Returns the number of chunks this thread ran. */
+static uint32_t work_on(pool *pl, uint64_t s)
+{
+    const uint32_t gen = GEN_OF(s);
+    uint32_t done = 0;
+    while (GEN_OF(s) == gen && NEXT_OF(s) < NCHUNKS_OF(s)) {
+        if (!atomic_compare_exchange_weak_explicit(&pl->state, &s, s + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue; /* s now holds the current word */
+        /* The claim synchronised with the caller's publication: its job fields are visible and stay valid until
+         * this chunk is counted as completed (the caller waits for that before it returns). */
+        apply_fp_mode(pl->fp_mode);
+        pl->run(pl->ctx, NEXT_OF(s));
+        atomic_fetch_add_explicit(&pl->completed, 1, memory_order_release);
+        done++;
+        s = atomic_load_explicit(&pl->state, memory_order_acquire);
+    }
+    return done;
+}
+
+/* How long an idle worker keeps polling for the next job before it sleeps. Short: in a training loop the cores
+ * belong to BLAS between steps; back-to-back steps of a benchmark still find the workers awake. */
+#define SPIN_NS 50000
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void *worker_main(void *arg)
+{
+    pool *pl = &the_pool;
+    const uint32_t index = (uint32_t)(uintptr_t)arg; /* 0-based among workers; the caller is not counted */
+    uint32_t seen = GEN_OF(atomic_load_explicit(&pl->state, memory_order_acquire));
+    for (;;) {
+        uint64_t s = atomic_load_explicit(&pl->state, memory_order_acquire);
+        if (GEN_OF(s) == seen) {
+            const uint64_t until = now_ns() + SPIN_NS;
+            unsigned polls = 0;
+            while (GEN_OF(s = atomic_load_explicit(&pl->state, memory_order_acquire)) == seen) {
+                cpu_relax();
+                if ((++polls & 255u) == 0 && now_ns() > until)
+                    break;
+            }
+            if (GEN_OF(s) == seen) {
+                pthread_mutex_lock(&pl->sleep_lock);
+                atomic_fetch_add_explicit(&pl->sleepers, 1, memory_order_seq_cst);
+                while (GEN_OF(atomic_load_explicit(&pl->state, memory_order_seq_cst)) == seen)
+                    pthread_cond_wait(&pl->wake, &pl->sleep_lock);
+                atomic_fetch_sub_explicit(&pl->sleepers, 1, memory_order_seq_cst);
+                pthread_mutex_unlock(&pl->sleep_lock);
+                continue;
+            }
+        }
+        seen = GEN_OF(s);
+        if (index < HELPERS_OF(s))
+            work_on(pl, s);
+    }
+    return NULL;
+}
+
+/* Starts workers until `wanted` exist; returns how many exist (fewer if the OS refused a thread). */
+static int ensure_workers(pool *pl, int wanted)
+{
+    if (pl->created >= wanted)
+        return pl->created;
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr) != 0)
+        return pl->created;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024); /* the kernels use a few hundred bytes of stack */
+    /* workers block every signal: handlers (Python's included) run on the application's threads */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    while (pl->created < wanted) {
+        pthread_t tid;
+        if (pthread_create(&tid, &attr, worker_main, (void *)(uintptr_t)pl->created) != 0)
+            break; /* out of threads or memory: run with the helpers we have */
+        pl->created++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    return pl->created;
+}
+
+/* fork(): the child has none of the workers, and a lock held by another thread of the parent stays held in the
+ * child's copy. Start over; workers are created again on the child's first parallel step. */
+static int restarts = 0;
+static void pool_after_fork_in_child(void)
+{
+    pool *pl = &the_pool;
+    if (pl->created > 0)
+        restarts++;
+    atomic_store(&pl->state, 0);
+    atomic_store(&pl->completed, 0);
+    atomic_store(&pl->sleepers, 0);
+    pl->created = 0;
+    pthread_mutex_init(&pl->caller_lock, NULL);
+    pthread_mutex_init(&pl->sleep_lock, NULL);
+    pthread_cond_init(&pl->wake, NULL);
+}
+
+void adamc_pool_init(void) { pthread_atfork(NULL, NULL, pool_after_fork_in_child); }
+
+int adamc_pool_restarts(void) { return restarts; }
+
+int adamc_pool_run(adamc_chunk_fn run, const void *ctx, size_t nchunks, int threads)
+{
+    pool *pl = &the_pool;
+    if (threads > ADAMC_MAX_THREADS)
+        threads = ADAMC_MAX_THREADS;
+    if (threads <= 1 || nchunks <= 1 || nchunks > ADAMC_MAX_CHUNKS || pthread_mutex_trylock(&pl->caller_lock) != 0) {
+        /* serial: the same chunks in order (a busy pool means the cores are busy with another step anyway) */
+        for (size_t c = 0; c < nchunks; c++)
+            run(ctx, c);
+        return 0;
+    }
+    int helpers = ensure_workers(pl, threads - 1);
+    if (helpers > threads - 1)
+        helpers = threads - 1;
+    pl->run = run;
+    pl->ctx = ctx;
+    pl->fp_mode = read_fp_mode();
+    atomic_store_explicit(&pl->completed, 0, memory_order_relaxed);
+    const uint32_t gen = GEN_OF(atomic_load_explicit(&pl->state, memory_order_relaxed)) + 1;
+    const uint64_t s = make_state(gen, (uint32_t)helpers, (uint32_t)nchunks);
+    atomic_store_explicit(&pl->state, s, memory_order_seq_cst);
+    if (atomic_load_explicit(&pl->sleepers, memory_order_seq_cst) > 0) {
+        pthread_mutex_lock(&pl->sleep_lock);
+        pthread_cond_broadcast(&pl->wake);
+        pthread_mutex_unlock(&pl->sleep_lock);
+    }
+    work_on(pl, s);
+    /* every chunk is claimed; wait for those other threads are running (each is a few microseconds of work) */
+    unsigned polls = 0;
+    while (atomic_load_explicit(&pl->completed, memory_order_acquire) < (uint32_t)nchunks) {
+        cpu_relax();
+        if ((++polls & 1023u) == 0)
+            sched_yield();
+    }
+    pthread_mutex_unlock(&pl->caller_lock);
+    return 1;
+}
+
+#else /* no pthreads: everything runs on the caller */
+
+void adamc_pool_init(void) {}
+
+int adamc_pool_restarts(void) { return 0; }
+
+int adamc_pool_run(adamc_chunk_fn run, const void *ctx, size_t nchunks, int threads)
+{
+    (void)threads;
+    for (size_t c = 0; c < nchunks; c++)
+        run(ctx, c);
+    return 0;
+}
+#endif
