@@ -44,6 +44,18 @@ rm -rf "$SITE"
 python -m pip install -q --no-deps --target "$SITE" -Cbuild-dir="$BUILD/asan-py" \
     -Ccmake.define.ADAM_C_SANITIZE=ON -Ccmake.build-type=RelWithDebInfo "$ROOT"
 
+# A Python of its own for this pass: a venv that sees the CI venv's packages (numpy, pytest, torch, ...) through a
+# plain path entry, so the CI venv's .pth files, among them the editable install's import redirect to the source
+# tree, are NOT processed and the ASan build in $SITE is the adam_c that every test (and subprocess) imports.
+ASAN_VENV="$BUILD/asan-venv"
+rm -rf "$ASAN_VENV"
+python -m venv --without-pip "$ASAN_VENV"
+ci_site=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+asan_venv_site=$("$ASAN_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+printf '%s\n%s\n' "$SITE" "$ci_site" > "$asan_venv_site/asan_paths.pth"
+PATH="$ASAN_VENV/bin:$PATH"
+hash -r
+
 LIBASAN=$(gcc -print-file-name=libasan.so)
 [ -f "$LIBASAN" ] || { echo "asan.sh: gcc's libasan.so not found ($LIBASAN)" >&2; exit 2; }
 LOGS="$BUILD/asan-logs"
@@ -56,7 +68,7 @@ export PYTHONMALLOC=malloc
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONFAULTHANDLER=1
 
-# run from an empty directory so the source tree's adam_c (which has no compiled _core) cannot shadow the build
+# run from an empty directory so the source tree's adam_c cannot shadow the build
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"

@@ -18,7 +18,11 @@ from adam_c import _core
 
 LR, BETAS, EPS = 1e-3, (0.9, 0.999), 1e-8
 DTYPES = ("float32", "float64")
-WORKLOADS = ("ram", "cache", "call", "multi")
+WORKLOADS = ("ram", "cache", "call", "multi", "loop")
+# The training-loop workload: float32 params of these sizes, a 256x256 float32 matmul (BLAS) before every step,
+# as in any NumPy model; after a BLAS call its worker threads keep spinning on the cores for a while.
+LOOP_SIZES = (26_000, 100_000, 1_000_000, 8_000_000)
+LOOP_MATMUL = 256
 # RAM-bound tensor sizes: p, g, m, v of 6.4e7 float32 (or 3.2e7 float64) elements are 1.02 GB, shared by all
 # implementations; NumPy adds one scratch array (0.26 GB), torch foreach a few transient ones.
 RAM_ELEMENTS = {"float32": 64_000_000, "float64": 32_000_000}
@@ -360,6 +364,80 @@ def print_table(records, title):
               f"{r['gb_per_s']:>7.1f} {pct:>8} {ratio:>11} {spread:>6.1f}% {r['samples']:>4}x{r['batch']:<4}")
 
 
+# ---------------------------------------------------------------- the training loop
+
+def run_training_loop(settings, skipped, threads):
+    """Time per (matmul + step), the loop NumPy users run, for adam_c with its default threading, adam_c forced
+    serial, and torch fused; plus adam_c default vs serial back to back (no matmul), where threads should win.
+    Each implementation has its own optimizer on shared arrays; all are interleaved."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((LOOP_MATMUL, LOOP_MATMUL)).astype(np.float32)
+    b = rng.standard_normal((LOOP_MATMUL, LOOP_MATMUL)).astype(np.float32)
+    product = np.empty_like(a)
+
+    def matmul():
+        np.matmul(a, b, out=product)
+
+    def with_matmul(step):
+        def call():
+            np.matmul(a, b, out=product)
+            step()
+        return call
+
+    use_threads = functools.partial(adam_c.set_num_threads, threads)
+    serial = functools.partial(adam_c.set_num_threads, 1)
+    records = []
+    print(f"\nfloat32 | training loop: a {LOOP_MATMUL}x{LOOP_MATMUL} matmul before every step | time per "
+          f"(matmul + step); adam_c threads {threads}, threading {adam_c.cpu_info()['threading']}")
+    print(f"  {'elements':>10} {'matmul':>9} {'adam_c':>9} {'serial':>9} {'torch fused':>11} "
+          f"{'adam_c/serial':>13} {'adam_c/torch':>12} {'decision':>9} | back to back: {'adam_c':>9} "
+          f"{'serial':>9} {'speedup':>7}")
+    for n in LOOP_SIZES:
+        buf = SharedBuffers([n], "float32")
+        default_opt = buf.optimizer
+        serial_opt = adam_c.Adam(buf.params, lr=LR, betas=BETAS, eps=EPS)
+        b2b_opt = adam_c.Adam(buf.params, lr=LR, betas=BETAS, eps=EPS)
+        b2b_serial_opt = adam_c.Adam(buf.params, lr=LR, betas=BETAS, eps=EPS)
+        timed = [Timed("matmul alone", matmul),
+                 Timed("adam_c", with_matmul(functools.partial(default_opt.step, buf.grads)), use_threads),
+                 Timed("adam_c serial", with_matmul(functools.partial(serial_opt.step, buf.grads)), serial),
+                 Timed("b2b adam_c", functools.partial(b2b_opt.step, buf.grads), use_threads),
+                 Timed("b2b serial", functools.partial(b2b_serial_opt.step, buf.grads), serial)]
+        if "torch fused" not in skipped:
+            try:
+                timed.append(Timed("torch fused", with_matmul(build_torch(buf, fused=True))))
+            except Skipped as exc:
+                skipped["torch fused"] = str(exc)
+        try:
+            stats = measure_interleaved(timed, settings.sweep_min_rounds, settings.sweep_max_rounds,
+                                        settings.budget_s)
+        finally:
+            adam_c.set_num_threads(threads)
+        med = {k: v["median_ns"] for k, v in stats.items()}
+        spread = {k: 50.0 * (v["q3_ns"] - v["q1_ns"]) / v["median_ns"] for k, v in stats.items()}
+        decision = default_opt.threading_info()
+        torch_ns = med.get("torch fused")
+        row = {"workload": "loop", "dtype": "float32", "n_elements": n, "threads": threads,
+               "median_ns": med, "half_iqr_percent": spread, "decision": decision,
+               "b2b_decision": b2b_opt.threading_info(),
+               "adam_c_over_serial": med["adam_c"] / med["adam_c serial"],
+               "adam_c_over_torch": med["adam_c"] / torch_ns if torch_ns else None,
+               "b2b_speedup": med["b2b serial"] / med["b2b adam_c"]}
+        records.append(row)
+        torch_text = format_time(torch_ns) if torch_ns else "-"
+        ratio_torch = f"{row['adam_c_over_torch']:.3f}" if torch_ns else "-"
+        chosen = {0: "?", 1: "serial"}.get(decision["threads"], f"{decision['threads']} thr")
+        print(f"  {n:>10,} {format_time(med['matmul alone']):>9} {format_time(med['adam_c']):>9} "
+              f"{format_time(med['adam_c serial']):>9} {torch_text:>11} {row['adam_c_over_serial']:>13.3f} "
+              f"{ratio_torch:>12} {chosen:>9} | {format_time(med['b2b adam_c']):>22} "
+              f"{format_time(med['b2b serial']):>9} {row['b2b_speedup']:>6.2f}x")
+        del buf, timed, default_opt, serial_opt, b2b_opt, b2b_serial_opt
+        gc.collect()
+    print("  targets: adam_c/serial <= 1.1 at every size; adam_c/torch <= 0.5 at 2.6e4 and 1e5; back-to-back "
+          "speedup >= 1.3x at 8e6 with 2 threads")
+    return records
+
+
 # ---------------------------------------------------------------- environment
 
 def cpu_model():
@@ -600,12 +678,16 @@ def main(argv=None):
         results = []
         for dtype in dtypes:
             for name in args.workloads:
+                if name == "loop":
+                    continue
                 workload_started = time.perf_counter()
                 records = run_workload(name, dtype, settings, impl_names, skipped)
                 results.extend(records)
                 print_table(records, f"{dtype} | {describe_workload(name, workload_sizes(name, dtype))} | "
                                      f"{bytes_per_element(dtype)} B/el | "
                                      f"{time.perf_counter() - workload_started:.0f} s")
+        if "loop" in args.workloads:
+            results.extend(run_training_loop(settings, skipped, threads))
         for impl, why in skipped.items():
             print(f"{impl}: skipped ({why})")
         out["results"] = results
