@@ -55,10 +55,6 @@ def use_threads(threads):
         return
     if threads > (os.cpu_count() or 1):
         raise NotImplementedError(f"{threads} threads on {os.cpu_count()} CPUs")
-    if threads > 1 and not adam_c.cpu_info()["openmp"]:
-        raise NotImplementedError("adam_c built without OpenMP")
-    if threads > 1 and adam_c.cpu_info()["forked_child_serial"]:
-        raise NotImplementedError("forked child of a process that ran OpenMP: adam_c runs serially")
     adam_c.set_num_threads(threads)
 
 
@@ -163,3 +159,66 @@ class ThroughputSuite:
         return 100.0 * floor / medians["step"]
 
     track_percent_of_floor.unit = "%"
+
+
+LOOP_SIZES = [26_000, 100_000, 1_000_000, 8_000_000]
+LOOP_MODES = ["default", "serial", "torch fused"]
+
+
+class TrainingLoopSuite:
+    """The loop NumPy users run: a 256x256 float32 matmul (BLAS, whose threads keep spinning afterwards) before
+    every step. Time per (matmul + step) for adam_c's default threading, adam_c serial, and torch's fused Adam;
+    track_default_over_serial is the ratio of the first two measured interleaved (target <= 1.1)."""
+
+    params = (LOOP_SIZES, LOOP_MODES)
+    param_names = ["size", "mode"]
+    timeout = 300
+
+    def setup(self, size, mode):
+        rng = np.random.default_rng(3)
+        self.a = rng.standard_normal((256, 256)).astype(np.float32)
+        self.b = rng.standard_normal((256, 256)).astype(np.float32)
+        self.out = np.empty_like(self.a)
+        self.param_arrays, self.grads = make_tensors([size], "float32")
+        if mode == "torch fused":
+            try:
+                import torch
+            except ImportError:
+                raise NotImplementedError("torch not installed") from None
+            tparams = [torch.nn.Parameter(torch.from_numpy(p)) for p in self.param_arrays]
+            for tp, g in zip(tparams, self.grads):
+                tp.grad = torch.from_numpy(g)
+            topt = torch.optim.Adam(tparams, lr=LR, fused=True)
+            self.step = topt.step
+        else:
+            use_threads(1 if mode == "serial" else None)
+            self.opt = make_optimizer("adam", self.param_arrays)
+            self.step = lambda: self.opt.step(self.grads)
+        self.step()
+
+    def teardown(self, size, mode):
+        adam_c.set_num_threads(None)
+
+    def time_matmul_and_step(self, size, mode):
+        np.matmul(self.a, self.b, out=self.out)
+        self.step()
+
+    def track_default_over_serial(self, size, mode):
+        if mode != "default":
+            raise NotImplementedError("measured once, under mode='default'")
+        serial = make_optimizer("adam", self.param_arrays)
+        serial.step(self.grads)
+
+        def with_threads(threads, opt):
+            def call():
+                adam_c.set_num_threads(threads)
+                np.matmul(self.a, self.b, out=self.out)
+                opt.step(self.grads)
+            return call
+
+        medians = interleaved_medians({"default": with_threads(None, self.opt),
+                                       "serial": with_threads(1, serial)})
+        adam_c.set_num_threads(None)
+        return medians["default"] / medians["serial"]
+
+    track_default_over_serial.unit = "ratio"
