@@ -13,9 +13,9 @@ except ImportError as _exc:  # NumPy's convention: say what to do, not "circular
 from .functional import adam_step
 from .optim import Adam, AdamW
 
-__version__ = "0.1.0"
-__all__ = ["Adam", "AdamW", "adam_step", "cpu_info", "get_num_threads", "set_num_threads", "set_target",
-           "set_threading"]
+__version__: str = _core.version()  # the C library's, generated from pyproject.toml's version
+__all__ = ["Adam", "AdamW", "adam_step", "cpu_info", "get_cmake_dir", "get_include", "get_library_dir",
+           "get_num_threads", "get_pkgconfig_dir", "set_num_threads", "set_target", "set_threading"]
 
 _MAX_THREADS = _core.max_threads()  # a bound the C pool enforces too; beyond it the OS may refuse threads
 
@@ -74,3 +74,37 @@ def set_num_threads(n):
     if not 0 <= n <= _MAX_THREADS:
         raise ValueError(f"n must be in 1..{_MAX_THREADS}, or 0/None to follow OpenMP, got {n}")
     _core.set_num_threads_raw(n)
+
+
+# ---------------------------------------------------------------- the C library inside the installed package
+# The wheel (and an editable install) put the C header, libadam_c.so/.a and the CMake and pkg-config packages
+# next to the compiled extension module, which is where an editable install keeps them too (the .py files may be
+# elsewhere). For building C, C++ or Cython code against this adam_c (see README, "From C").
+
+def _package_file(*parts):
+    path = _os.path.join(_os.path.dirname(_os.path.abspath(_core.__file__)), *parts)
+    if not _os.path.isdir(path):
+        raise FileNotFoundError(f"adam_c was installed without its C library files: {path} does not exist "
+                                "(reinstall adam_c from its wheel or source with pip)")
+    return path
+
+
+def get_include() -> str:
+    """The directory holding adam_c.h (and adam_c_version.h), for -I or include_dirs."""
+    return _package_file("include")
+
+
+def get_library_dir() -> str:
+    """The directory holding libadam_c.so and libadam_c.a, for -L (and an rpath) with -ladam_c."""
+    return _package_file("lib")
+
+
+def get_cmake_dir() -> str:
+    """The directory holding adam_cConfig.cmake: pass it as -Dadam_c_DIR=... (or add it to CMAKE_PREFIX_PATH),
+    then find_package(adam_c CONFIG REQUIRED) gives adam_c::adam_c (shared) and adam_c::adam_c_static."""
+    return _package_file("lib", "cmake", "adam_c")
+
+
+def get_pkgconfig_dir() -> str:
+    """The directory holding adam_c.pc, for PKG_CONFIG_PATH."""
+    return _package_file("lib", "pkgconfig")

@@ -11,12 +11,14 @@ cdef extern from "adam_c.h" nogil:
         ADAMC_ERR_DTYPE
         ADAMC_ERR_UNKNOWN_TARGET
         ADAMC_ERR_NO_MEMORY
+        ADAMC_ERR_STRUCT_SIZE
 
     ctypedef enum adamc_dtype:
         ADAMC_FLOAT32
         ADAMC_FLOAT64
 
     ctypedef struct adamc_hparams:
+        size_t struct_size
         double lr
         double beta1
         double beta2
@@ -27,6 +29,7 @@ cdef extern from "adam_c.h" nogil:
         int decoupled_weight_decay
 
     ctypedef struct adamc_tensor:
+        size_t struct_size
         void *param
         const void *grad
         void *exp_avg
@@ -36,6 +39,10 @@ cdef extern from "adam_c.h" nogil:
         int64_t step
         const adamc_hparams *hp
         int dtype
+
+    const char *adamc_version()
+    void adamc_hparams_init(adamc_hparams *hp)
+    void adamc_tensor_init(adamc_tensor *t)
 
     adamc_status adamc_step_f32(float *p, const float *g, float *m, float *v, float *vmax, size_t n,
                                 int64_t step, const adamc_hparams *hp)

@@ -27,6 +27,7 @@ cdef int raise_status(adamc_status status, str context) except -1:
 cdef inline void fill_hparams(adamc_hparams *hp, double lr, double beta1, double beta2, double eps,
                               double weight_decay, bint amsgrad, bint maximize,
                               bint decoupled_weight_decay) noexcept nogil:
+    hp.struct_size = sizeof(adamc_hparams)
     hp.lr = lr
     hp.beta1 = beta1
     hp.beta2 = beta2
@@ -163,6 +164,7 @@ cdef class StepPlan:
             start = i
             for _ in range(group_sizes[gi]):
                 p = <cnp.ndarray?>params[i]
+                adamc_tensor_init(&self.table[i])
                 self.typenums[i] = cnp.PyArray_TYPE(p)
                 self.table[i].param = cnp.PyArray_DATA(p)
                 self.table[i].exp_avg = cnp.PyArray_DATA(<cnp.ndarray?>exp_avgs[i])
@@ -339,3 +341,8 @@ def autotune_trace(step_time, Py_ssize_t steps, int threads=2):
         return modes, info.threads
     finally:
         adamc_autotune_free(tune)
+
+
+def version():
+    """The C library's version string (adamc_version())."""
+    return adamc_version().decode()

@@ -140,6 +140,7 @@ const char *adamc_status_message(adamc_status status)
     case ADAMC_ERR_DTYPE: return "unsupported dtype";
     case ADAMC_ERR_UNKNOWN_TARGET: return "unknown or unsupported SIMD target";
     case ADAMC_ERR_NO_MEMORY: return "out of memory";
+    case ADAMC_ERR_STRUCT_SIZE: return "struct_size of adamc_hparams/adamc_tensor is not this library's (use *_init)";
     }
     return "unknown status";
 }
@@ -148,6 +149,8 @@ static adamc_status check_hparams(const adamc_hparams *hp, int64_t step)
 {
     if (!hp)
         return ADAMC_ERR_NULL_POINTER;
+    if (hp->struct_size != sizeof(adamc_hparams)) /* the only layout so far; see adam_c.h on growing structs */
+        return ADAMC_ERR_STRUCT_SIZE;
     /* written so that NaN fails every test, as torch's `not 0.0 <= lr` does */
     if (!(hp->lr >= 0.0) || !(hp->eps >= 0.0) || !(hp->weight_decay >= 0.0))
         return ADAMC_ERR_HYPERPARAMETER;
@@ -169,6 +172,8 @@ static size_t element_size(const adamc_tensor *t) { return t->dtype == ADAMC_FLO
 
 static adamc_status check_tensor(const adamc_tensor *t)
 {
+    if (t->struct_size != sizeof(adamc_tensor))
+        return ADAMC_ERR_STRUCT_SIZE;
     if (t->dtype != ADAMC_FLOAT32 && t->dtype != ADAMC_FLOAT64)
         return ADAMC_ERR_DTYPE;
     adamc_status s = check_hparams(t->hp, t->step);
@@ -500,13 +505,13 @@ adamc_status adamc_memory_probe(const adamc_tensor *tensors, size_t count)
 adamc_status adamc_step_f32(float *p, const float *g, float *m, float *v, float *vmax, size_t n, int64_t step,
                             const adamc_hparams *hp)
 {
-    const adamc_tensor t = {p, g, m, v, vmax, n, step, hp, ADAMC_FLOAT32};
+    const adamc_tensor t = {sizeof(adamc_tensor), p, g, m, v, vmax, n, step, hp, ADAMC_FLOAT32};
     return adamc_step_multi(&t, 1);
 }
 
 adamc_status adamc_step_f64(double *p, const double *g, double *m, double *v, double *vmax, size_t n,
                             int64_t step, const adamc_hparams *hp)
 {
-    const adamc_tensor t = {p, g, m, v, vmax, n, step, hp, ADAMC_FLOAT64};
+    const adamc_tensor t = {sizeof(adamc_tensor), p, g, m, v, vmax, n, step, hp, ADAMC_FLOAT64};
     return adamc_step_multi(&t, 1);
 }

@@ -5,9 +5,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* ADAMC_VERSION_MAJOR/MINOR/PATCH/STRING/NUMBER: the version of this header, generated from pyproject.toml. */
+#include "adam_c_version.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The version of the library in use at run time, e.g. "0.1.0" (compare with ADAMC_VERSION_STRING, the header's). */
+const char *adamc_version(void);
 
 /* Every entry point returns one of these; nothing is written when the result is not ADAMC_OK. */
 typedef enum adamc_status {
@@ -18,13 +24,23 @@ typedef enum adamc_status {
     ADAMC_ERR_HYPERPARAMETER = 4, /* lr/eps/weight_decay < 0, a beta outside [0, 1), a NaN, or step < 1 */
     ADAMC_ERR_DTYPE = 5,          /* dtype is not ADAMC_FLOAT32 or ADAMC_FLOAT64 */
     ADAMC_ERR_UNKNOWN_TARGET = 6, /* a SIMD target name that is unknown or not supported by this CPU */
-    ADAMC_ERR_NO_MEMORY = 7       /* a table of over 32 tensors needed scratch memory that malloc refused */
+    ADAMC_ERR_NO_MEMORY = 7,      /* a table of over 32 tensors needed scratch memory that malloc refused */
+    ADAMC_ERR_STRUCT_SIZE = 8     /* a struct's struct_size is not one this library knows: set it with *_init */
 } adamc_status;
 
 typedef enum adamc_dtype { ADAMC_FLOAT32 = 0, ADAMC_FLOAT64 = 1 } adamc_dtype;
 
+/* Growing structs: adamc_hparams and adamc_tensor start with struct_size, which must be sizeof the struct in the
+ * header the caller was compiled with. Set it with adamc_hparams_init / adamc_tensor_init (or the *_INIT macros),
+ * which also set every field to its default, then assign the fields you use. A later version may append fields:
+ * it will keep accepting the sizes of every earlier header (reading the new fields as their defaults), so a
+ * program built against this header keeps working; a library older than the header refuses a size it does not
+ * know with ADAMC_ERR_STRUCT_SIZE instead of misreading memory. A struct_size of 0 (a struct not initialised
+ * this way) is refused the same way. */
+
 /* Hyperparameters of one parameter group, as in torch.optim.Adam. */
 typedef struct adamc_hparams {
+    size_t struct_size;         /* sizeof(adamc_hparams); set by adamc_hparams_init */
     double lr;
     double beta1;
     double beta2;
@@ -39,6 +55,7 @@ typedef struct adamc_hparams {
  * overlap each other nor any buffer of another entry (param == grad aliasing is not allowed either).
  * max_exp_avg_sq is read only when hp->amsgrad is set. */
 typedef struct adamc_tensor {
+    size_t struct_size;        /* sizeof(adamc_tensor), the same in every entry of a table; set by adamc_tensor_init */
     void *param;
     const void *grad;
     void *exp_avg;
@@ -49,6 +66,16 @@ typedef struct adamc_tensor {
     const adamc_hparams *hp;   /* hyperparameters of this tensor's group; shared between entries is fine */
     int dtype;                 /* adamc_dtype */
 } adamc_tensor;
+
+/* torch.optim.Adam's defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8, no weight decay, every flag off. */
+#define ADAMC_HPARAMS_INIT {sizeof(adamc_hparams), 1e-3, 0.9, 0.999, 1e-8, 0.0, 0, 0, 0}
+/* An empty float32 entry (NULL buffers, n 0, step 1, no hparams): fill in the buffers, n, step, hp and dtype. */
+#define ADAMC_TENSOR_INIT {sizeof(adamc_tensor), NULL, NULL, NULL, NULL, NULL, 0, 1, NULL, ADAMC_FLOAT32}
+
+/* Set *hp to ADAMC_HPARAMS_INIT (struct_size included). */
+void adamc_hparams_init(adamc_hparams *hp);
+/* Set *t to ADAMC_TENSOR_INIT (struct_size included). */
+void adamc_tensor_init(adamc_tensor *t);
 
 /* One Adam step on one float32 buffer set, in place.
  * Contract: p, m, v (and vmax when amsgrad) are written; g is only read. Buffers must not overlap

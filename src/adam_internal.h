@@ -4,6 +4,11 @@
 
 #include <stddef.h>
 
+/* Everything declared here is internal: hidden from the shared library's exported symbols (only adam_c.h's are). */
+#if defined(__GNUC__) && !defined(_WIN32)
+#pragma GCC visibility push(hidden)
+#endif
+
 /* Per-tensor constants of one step, computed once in double by the dispatcher (bias corrections, step size)
  * and rounded to the element type once at the top of the kernel. */
 typedef struct adamc_coeffs {
@@ -90,4 +95,7 @@ void adamc_autotune_finish(struct adamc_autotune *tune, int mode, double ns, int
 int adamc_cpu_has_avx2_fma(void);
 int adamc_cpu_has_avx512(void);
 
+#if defined(__GNUC__) && !defined(_WIN32)
+#pragma GCC visibility pop
+#endif
 #endif /* ADAM_INTERNAL_H */

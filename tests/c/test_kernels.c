@@ -326,6 +326,7 @@ static double value_at(const void *a, size_t i, int dtype)
 static adamc_hparams combo_hparams(int combo)
 {
     adamc_hparams hp;
+    adamc_hparams_init(&hp);
     hp.amsgrad = combo & 1;
     const int decay = (combo >> 1) % 3;
     hp.maximize = (combo / 6) & 1;
@@ -688,7 +689,7 @@ static adamc_status step_ptrs(int dtype, void *p, const void *g, void *m, void *
 static adamc_status multi_ptrs(int dtype, void *p, const void *g, void *m, void *v, void *vmax, size_t n,
                                int64_t step, const adamc_hparams *hp, int probe)
 {
-    adamc_tensor t = {p, g, m, v, vmax, n, step, hp, dtype};
+    adamc_tensor t = {sizeof(adamc_tensor), p, g, m, v, vmax, n, step, hp, dtype};
     return probe ? adamc_memory_probe(&t, 1) : adamc_step_multi(&t, 1);
 }
 
@@ -898,7 +899,8 @@ static void test_bad_dtype(void)
             arena5 a;
             arena5_init(&a, ADAMC_FLOAT64, 7, zero_off);
             adamc_hparams hp = combo_hparams(1);
-            adamc_tensor t = {a.b[0].ptr, a.b[1].ptr, a.b[2].ptr, a.b[3].ptr, a.b[4].ptr, 7, 1, &hp, bad_dtypes[bi]};
+            adamc_tensor t = {sizeof(adamc_tensor), a.b[0].ptr, a.b[1].ptr, a.b[2].ptr, a.b[3].ptr, a.b[4].ptr, 7, 1,
+                              &hp, bad_dtypes[bi]};
             adamc_status st = entry == 1 ? adamc_step_multi(&t, 1) : adamc_memory_probe(&t, 1);
             CHECK(st == ADAMC_ERR_DTYPE && arena5_unchanged(&a), "%s: dtype %d: status %d", ENTRY_NAMES[entry],
                   bad_dtypes[bi], (int)st);
@@ -910,10 +912,78 @@ static void test_bad_dtype(void)
         }
 }
 
+/* Growing structs: a struct_size the library does not know is refused before anything is written, through every
+ * entry point; the initialisers give torch's defaults; the version call and macros agree. */
+static void test_struct_size_and_version(void)
+{
+    char expect[32];
+    snprintf(expect, sizeof expect, "%d.%d.%d", ADAMC_VERSION_MAJOR, ADAMC_VERSION_MINOR, ADAMC_VERSION_PATCH);
+    CHECK(strcmp(adamc_version(), ADAMC_VERSION_STRING) == 0 && strcmp(expect, ADAMC_VERSION_STRING) == 0,
+          "adamc_version() %s, ADAMC_VERSION_STRING %s, macros %s", adamc_version(), ADAMC_VERSION_STRING, expect);
+    CHECK(ADAMC_VERSION_NUMBER == ADAMC_VERSION_MAJOR * 10000 + ADAMC_VERSION_MINOR * 100 + ADAMC_VERSION_PATCH,
+          "ADAMC_VERSION_NUMBER");
+
+    adamc_hparams hp;
+    memset(&hp, 0xAB, sizeof hp);
+    adamc_hparams_init(&hp);
+    CHECK(hp.struct_size == sizeof(adamc_hparams) && hp.lr == 1e-3 && hp.beta1 == 0.9 && hp.beta2 == 0.999 &&
+              hp.eps == 1e-8 && hp.weight_decay == 0.0 && !hp.amsgrad && !hp.maximize && !hp.decoupled_weight_decay,
+          "adamc_hparams_init sets torch's defaults and struct_size");
+    const adamc_hparams from_macro = ADAMC_HPARAMS_INIT;
+    CHECK(memcmp(&from_macro, &hp, offsetof(adamc_hparams, decoupled_weight_decay) + sizeof(int)) == 0,
+          "ADAMC_HPARAMS_INIT == adamc_hparams_init");
+    adamc_tensor t;
+    memset(&t, 0xAB, sizeof t);
+    adamc_tensor_init(&t);
+    CHECK(t.struct_size == sizeof(adamc_tensor) && !t.param && !t.grad && !t.exp_avg && !t.exp_avg_sq &&
+              !t.max_exp_avg_sq && t.n == 0 && t.step == 1 && !t.hp && t.dtype == ADAMC_FLOAT32,
+          "adamc_tensor_init gives an empty entry");
+    adamc_hparams_init(NULL); /* a no-op, not a crash */
+    adamc_tensor_init(NULL);
+
+    enum { N = 5 };
+    float p[N], g[N], m[N], v[N], orig[4][N];
+    for (int i = 0; i < N; i++) {
+        p[i] = 1.0f + (float)i;
+        g[i] = 0.5f - (float)i;
+        m[i] = 0.25f * (float)i;
+        v[i] = 0.125f * (float)i;
+    }
+    memcpy(orig[0], p, sizeof p), memcpy(orig[1], g, sizeof g), memcpy(orig[2], m, sizeof m), memcpy(orig[3], v, sizeof v);
+    const size_t bad_sizes[] = {0, sizeof(adamc_hparams) - 1, sizeof(adamc_hparams) + 8, 4};
+    for (size_t k = 0; k < sizeof bad_sizes / sizeof bad_sizes[0]; k++) {
+        adamc_hparams bad;
+        adamc_hparams_init(&bad);
+        bad.struct_size = bad_sizes[k];
+        adamc_status st = adamc_step_f32(p, g, m, v, NULL, N, 1, &bad);
+        CHECK(st == ADAMC_ERR_STRUCT_SIZE, "step_f32 with hparams struct_size %zu: status %d", bad_sizes[k], (int)st);
+        adamc_tensor_init(&t);
+        t.param = p, t.grad = g, t.exp_avg = m, t.exp_avg_sq = v, t.n = N, t.hp = &bad;
+        st = adamc_step_multi(&t, 1);
+        CHECK(st == ADAMC_ERR_STRUCT_SIZE, "step_multi with hparams struct_size %zu: status %d", bad_sizes[k],
+              (int)st);
+        t.hp = &hp;
+        t.struct_size = bad_sizes[k] == sizeof(adamc_hparams) - 1 ? sizeof(adamc_tensor) - 1 : bad_sizes[k];
+        st = adamc_step_multi(&t, 1);
+        CHECK(st == ADAMC_ERR_STRUCT_SIZE, "step_multi with tensor struct_size %zu: status %d", t.struct_size,
+              (int)st);
+        st = adamc_memory_probe(&t, 1);
+        CHECK(st == ADAMC_ERR_STRUCT_SIZE, "memory_probe with tensor struct_size %zu: status %d", t.struct_size,
+              (int)st);
+    }
+    CHECK(!memcmp(orig[0], p, sizeof p) && !memcmp(orig[1], g, sizeof g) && !memcmp(orig[2], m, sizeof m) &&
+              !memcmp(orig[3], v, sizeof v),
+          "a refused struct_size writes nothing");
+    adamc_tensor_init(&t);
+    t.param = p, t.grad = g, t.exp_avg = m, t.exp_avg_sq = v, t.n = N, t.hp = &hp;
+    CHECK(adamc_step_multi(&t, 1) == ADAMC_OK && memcmp(orig[0], p, sizeof p) != 0,
+          "an entry from adamc_tensor_init + adamc_hparams_init steps");
+}
+
 /* Status messages exist for every code; the target API rejects unknown names and changes nothing then. */
 static void test_misc_api(void)
 {
-    for (int s = 0; s <= 7; s++) {
+    for (int s = 0; s <= 8; s++) {
         const char *msg = adamc_status_message((adamc_status)s);
         CHECK(msg != NULL && msg[0] != '\0', "status message %d", s);
     }
@@ -973,6 +1043,7 @@ static void table_init(table *tb, size_t count, int specials)
         const size_t r = rng_below(10);
         n = r == 0 ? 0 : r == 1 ? 1 + rng_below(3000) : rng_below(301);
         adamc_tensor *t = &tb->t[i];
+        adamc_tensor_init(t);
         t->n = n;
         t->dtype = dtype;
         t->step = STEPS[rng_below(N_STEPS)];
@@ -1363,6 +1434,7 @@ int main(void)
     RUN(test_overlap);
     RUN(test_bad_hparams);
     RUN(test_bad_dtype);
+    RUN(test_struct_size_and_version);
     RUN(test_fork_after_parallel);
     RUN(test_impossible_sizes);
 
