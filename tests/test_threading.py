@@ -231,6 +231,8 @@ MANY_THREADS_SCRIPT = textwrap.dedent(r"""
 def test_many_threads_from_many_python_threads(tmp_path, mode):
     """Issue 8 item 8: the most threads accepted, 10 Python threads stepping at once (and, 'limited', an OS that
     refuses thread stacks): correct results, no exit(), no hang."""
+    if mode == "limited" and "libasan" in open("/proc/self/maps").read():
+        pytest.skip("an address-space limit starves AddressSanitizer's own shadow memory (covered by the plain run)")
     proc = subprocess.run([sys.executable, "-c", MANY_THREADS_SCRIPT, mode], capture_output=True, text=True,
                           timeout=180, cwd=str(tmp_path))
     assert proc.returncode == 0 and "MANY-OK" in proc.stdout, (proc.returncode, proc.stderr[-3000:])
