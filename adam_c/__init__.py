@@ -3,7 +3,7 @@ import os as _os
 import warnings as _warnings
 from typing import Optional as _Optional
 
-from . import _core
+from . import _core, schedules
 from .functional import adam_step
 from .optim import Adam, AdamW
 from .typing import CpuInfo as _CpuInfo

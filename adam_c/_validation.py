@@ -66,7 +66,7 @@ def check_betas(value, name="betas"):
 def check_lr_or_schedule(value, name="lr"):
     """An optimizer's lr: a number as check_lr, or a schedule (any callable step -> lr), kept as it is and called
     once per step by resolve_schedules."""
-    if callable(value):
+    if callable(value) and not isinstance(value, type):  # a class (float, np.float32) is a mistake, not a schedule
         return value
     return check_lr(value, name)
 

@@ -251,6 +251,14 @@ def test_schedule_that_raises_changes_nothing():
     assert [s["step"] for s in opt.state.values()] == [1, 1]
 
 
+@pytest.mark.parametrize("bad", [float, np.float32, "0.1"])
+def test_lr_that_is_neither_number_nor_schedule_is_refused(bad):
+    with pytest.raises(TypeError, match="lr"):
+        adam_c.Adam([np.zeros(3)], lr=bad)
+    with pytest.raises(TypeError, match=r"param_groups\[0\]\['lr'\]"):
+        adam_c.Adam([{"params": [np.zeros(3)], "lr": bad}])
+
+
 def test_functional_form_refuses_a_schedule():
     buffers = [np.zeros(5, np.float32) for _ in range(4)]
     with pytest.raises(TypeError, match="lr"):

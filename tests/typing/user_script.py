@@ -6,7 +6,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 import adam_c
-from adam_c import schedules
+schedules = adam_c.schedules
 from adam_c.typing import CpuInfo, FloatArray, OptimizerParamGroup, ParamState, StateDict
 
 w: NDArray[np.float32] = np.zeros((3, 5), np.float32)
