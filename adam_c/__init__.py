@@ -1,6 +1,7 @@
 """adam_c: fused, in-place Adam/AdamW/AMSGrad for NumPy arrays and other CPU buffers, with a C core."""
 import os as _os
 import warnings as _warnings
+from typing import Optional as _Optional
 
 try:
     from . import _core
@@ -10,8 +11,10 @@ except ImportError as _exc:  # NumPy's convention: say what to do, not "circular
         "install it first (`pip install -e .` builds the extension in place, then `python -m adam_c` and "
         "`pytest` work from here), or run Python from another directory so the installed adam_c is used. "
         f"Original error: {_exc}") from None
+from . import schedules
 from .functional import adam_step
 from .optim import Adam, AdamW
+from .typing import CpuInfo as _CpuInfo
 
 __version__: str = _core.version()  # the C library's, generated from pyproject.toml's version
 __all__ = ["Adam", "AdamW", "adam_step", "cpu_info", "get_cmake_dir", "get_include", "get_library_dir",
@@ -26,7 +29,7 @@ if _forced and _core.current_target() != _forced:
                    stacklevel=2)
 
 
-def cpu_info():
+def cpu_info() -> _CpuInfo:
     """What adam_c runs on: the SIMD target in use, all compiled targets and which this CPU supports, OpenMP
     and threads. ADAM_C_TARGET=<name> in the environment forces a target at import."""
     names = _core.target_names()
@@ -43,7 +46,7 @@ def cpu_info():
     }
 
 
-def set_threading(mode):
+def set_threading(mode: str) -> None:
     """"auto" (default): each optimizer times its steps serially and with threads and keeps the faster, so a
     step inside a training loop is never slowed down by threads that cannot run; "fixed": threads for every step
     above cpu_info()["parallel_threshold"] (benchmarks of the threaded path, tests). Results are the same."""
@@ -52,7 +55,7 @@ def set_threading(mode):
     _core.set_autotune(mode == "auto")
 
 
-def set_target(name):
+def set_target(name: str) -> None:
     """Switch the SIMD target ("baseline", "avx2", "avx512") for this process; ValueError if the CPU lacks it.
     Meant for tests and benchmarks; not to be called while another thread is stepping."""
     if not isinstance(name, str):
@@ -60,12 +63,12 @@ def set_target(name):
     _core.set_target(name)
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Threads a large step uses: set_num_threads' value, else OpenMP's (OMP_NUM_THREADS, threadpoolctl)."""
     return _core.get_num_threads()
 
 
-def set_num_threads(n):
+def set_num_threads(n: _Optional[int]) -> None:
     """Use n >= 1 threads for large steps; None (or 0) follows OpenMP again."""
     if n is None:
         n = 0
@@ -81,7 +84,7 @@ def set_num_threads(n):
 # next to the compiled extension module, which is where an editable install keeps them too (the .py files may be
 # elsewhere). For building C, C++ or Cython code against this adam_c (see README, "From C").
 
-def _package_file(*parts):
+def _package_file(*parts: str) -> str:
     path = _os.path.join(_os.path.dirname(_os.path.abspath(_core.__file__)), *parts)
     if not _os.path.isdir(path):
         raise FileNotFoundError(f"adam_c was installed without its C library files: {path} does not exist "

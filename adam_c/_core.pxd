@@ -79,7 +79,3 @@ cdef extern from "adam_c.h" nogil:
     void adamc_autotune_get(const adamc_autotune *tune, adamc_autotune_info *info)
     void adamc_set_autotune(int enabled)
     int adamc_get_autotune()
-
-cdef extern from "adam_internal.h" nogil:
-    int adamc_autotune_pick(const adamc_autotune *tune)
-    void adamc_autotune_finish(adamc_autotune *tune, int mode, double ns, int threads)

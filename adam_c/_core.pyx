@@ -322,6 +322,11 @@ def get_autotune():
     return bool(adamc_get_autotune())
 
 
+cdef extern from "adam_internal.h" nogil:  # not in _core.pxd: that one is public (adam_c.capi) and installed
+    int adamc_autotune_pick(const adamc_autotune *tune)
+    void adamc_autotune_finish(adamc_autotune *tune, int mode, double ns, int threads)
+
+
 def autotune_trace(step_time, Py_ssize_t steps, int threads=2):
     """For tests: drive a fresh decision record with synthetic timings. step_time(k, mode) -> ns for step k run
     serially (mode 0) or with threads (mode 1). Returns (modes run, final choice: 1 serial / n threads)."""

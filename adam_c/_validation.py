@@ -63,7 +63,34 @@ def check_betas(value, name="betas"):
     return (check_beta(value[0], f"{name}[0]"), check_beta(value[1], f"{name}[1]"))
 
 
-_CHECKS = {"lr": check_lr, "betas": check_betas, "eps": check_eps, "weight_decay": check_weight_decay,
+def check_lr_or_schedule(value, name="lr"):
+    """An optimizer's lr: a number as check_lr, or a schedule (any callable step -> lr), kept as it is and called
+    once per step by resolve_schedules."""
+    if callable(value) and not isinstance(value, type):  # a class (float, np.float32) is a mistake, not a schedule
+        return value
+    return check_lr(value, name)
+
+
+def resolve_schedules(groups, steps):
+    """The groups a step reads: `groups` itself when no lr is a schedule (the usual case costs one pass), else
+    copies whose schedule lr is replaced by its value for the group's step about to be taken (1 + the largest
+    step count among its params; `steps` is the optimizer's per-param count). Raises naming the group for a
+    schedule that fails or returns a bad lr; changes nothing."""
+    if not any(isinstance(g, Mapping) and callable(g.get("lr")) for g in groups):
+        return groups
+    resolved, start = [], 0
+    for i, group in enumerate(groups):
+        n = len(group["params"]) if isinstance(group, Mapping) and "params" in group else 0
+        if isinstance(group, Mapping) and callable(group.get("lr")):
+            step = int(steps[start:start + n].max()) + 1 if n else 1
+            value = group["lr"](step)
+            group = {**group, "lr": check_lr(value, f"param_groups[{i}]['lr']({step}) (the schedule's value)")}
+        resolved.append(group)
+        start += n
+    return resolved
+
+
+_CHECKS = {"lr": check_lr_or_schedule, "betas": check_betas, "eps": check_eps, "weight_decay": check_weight_decay,
            "amsgrad": flag, "maximize": flag, "decoupled_weight_decay": flag}
 
 

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _core
-from ._validation import HYPERPARAMETERS, check_hyperparameters, check_param, first_overlap
+from ._validation import HYPERPARAMETERS, check_hyperparameters, check_param, first_overlap, resolve_schedules
 
 _STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
@@ -120,15 +120,16 @@ class Adam:
         with self._lock:
             if grads is None:
                 grads = self.grads
+            groups = resolve_schedules(self.param_groups, self._steps)  # a schedule lr is called once per step
             if self._plan is not None:
                 try:
-                    self._plan.run(grads, self.param_groups)
+                    self._plan.run(grads, groups)
                     return loss
                 except _core.AmsgradBuffersMissing:
                     pass  # a group turned amsgrad on: allocate its buffers and rebuild below
             added = self._build_plan()
             try:
-                self._plan.run(grads, self.param_groups)
+                self._plan.run(grads, groups)
             except BaseException:
                 self._forget(added)  # a failed step changes nothing, not even new zero buffers
                 raise
