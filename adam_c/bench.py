@@ -646,6 +646,10 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be >= 1")
+    if args.plot and optional_module("matplotlib") is None:
+        # say so before minutes of measuring, not after
+        parser.error("--plot needs matplotlib, which is not installed (pip install matplotlib, or "
+                     "pip install 'adam_c[bench]')")
     return args
 
 
@@ -696,16 +700,10 @@ def main(argv=None):
         out["results"] = results
         out["skipped"] = skipped
         if args.plot:
-            have_matplotlib = optional_module("matplotlib") is not None
-            if not have_matplotlib:
-                print("--plot: matplotlib is not installed: no plot" +
-                      ("; the size sweep still goes to the JSON" if args.json else ", no size sweep"))
-            if have_matplotlib or args.json:
-                print("\nsize sweep (one tensor) for the plot:")
-                out["size_sweep"] = run_size_sweep(dtypes, settings, impl_names, skipped)
-                if have_matplotlib:
-                    draw_plot(out["size_sweep"], args.plot, threads)
-                    print(f"plot written to {args.plot}")
+            print("\nsize sweep (one tensor) for the plot:")
+            out["size_sweep"] = run_size_sweep(dtypes, settings, impl_names, skipped)
+            draw_plot(out["size_sweep"], args.plot, threads)
+            print(f"plot written to {args.plot}")
 
     elapsed = time.perf_counter() - started
     print(f"\ntotal {elapsed:.0f} s, peak RSS {peak_rss_mb():,.0f} MB, {load_note()}")

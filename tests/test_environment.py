@@ -121,3 +121,26 @@ def test_bench_smoke(tmp_path):
     assert adam_c.cpu_info()["target"] in proc.stdout
     assert "floor (probe)" in proc.stdout and "adam_c" in proc.stdout
     assert out.exists() and out.stat().st_size > 0
+
+
+def test_bench_plot_without_matplotlib_fails_at_once(tmp_path):
+    """--plot without matplotlib: a usage error before any measuring (it used to run minutes, then exit 0)."""
+    code = ("import sys, time; sys.modules['matplotlib'] = None; from adam_c.bench import main; t = time.time()\n"
+            "try:\n    main(['--plot', 'out.png'])\nexcept SystemExit as exc:\n"
+            "    print('EXIT', exc.code, round(time.time() - t, 1))")
+    proc = run_python(code, tmp_path, timeout=120)
+    exit_line = [line for line in proc.stdout.splitlines() if line.startswith("EXIT")]
+    assert exit_line and exit_line[0].split()[1] == "2", proc.stdout + proc.stderr
+    assert float(exit_line[0].split()[2]) < 5.0
+    assert "matplotlib" in proc.stderr
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_demo_reports_the_optimizers_share(tmp_path):
+    proc = run_python("from adam_c.__main__ import main; raise SystemExit(main(['--epochs', '2']))", tmp_path,
+                      timeout=180)
+    line = [x for x in proc.stdout.splitlines() if x.startswith("optimizer:")]
+    assert line, proc.stdout + proc.stderr
+    seconds = float(line[0].split(",")[1].split("s in opt.step")[0])
+    assert 0 < seconds < 1.0, line[0]
+    assert "threads:" in line[0] and ("serial" in line[0] or "threads)" in line[0] or "threads" in line[0])
