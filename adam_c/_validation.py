@@ -1,7 +1,7 @@
 """_validation.py: argument checks shared by the optimizer and the functional form; every error names its argument."""
 import numbers
 import operator
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -16,9 +16,13 @@ def real(value, name):
             return float(value)
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     try:
-        return float(value)
+        result = float(value)
     except OverflowError:
         raise ValueError(f"{name}={value!r} is too large for a float") from None
+    except Exception as exc:  # a numbers.Real whose __float__ is broken (raises, or returns a non-float)
+        raise TypeError(f"{name} must be a real number convertible to float, got {type(value).__name__} "
+                        f"({type(exc).__name__}: {exc})") from exc
+    return result
 
 
 def flag(value, name):
@@ -58,9 +62,31 @@ def check_beta(value, name):
 
 
 def check_betas(value, name="betas"):
-    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__len__") or len(value) != 2:
-        raise TypeError(f"{name} must be a pair (beta1, beta2), got {value!r}")
-    return (check_beta(value[0], f"{name}[0]"), check_beta(value[1], f"{name}[1]"))
+    """A pair: a tuple, list or other sequence, or a 1-d array of two numbers (sets and 0-d arrays are refused)."""
+    if isinstance(value, np.ndarray):
+        ok = value.ndim == 1 and value.shape[0] == 2
+    else:
+        ok = isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray))
+        if ok:
+            try:
+                ok = len(value) == 2
+            except Exception:
+                ok = False
+    if not ok:
+        raise TypeError(f"{name} must be a pair (beta1, beta2), got {_short_repr(value)}")
+    try:
+        first, second = value[0], value[1]
+    except Exception as exc:
+        raise TypeError(f"{name} must be a pair (beta1, beta2), got {_short_repr(value)}") from exc
+    return (check_beta(first, f"{name}[0]"), check_beta(second, f"{name}[1]"))
+
+
+def _short_repr(value):
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 _CHECKS = {"lr": check_lr, "betas": check_betas, "eps": check_eps, "weight_decay": check_weight_decay,
@@ -76,6 +102,24 @@ def check_hyperparameters(hp, where):
         if key not in hp:
             raise ValueError(f"{where or 'hyperparameters'} is missing the hyperparameter {key!r}")
         out[key] = _CHECKS[key](hp[key], name)
+    return out
+
+
+def plain_hyperparameters(group):
+    """The group's entries other than 'params', with each valid hyperparameter as a plain Python float, bool or
+    tuple of floats (np.float32, 0-d arrays, Fractions, np.bool_ normalised) so a state_dict is JSON-friendly;
+    an invalid or unknown value is passed through unchanged (the next step reports it)."""
+    out = {}
+    for key, value in group.items():
+        if key == "params":
+            continue
+        check = _CHECKS.get(key)
+        if check is not None:
+            try:
+                value = check(value, key)
+            except (TypeError, ValueError):
+                pass
+        out[key] = value
     return out
 
 
@@ -101,10 +145,11 @@ def check_param(array, name):
 
 def _check_kernel_buffer(array, name, writable, contiguity_hint=""):
     """What the C kernel needs of an ndarray: float32/float64, native, C-contiguous, aligned (and writable)."""
+    if array.dtype.kind == "f" and array.dtype.itemsize in (4, 8) and not array.dtype.isnative:
+        raise ValueError(f"{name} must be in native byte order, got {array.dtype.str} (byte-swapped); convert it "
+                         f"with arr.astype(arr.dtype.newbyteorder('=')) (a copy)")
     if array.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {array.dtype}")
-    if not array.dtype.isnative:
-        raise ValueError(f"{name} must be in native byte order")
     if not array.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous{contiguity_hint}")
     if writable and not array.flags.writeable:
@@ -152,9 +197,12 @@ def buffer_array(obj, name, writable):
 
 
 def grads_sequence(grads):
-    """grads as a list; a bare array or a non-iterable is refused with a message naming grads."""
+    """grads as a list; a bare array, a dict, a set or a non-iterable is refused with a message naming grads."""
     if isinstance(grads, np.ndarray):
         raise TypeError("grads must be a sequence with one array per param (e.g. [g]), got a single ndarray")
+    if isinstance(grads, (Mapping, set, frozenset, str, bytes)):
+        raise TypeError("grads must be a sequence (a list or tuple aligned with the params, in group order), "
+                        f"got {type(grads).__name__}")
     try:
         return list(grads)
     except TypeError:
