@@ -7,7 +7,7 @@ import weakref
 import numpy as np
 
 from . import _core
-from ._validation import check_param, first_overlap, grads_sequence, read_group
+from ._validation import ReentrantCallError, check_param, first_overlap, grads_sequence, read_group
 
 STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
@@ -38,7 +38,7 @@ class CallLock:
 
     def acquire(self, call, *, allow_torn=False):
         if self._owner == threading.get_ident():
-            raise RuntimeError(
+            raise ReentrantCallError(
                 f"re-entrant call: {call} was called on an optimizer while this thread is already inside one of "
                 "its calls (from a grads generator, an __array__ or __float__ method, a closure or a signal "
                 "handler); make the call after the running one returns")

@@ -6,6 +6,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class ReentrantCallError(RuntimeError):
+    """An optimizer was called from inside one of its own calls (the validators let it through unchanged)."""
 HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay")
 
 
@@ -19,6 +23,8 @@ def real(value, name):
         result = float(value)
     except OverflowError:
         raise ValueError(f"{name}={value!r} is too large for a float") from None
+    except ReentrantCallError:
+        raise
     except Exception as exc:  # a numbers.Real whose __float__ is broken (raises, or returns a non-float)
         raise TypeError(f"{name} must be a real number convertible to float, got {type(value).__name__} "
                         f"({type(exc).__name__}: {exc})") from exc
@@ -76,6 +82,8 @@ def check_betas(value, name="betas"):
         raise TypeError(f"{name} must be a pair (beta1, beta2), got {_short_repr(value)}")
     try:
         first, second = value[0], value[1]
+    except ReentrantCallError:
+        raise
     except Exception as exc:
         raise TypeError(f"{name} must be a pair (beta1, beta2), got {_short_repr(value)}") from exc
     return (check_beta(first, f"{name}[0]"), check_beta(second, f"{name}[1]"))
@@ -165,6 +173,8 @@ def coerce_grad(grad, index, param):
     name = f"grads[{index}]"
     try:
         array = np.asarray(grad)
+    except ReentrantCallError:
+        raise
     except Exception as exc:  # objects numpy cannot read at all
         raise TypeError(f"{name} must be an array of numbers, got {type(grad).__name__}") from exc
     if array.dtype.kind not in "fiu" or array.dtype == np.dtype(object):
