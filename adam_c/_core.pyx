@@ -320,8 +320,8 @@ cdef class StepPlan:
         cdef Py_ssize_t gi, i, k = 0
         cdef adamc_status status
         cdef list held
-        if type(groups) is not list or len(<list>groups) != self.n_groups or not self.unchanged(<list>groups):
-            raise PlanOutdated("the params, groups or state buffers changed since the plan was built")
+        if type(groups) is not list or len(<list>groups) != self.n_groups:
+            raise PlanOutdated("param_groups changed since the plan was built")
         for gi in range(self.n_groups):
             if not read_group_fast(groups[gi], &self.hparams[gi]):
                 lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled = read_group(groups[gi], gi)
@@ -341,7 +341,12 @@ cdef class StepPlan:
             if grad is None:
                 continue
             if not self.grad_fits(grad, i):
-                grad = coerce_grad(grad, i, self.params[i])  # may run Python code (__array__, ...)
+                try:
+                    grad = coerce_grad(grad, i, self.params[i])  # may run Python code (__array__, ...)
+                except (TypeError, ValueError):
+                    if not self.unchanged(<list>groups):  # the grad is fine, its param changed: say that
+                        raise PlanOutdated("the params, groups or state buffers changed since the plan was built")
+                    raise
             held[i] = grad
         # no Python code runs from here to the C call: check what that code may have changed, then point at it
         if type(groups) is not list or len(<list>groups) != self.n_groups or not self.unchanged(<list>groups):
