@@ -247,7 +247,8 @@ cdef class StepPlan:
         free(self.dims_start)
 
     cdef bint unchanged(self, list groups):
-        """True if everything the table points at is as recorded (see the class doc); runs no Python code."""
+        """True if everything the table points at is as recorded (see the class doc); runs no Python code.
+        The caller has checked len(groups) == n_groups."""
         cdef Py_ssize_t gi, j, i = 0, size
         cdef cnp.ndarray p
         cdef object members
@@ -310,6 +311,26 @@ cdef class StepPlan:
             return True  # 0-d: no dims to compare (memcmp of NULL pointers is undefined even for 0 bytes)
         return memcmp(cnp.PyArray_DIMS(g), cnp.PyArray_DIMS(p), cnp.PyArray_NDIM(p) * sizeof(cnp.npy_intp)) == 0
 
+    cdef list read_grads(self, object grads):
+        """The grads as a private list holding each one (converted where needed) until the C call returns."""
+        cdef Py_ssize_t i
+        if type(grads) is list or type(grads) is tuple:
+            grads = list(grads)  # a private copy: the caller's list may change in another thread
+        else:
+            grads = grads_sequence(grads)
+        if len(<list>grads) != self.n_tensors:
+            raise ValueError(f"grads: expected {self.n_tensors} gradients (one per param, in group order), "
+                             f"got {len(grads)}")
+        cdef list held = [None] * self.n_tensors
+        for i in range(self.n_tensors):
+            grad = (<list>grads)[i]
+            if grad is None:
+                continue
+            if not self.grad_fits(grad, i):
+                grad = coerce_grad(grad, i, self.params[i])  # may run Python code (__array__, ...)
+            held[i] = grad
+        return held
+
     def run(self, grads, groups, bint probe=False):
         """One step of every param whose grad is not None. Raises before changing anything.
         probe=True runs the memory-floor probe instead (same table and threading, no Adam math, steps kept).
@@ -323,33 +344,22 @@ cdef class StepPlan:
         if type(groups) is not list or len(<list>groups) != self.n_groups:
             raise PlanOutdated("param_groups changed since the plan was built")
         for gi in range(self.n_groups):
-            if not read_group_fast(groups[gi], &self.hparams[gi]):
-                lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled = read_group(groups[gi], gi)
+            if len(<list>groups) != self.n_groups:  # read_group runs Python code (__float__), which may pop groups
+                raise PlanOutdated("param_groups changed while step() was reading them")
+            if not read_group_fast((<list>groups)[gi], &self.hparams[gi]):
+                lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled = read_group((<list>groups)[gi], gi)
                 fill_hparams(&self.hparams[gi], lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled)
             if self.hparams[gi].amsgrad and not self.group_has_vmax[gi]:
                 raise AmsgradBuffersMissing(gi)
-        if type(grads) is list or type(grads) is tuple:
-            grads = list(grads)  # a private copy: the caller's list may change in another thread
-        else:
-            grads = grads_sequence(grads)
-        if len(<list>grads) != self.n_tensors:
-            raise ValueError(f"grads: expected {self.n_tensors} gradients (one per param, in group order), "
-                             f"got {len(grads)}")
-        held = [None] * self.n_tensors
-        for i in range(self.n_tensors):
-            grad = (<list>grads)[i]
-            if grad is None:
-                continue
-            if not self.grad_fits(grad, i):
-                try:
-                    grad = coerce_grad(grad, i, self.params[i])  # may run Python code (__array__, ...)
-                except (TypeError, ValueError):
-                    if not self.unchanged(<list>groups):  # the grad is fine, its param changed: say that
-                        raise PlanOutdated("the params, groups or state buffers changed since the plan was built")
-                    raise
-            held[i] = grad
+        try:
+            held = self.read_grads(grads)
+        except (TypeError, ValueError):
+            if len(<list>groups) != self.n_groups or not self.unchanged(<list>groups):
+                # the grads may be fine and a param changed: say that instead
+                raise PlanOutdated("the params, groups or state buffers changed since the plan was built")
+            raise
         # no Python code runs from here to the C call: check what that code may have changed, then point at it
-        if type(groups) is not list or len(<list>groups) != self.n_groups or not self.unchanged(<list>groups):
+        if len(<list>groups) != self.n_groups or not self.unchanged(<list>groups):
             raise PlanOutdated("the params, groups or state buffers changed while the grads were read")
         for i in range(self.n_tensors):
             grad = held[i]

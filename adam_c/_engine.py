@@ -271,12 +271,13 @@ class Engine:
 
     def step(self, groups, grads):
         """One step; raises before changing anything, and once the C call has run the step is kept whole."""
-        if grads is None:
-            grads = self.grad_buffers(groups)
+        use_buffers = grads is None
+        if use_buffers:
+            grads = self.layout.grads  # the plan checks that they still match the groups
         elif type(grads) is not list and type(grads) is not tuple:
             grads = grads_sequence(grads)  # read once here: a generator must not be consumed per attempt
         plan = self.layout.plan
-        if plan is not None:
+        if plan is not None and grads is not None:
             self.lock.running_plan = plan
             try:
                 plan.run(grads, groups)
@@ -285,6 +286,8 @@ class Engine:
                 pass  # edited groups or params, or amsgrad turned on: validate and rebuild below
             finally:
                 self.lock.running_plan = None
+        if use_buffers:
+            grads = self.grad_buffers(groups)
         new = build_layout(groups, self.layout, allocate=True)
         plan = new.plan
         self.lock.running_plan = plan

@@ -91,20 +91,26 @@ class OptimizerMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ rules
 
-    @rule(data=st.data(), form=st.sampled_from(["list", "tuple", "generator"]))
+    @rule(data=st.data(), form=st.sampled_from(["list", "tuple", "generator", "buffers"]))
     def step(self, data, form):
         self.take_step(data, form)
 
     def maybe_step(self, data):
         """Most edits are followed by a step, so that steps interleave densely with everything else."""
         if data.draw(st.integers(0, 3), label="steps after the edit") > 0:
-            self.take_step(data, "list")
+            self.take_step(data, data.draw(st.sampled_from(["list", "buffers"])))
 
     def take_step(self, data, form):
         self.drop_removed()  # a step is a call of the optimizer: removed params lose their state here
-        grads = self.grads(data)
-        given = tuple(grads) if form == "tuple" else (g for g in grads) if form == "generator" else grads
-        self.opt.step(given)
+        grads = self.grads(data, none_ok=form != "buffers")
+        if form == "buffers":  # through the optimizer-owned opt.grads (re-aligned after group edits)
+            buffers = self.opt.grads
+            assert len(buffers) == len(grads)
+            for b, g in zip(buffers, grads):
+                b[...] = g
+            self.opt.step()
+        else:
+            self.opt.step(tuple(grads) if form == "tuple" else (g for g in grads) if form == "generator" else grads)
         it = iter(grads)
         for group in self.opt.param_groups:
             hp = _plain(group)
