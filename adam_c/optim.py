@@ -94,8 +94,11 @@ class Adam:
         """Zero-initialised gradient buffers aligned with the params, allocated on first use (a new list after
         param_groups were edited)."""
         engine = self._engine
-        if engine.lock.owned_here():  # read from inside one of this optimizer's calls: no lock, no edits
-            return engine.layout.grads if engine.layout.grads is not None else []
+        if engine.lock.owned_here():  # read from inside one of this optimizer's calls: the adopted layout's
+            layout = engine.layout
+            if layout.grads is None:
+                layout.grads = [np.zeros_like(p) for p in layout.params]
+            return layout.grads
         engine.lock.acquire("grads")
         try:
             return engine.grad_buffers(self.param_groups)

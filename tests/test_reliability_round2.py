@@ -507,7 +507,7 @@ def body_interrupt_after_c_call_commits_whole():
     n = 6_000_001
     g = np.full(n, 0.5, np.float32)
     interrupted_after_c = 0
-    for attempt in range(12):
+    for attempt in range(15):
         p = np.ones(n, np.float32)
         opt = adam_c.Adam([p], lr=0.1, amsgrad=attempt % 2 == 1)
         ready = threading.Event()
@@ -518,7 +518,7 @@ def body_interrupt_after_c_call_commits_whole():
 
         def send():
             ready.wait(10)
-            time.sleep(0.003)
+            time.sleep((0.0, 0.002, 0.005)[attempt % 3])
             signal.pthread_kill(main, signal.SIGUSR1)
 
         t = threading.Thread(target=send)
