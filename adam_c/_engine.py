@@ -17,52 +17,47 @@ _LOCKS = weakref.WeakSet()
 
 
 class CallLock:
-    """The lock every call of one optimizer holds.
+    """The lock every call of one optimizer holds: `with lock.held("step()"): ...`.
 
     A call from the thread that is already inside a call of the same optimizer (from a grads generator, a grad's
     __array__, an lr's __float__, a signal handler) raises RuntimeError instead of waiting for itself forever;
-    other threads wait as on any lock. In a fork() child the lock starts unlocked again, since the thread that held
-    it does not exist there (unless the forking thread held it itself, which then finishes its call); if that
-    thread was inside the C call, the child's copy may hold half a step, and `torn_by_fork` says so.
+    other threads wait as on any lock. held() returns the underlying RLock, whose C-level __enter__/__exit__ the
+    with statement calls directly: no Python frame runs between taking or releasing the lock and the protected
+    block, so Ctrl-C cannot leave it taken. In a fork() child the lock starts unlocked again, since the thread that
+    held it does not exist there (unless the forking thread held it itself, which then finishes its call); if a
+    thread was inside the C call at the fork, the child's copy may hold half a step, and `torn_by_fork` says so.
     """
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._owner = None
+        self._lock = threading.RLock()
         self.running_plan = None  # the StepPlan whose run() is in progress, read by the fork handler
         self.torn_by_fork = False
         _LOCKS.add(self)
 
     def owned_here(self):
-        return self._owner == threading.get_ident()
+        return self._lock._is_owned()
 
-    def acquire(self, call, *, allow_torn=False):
-        if self._owner == threading.get_ident():
+    def held(self, call, *, allow_torn=False):
+        """The lock to take with `with`, after checking that this thread is not inside a call already."""
+        if self._lock._is_owned():
             raise ReentrantCallError(
                 f"re-entrant call: {call} was called on an optimizer while this thread is already inside one of "
-                "its calls (from a grads generator, an __array__ or __float__ method, a closure or a signal "
-                "handler); make the call after the running one returns")
-        self._lock.acquire()
-        self._owner = threading.get_ident()
+                "its calls (from a grads generator, an __array__ or __float__ method or a signal handler); make "
+                "the call after the running one returns")
         if self.torn_by_fork and not allow_torn:
-            self.release()
             raise RuntimeError(
                 f"{call}: this process was forked while another thread was inside this optimizer's step, so this "
                 "copy of its params and state may hold half of that step; restore it with load_state_dict() (or "
                 "build a new optimizer) before using it here")
-
-    def release(self):
-        self._owner = None
-        self._lock.release()
+        return self._lock
 
     def _reset_in_fork_child(self):
-        if self._owner == threading.get_ident():
+        if self._lock._is_owned():
             return  # the forking thread is inside a call: it goes on and releases the lock as usual
         plan = self.running_plan
-        if self._owner is not None and plan is not None and plan.in_c_call:
+        if plan is not None and plan.in_c_call:  # another thread was in the C call: it stopped half way
             self.torn_by_fork = True
-        self._lock = threading.Lock()
-        self._owner = None
+        self._lock = threading.RLock()
         self.running_plan = None
 
 
@@ -81,11 +76,18 @@ class ReleaseWhenSaved:
     are saved while no step can change them. It unpickles as None."""
 
     def __init__(self, lock):
-        self._lock = lock
+        self._lock = None
+        self._target = lock
+
+    def acquire(self, call):
+        """Takes the lock for this token; if the token is dropped before it is saved, the lock is released."""
+        lock = self._target.held(call)  # raises for a re-entrant call, taking nothing
+        self._lock = lock  # from here on, dropping the token releases the lock if this thread took it
+        lock.acquire()
 
     def release(self):
         lock, self._lock = self._lock, None
-        if lock is not None:
+        if lock is not None and lock._is_owned():
             lock.release()
 
     def __reduce__(self):

@@ -67,16 +67,13 @@ class Adam:
         """Add a group (a dict with 'params' and any hyperparameters; missing ones take the defaults). A param
         that shares memory with another param, optimizer state or an opt.grads buffer is refused."""
         engine = self._engine
-        engine.lock.acquire("add_param_group()")
-        try:
+        with engine.lock.held("add_param_group()"):
             engine.sync(self.param_groups)
             index = len(self.param_groups)
             group = self._checked_group(param_group, index, f"param_groups[{index}]")
             layout = build_layout(self.param_groups + [group], engine.layout, allocate=False)
             self.param_groups.append(group)
             engine.layout = layout
-        finally:
-            engine.lock.release()
 
     @property
     def _params(self):
@@ -99,21 +96,15 @@ class Adam:
             if layout.grads is None:
                 layout.grads = [np.zeros_like(p) for p in layout.params]
             return layout.grads
-        engine.lock.acquire("grads")
-        try:
+        with engine.lock.held("grads"):
             return engine.grad_buffers(self.param_groups)
-        finally:
-            engine.lock.release()
 
     def zero_grad(self):
         """Zero the optimizer-owned gradient buffers (opt.grads)."""
         engine = self._engine
-        engine.lock.acquire("zero_grad()")
-        try:
+        with engine.lock.held("zero_grad()"):
             for g in engine.layout.grads or ():
                 g.fill(0)
-        finally:
-            engine.lock.release()
 
     # ------------------------------------------------------------ the step
 
@@ -131,11 +122,8 @@ class Adam:
             if closure_grads is not None:
                 grads = closure_grads
         engine = self._engine
-        engine.lock.acquire("step()")
-        try:
+        with engine.lock.held("step()"):
             engine.step(self.param_groups, grads)
-        finally:
-            engine.lock.release()
         return loss
 
     # ------------------------------------------------------------ state
@@ -147,12 +135,9 @@ class Adam:
         engine = self._engine
         if engine.lock.owned_here():
             return engine.state_view()
-        engine.lock.acquire("state")
-        try:
+        with engine.lock.held("state"):
             engine.sync(self.param_groups)
             return engine.state_view()
-        finally:
-            engine.lock.release()
 
     def state_dict(self):
         """{"state": {i: {...copies...}}, "param_groups": [{hyperparameters, "params": [i, ...]}]}, with
@@ -160,8 +145,7 @@ class Adam:
         and a tuple of floats (so the dict minus its arrays is JSON-serialisable); taken under the lock, so a
         step in another thread is never half in it."""
         engine = self._engine
-        engine.lock.acquire("state_dict()")
-        try:
+        with engine.lock.held("state_dict()"):
             layout = engine.sync(self.param_groups)
             groups, start = [], 0
             amsgrad_of = []
@@ -181,16 +165,13 @@ class Adam:
                     saved["max_exp_avg_sq"] = np.zeros_like(layout.params[i])
                 state[i] = saved
             return {"state": state, "param_groups": groups}
-        finally:
-            engine.lock.release()
 
     def load_state_dict(self, state_dict):
         """Replace hyperparameters and state from `state_dict`; everything is validated (group and param
         counts, keys, steps, shapes, dtypes) before anything changes. Arrays are copied in."""
         from ._checkpoint import validate_state_dict
         engine = self._engine
-        engine.lock.acquire("load_state_dict()", allow_torn=True)
-        try:
+        with engine.lock.held("load_state_dict()", allow_torn=True):
             layout = engine.sync(self.param_groups)
             groups, state = validate_state_dict(self, state_dict)
             n = len(layout.params)
@@ -208,9 +189,7 @@ class Adam:
                 group.update(checked)
                 group["params"] = params
             engine.layout = new
-            engine.lock.torn_by_fork = False
-        finally:
-            engine.lock.release()
+            engine.lock.torn_by_fork = False  # restored: usable again in a fork child
 
     # ------------------------------------------------------------ pickling, repr
 
@@ -218,8 +197,8 @@ class Adam:
         """pickle and deepcopy: params, grads buffers and state together, saved while the lock is held (a token
         saved after them releases it), so a step in another thread is never half in the copy."""
         engine = self._engine
-        engine.lock.acquire("pickling or copying the optimizer")
         token = ReleaseWhenSaved(engine.lock)
+        token.acquire("pickling or copying the optimizer")  # released when the token is saved or dropped
         try:
             layout = engine.sync(self.param_groups)
         except BaseException:

@@ -554,6 +554,59 @@ def test_ctrl_c_right_after_the_c_call_keeps_the_step(tmp_path):
     run_isolated(tmp_path, "body_interrupt_after_c_call_commits_whole", timeout=120)
 
 
+def body_interrupts_anywhere_keep_steps_whole():
+    """Ctrl-C (a one-shot timer's KeyboardInterrupt) at random points of thousands of steps, first steps included:
+    afterwards every param and its state are at the same whole step of the sequential run, and the lock is free."""
+    armed = [False]
+
+    def handler(signum, frame):
+        if armed[0]:
+            armed[0] = False
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGALRM, handler)
+    ref_p = np.ones(1, np.float32)
+    ref = adam_c.Adam([ref_p], lr=0.01, amsgrad=True)
+    traj = [(np.float32(1.0), np.float32(0.0), np.float32(0.0))]
+    for _ in range(40):
+        ref.step([np.full(1, 0.5, np.float32)])
+        traj.append((ref_p[0], ref.state[0]["exp_avg"][0], ref.state[0]["exp_avg_sq"][0]))
+    rng = np.random.default_rng(0)
+    grads = [np.full(2001, 0.5, np.float32) for _ in range(3)]
+    interrupted = 0
+    for it in range(2400):
+        if it % 40 == 0:
+            params = [np.ones(2001, np.float32) for _ in range(3)]
+            opt = adam_c.Adam(params, lr=0.01, amsgrad=True)
+        delay = float(rng.uniform(1e-6, 2e-4))
+        armed[0] = True
+        try:
+            signal.setitimer(signal.ITIMER_REAL, delay)
+            opt.step(grads)
+            armed[0] = False
+        except KeyboardInterrupt:
+            interrupted += 1
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        state = opt.state
+        steps = {e["step"] for e in state.values()} or {0}
+        assert len(steps) == 1, f"iteration {it}: step counts differ: {steps}"
+        t = steps.pop()
+        for i, p in enumerate(params):
+            assert (p == traj[t][0]).all(), f"iteration {it}: param {i} is not at step {t}"
+            if t:
+                assert (state[i]["exp_avg"] == traj[t][1]).all() and (state[i]["exp_avg_sq"] == traj[t][2]).all(), \
+                    f"iteration {it}: state[{i}] is not at step {t}"
+    assert interrupted > 50, interrupted
+    done = threading.Event()
+    threading.Thread(target=lambda: (opt.state_dict(), done.set())).start()
+    assert done.wait(20), "the optimizer's lock was left taken"
+
+
+def test_interrupts_at_random_points_keep_every_step_whole(tmp_path):
+    """Items 9 and 7: KeyboardInterrupt at random points of steps never leaves half a step or a taken lock."""
+    run_isolated(tmp_path, "body_interrupts_anywhere_keep_steps_whole", timeout=120)
+
+
 # ================================================================ 10. failed steps change nothing; group errors
 
 
