@@ -1,8 +1,14 @@
-"""Reliability: a hypothesis state machine interleaving steps, group edits, in-place array changes, state_dict
-round trips, pickle and deepcopy, checked bit for bit against the NumPy oracle after every action."""
+"""Reliability: a hypothesis state machine interleaving steps (also from other threads and in fork children), group
+edits, in-place array changes, state_dict round trips, pickle and deepcopy, checked bit for bit against the NumPy
+oracle after every action."""
 import copy
 import json
+import os
 import pickle
+import signal
+import threading
+import time
+import traceback
 from fractions import Fraction
 
 import numpy as np
@@ -91,7 +97,7 @@ class OptimizerMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ rules
 
-    @rule(data=st.data(), form=st.sampled_from(["list", "tuple", "generator", "buffers"]))
+    @rule(data=st.data(), form=st.sampled_from(["list", "tuple", "generator", "buffers", "thread"]))
     def step(self, data, form):
         self.take_step(data, form)
 
@@ -109,8 +115,24 @@ class OptimizerMachine(RuleBasedStateMachine):
             for b, g in zip(buffers, grads):
                 b[...] = g
             self.opt.step()
+        elif form == "thread":  # from another Python thread
+            errors = []
+            worker = threading.Thread(target=lambda: self.call_catching(errors, self.opt.step, grads))
+            worker.start()
+            worker.join(60)
+            assert not worker.is_alive() and not errors, errors
         else:
             self.opt.step(tuple(grads) if form == "tuple" else (g for g in grads) if form == "generator" else grads)
+        self.apply_to_model(grads)
+
+    @staticmethod
+    def call_catching(errors, fn, *args):
+        try:
+            fn(*args)
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    def apply_to_model(self, grads):
         it = iter(grads)
         for group in self.opt.param_groups:
             hp = _plain(group)
@@ -129,6 +151,38 @@ class OptimizerMachine(RuleBasedStateMachine):
                 rec["p"], rec["m"], rec["v"] = newp, m, v
                 if hp["amsgrad"]:
                     rec["vmax"] = newvmax
+
+    @rule(data=st.data())
+    def fork_child_steps_its_copy(self, data):
+        """A fork() child steps its copy of the optimizer and checks it against its copy of the oracle; the
+        parent's optimizer is not affected."""
+        self.drop_removed()
+        grads = self.grads(data)
+        before = self.snapshot()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                self.opt.step(grads)
+                self.apply_to_model(grads)
+                self.matches_the_oracle()
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 60
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise AssertionError("the fork child's step hung")
+            time.sleep(0.005)
+        assert os.waitstatus_to_exitcode(status) == 0, "the fork child's step did not match the oracle"
+        self.assert_unchanged(before, "the parent after the child stepped")
 
     @rule(data=st.data())
     def bad_step_changes_nothing(self, data):
