@@ -600,7 +600,7 @@ def body_interrupts_anywhere_keep_steps_whole():
             if t:
                 assert (state[i]["exp_avg"] == traj[t][1]).all() and (state[i]["exp_avg_sq"] == traj[t][2]).all(), \
                     f"iteration {it}: state[{i}] is not at step {t}"
-    assert interrupted > 50, interrupted
+    assert interrupted > 20, interrupted
     done = threading.Event()
     threading.Thread(target=lambda: (opt.state_dict(), done.set())).start()
     assert done.wait(20), "the optimizer's lock was left taken"
@@ -722,13 +722,12 @@ def test_state_dict_group_values_are_plain_python_and_json_serialisable():
 SNAP_N = 400_001
 
 
-def _snapshot_consistent(params_and_state, traj, what):
-    """Every array uniform (a torn copy mixes two steps) and equal to the sequential run at that step."""
-    params, state = params_and_state
+def _snapshot_consistent(params, state, traj, what):
+    """Every array uniform (a torn copy mixes two steps) and equal to the sequential run at that step; returns it."""
     steps = {e["step"] for e in state.values()}
     assert len(steps) == 1, f"{what}: step counts differ: {steps}"
     t = steps.pop()
-    for i, p in enumerate(params):
+    for i, p in enumerate(params or ()):
         assert (p == p.flat[0]).all(), f"{what}: param {i} mixes two steps"
         assert p.flat[0] == traj[t][0], f"{what}: param {i} is not at step {t}"
     for i, e in state.items():
@@ -744,7 +743,7 @@ def test_snapshots_from_another_thread_are_never_torn(how):
     """Item 14: state_dict(), pickle and deepcopy taken while another thread steps hold one consistent step."""
     adam_c.set_num_threads(1)
     try:
-        n_steps = 40
+        n_steps = 300
         ref_p = np.ones(1, np.float32)
         ref = adam_c.Adam([ref_p], lr=0.01)
         traj = [(1.0, 0.0, 0.0)]
@@ -755,33 +754,32 @@ def test_snapshots_from_another_thread_are_never_torn(how):
         opt = adam_c.Adam(params, lr=0.01)
         grads = [np.full(SNAP_N, 0.5, np.float32) for _ in params]
         opt.step(grads)
-        done = threading.Event()
+        started, done = threading.Event(), threading.Event()
+        seen = []
 
         def stepper():
-            for _ in range(n_steps - 1):
+            started.wait(30)
+            for _ in range(n_steps - 1):  # until enough snapshots were taken during training
+                if len(seen) >= 25:
+                    break
                 opt.step(grads)
             done.set()
 
         t = threading.Thread(target=stepper)
         t.start()
-        seen = []
-        while not done.is_set() or not seen:
+        started.set()
+        while not done.is_set():
             if how == "state_dict":
                 sd = opt.state_dict()
-                snap = (None, sd["state"])
-                steps = {e["step"] for e in sd["state"].values()}
-                assert len(steps) == 1, steps
-                t_ = steps.pop()
-                for i, e in sd["state"].items():
-                    for k, j in (("exp_avg", 1), ("exp_avg_sq", 2)):
-                        assert (e[k] == e[k][0]).all() and e[k][0] == traj[t_][j], f"state_dict {k} at {t_}"
-                seen.append(t_)
-                continue
-            clone = pickle.loads(pickle.dumps(opt)) if how == "pickle" else copy.deepcopy(opt)
-            snap = (flat_params(clone), clone.state)
-            seen.append(_snapshot_consistent(snap, traj, how))
+                params_now = None
+                state = sd["state"]
+            else:
+                clone = pickle.loads(pickle.dumps(opt)) if how == "pickle" else copy.deepcopy(opt)
+                params_now, state = flat_params(clone), clone.state
+            seen.append(_snapshot_consistent(params_now, state, traj, how))
         t.join()
-        assert len(seen) >= 2, seen
+        during = {t_ for t_ in seen if t_ < opt.state[0]["step"]}
+        assert len(during) >= 3, f"too few snapshots taken during training: {seen}"
     finally:
         adam_c.set_num_threads(None)
 
