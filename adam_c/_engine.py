@@ -1,5 +1,9 @@
-"""_engine.py: the optimizer machinery a front-end shares: layout of params and state, the step plan's lifetime,
-one lock per optimizer (re-entrancy and fork aware), and steps that are committed whole or not at all."""
+"""_engine.py: what every optimizer front-end shares: params/state layout, step plan, per-optimizer lock, commit.
+
+The NumPy optimizer (optim.Adam) and a torch front-end keep their own param_groups and hand them to an Engine:
+layouts are validated and adopted whole, the lock is re-entrancy-, Ctrl-C- and fork-aware, and a step whose C
+call ran is committed whole.
+"""
 import os
 import threading
 import weakref
