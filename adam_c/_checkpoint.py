@@ -10,13 +10,43 @@ from ._validation import HYPERPARAMETERS, check_hyperparameters
 _MAX_STEP = 2**62
 
 
+def _is_torch_tensor(value):
+    return type(value).__module__.startswith("torch") and hasattr(value, "detach") and hasattr(value, "numpy")
+
+
+def _torch_to_numpy(value, where):
+    """A torch tensor's values as an ndarray; meta tensors (no data) and tensors numpy cannot read are refused
+    with TypeError naming the entry (conjugate and negative bits are resolved first)."""
+    try:
+        is_meta = bool(getattr(value, "is_meta", False)) or str(value.device) == "meta"
+    except Exception:
+        is_meta = False
+    if is_meta:
+        raise TypeError(f"{where} is a meta tensor, which holds no data")
+    try:
+        value = value.detach()
+        if value.is_complex():
+            raise TypeError(f"{where} must be a real tensor, got dtype {value.dtype}")
+        return value.resolve_conj().resolve_neg().cpu().numpy()
+    except TypeError:
+        raise
+    except Exception as exc:  # sparse, quantized, other devices...: whatever torch refuses to hand to numpy
+        raise TypeError(f"{where}: cannot read this tensor's values ({type(exc).__name__}: {exc})") from exc
+
+
 def _step_value(value, where):
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{where} must be an integer, got bool")
-    if isinstance(value, np.ndarray) and value.ndim == 0:
+    if _is_torch_tensor(value):
+        value = _torch_to_numpy(value, where)  # torch stores steps as 0-d tensors
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            raise ValueError(f"{where} must be a single number, got an array of shape {value.shape}")
+        if value.dtype.kind not in "fiu":
+            raise TypeError(f"{where} must be an integer, got an array of dtype {value.dtype}")
+        value = value.reshape(()).item()
+    elif isinstance(value, np.generic):
         value = value.item()
-    elif hasattr(value, "item") and callable(value.item) and not isinstance(value, numbers.Number):
-        value = value.item()  # a 0-d tensor, as torch stores steps
     if isinstance(value, numbers.Integral):
         step = int(value)
     elif isinstance(value, numbers.Real):
@@ -36,8 +66,8 @@ def _step_value(value, where):
 
 def _state_array(value, param, where):
     """A fresh C-contiguous copy of `value` in the param's dtype and shape."""
-    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
-        value = value.detach().cpu().numpy()
+    if _is_torch_tensor(value):
+        value = _torch_to_numpy(value, where)
     try:
         array = np.asarray(value)
     except Exception as exc:

@@ -101,9 +101,23 @@ cdef inline bint read_group_fast(object group, adamc_hparams *hp):
     return True
 
 
-class AmsgradBuffersMissing(Exception):
+class PlanOutdated(Exception):
+    """Raised by StepPlan.run before it changes anything: what the plan points at changed (a group's params list
+    or one of its members, a param's or state buffer's dtype, shape, memory or writeability), so the caller must
+    validate the params again and build a new plan."""
+
+
+class AmsgradBuffersMissing(PlanOutdated):
     """Raised by StepPlan.run before it changes anything: a group turned amsgrad on, so max_exp_avg_sq
     buffers must be allocated and the plan rebuilt."""
+
+
+cdef inline bint kernel_ready(cnp.ndarray a, int typenum, void *data, cnp.npy_intp n):
+    """The array still is what the plan recorded: same memory, dtype and size, and still writable, aligned,
+    native and C-contiguous (all C-level reads: no Python code runs)."""
+    return (cnp.PyArray_DATA(a) == data and cnp.PyArray_TYPE(a) == typenum and cnp.PyArray_SIZE(a) == n
+            and cnp.PyArray_ISWRITEABLE(a) and cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a)
+            and cnp.PyArray_ISNOTSWAPPED(a))
 
 
 cdef class StepPlan:
@@ -111,6 +125,12 @@ cdef class StepPlan:
 
     Each run() reads the groups' hyperparameters (through a Python validator), validates and points at the
     grads, then makes ONE C call for all tensors with the GIL released. It changes nothing if anything fails.
+
+    Every run re-checks, after the last Python code it calls and right before the C call, that each param and
+    state buffer still is what the table points at (memory, dtype, size, shape, writeable, layout) and, when
+    built with group_lists, that each groups[i]["params"] is still the same list object with the same members;
+    otherwise it raises PlanOutdated and the owner rebuilds. `commits` counts the runs whose C call succeeded
+    (steps are counted in the same C-level sequence, so an exception raised later cannot undo half a step).
     """
     cdef adamc_tensor *table      # one prepared entry per param; grad and step are filled per run
     cdef adamc_tensor *work       # the entries of this run (params whose grad is not None)
@@ -125,6 +145,12 @@ cdef class StepPlan:
     cdef list group_sizes
     cdef list group_has_vmax
     cdef adamc_autotune *tune     # this plan's measured serial-or-threads decision (same workload every step)
+    cdef object group_lists       # None, or the params list object of each group, checked by identity
+    cdef int *ndims               # each param's shape when the plan was built, checked every run
+    cdef cnp.npy_intp *dims
+    cdef Py_ssize_t *dims_start
+    cdef public Py_ssize_t commits
+    cdef public bint in_c_call    # True while the C call runs with the GIL released (read after fork())
 
     def __cinit__(self):
         self.tune = adamc_autotune_new()
@@ -135,11 +161,14 @@ cdef class StepPlan:
         self.work_index = NULL
         self.hparams = NULL
         self.typenums = NULL
+        self.ndims = NULL
+        self.dims = NULL
+        self.dims_start = NULL
 
     def __init__(self, list params, list exp_avgs, list exp_avg_sqs, list max_exp_avg_sqs, list group_sizes,
-                 int64_t[::1] steps):
+                 int64_t[::1] steps, group_lists=None):
         cdef Py_ssize_t n = len(params)
-        cdef Py_ssize_t i, gi, start
+        cdef Py_ssize_t i, j, gi, start, total_dims = 0
         cdef cnp.ndarray p
         if len(exp_avgs) != n or len(exp_avg_sqs) != n or len(max_exp_avg_sqs) != n or steps.shape[0] != n:
             raise ValueError("StepPlan: state lists must be aligned with params")
@@ -156,8 +185,35 @@ cdef class StepPlan:
         self.work_index = <Py_ssize_t *>calloc(max(n, 1), sizeof(Py_ssize_t))
         self.hparams = <adamc_hparams *>calloc(max(self.n_groups, 1), sizeof(adamc_hparams))
         self.typenums = <int *>calloc(max(n, 1), sizeof(int))
-        if not (self.table and self.work and self.work_index and self.hparams and self.typenums):
+        if group_lists is not None:
+            self.group_lists = list(group_lists)
+            if len(self.group_lists) != self.n_groups:
+                raise ValueError("StepPlan: group_lists must have one list per group")
+            start = 0
+            for gi in range(self.n_groups):
+                members = self.group_lists[gi]
+                if type(members) is not list and type(members) is not tuple:
+                    raise TypeError("StepPlan: group_lists must hold lists or tuples")
+                if len(members) != group_sizes[gi] or any(
+                        members[j] is not params[start + j] for j in range(group_sizes[gi])):
+                    raise ValueError("StepPlan: group_lists must hold exactly the params, in order")
+                start += group_sizes[gi]
+        for i in range(n):
+            total_dims += cnp.PyArray_NDIM(<cnp.ndarray?>params[i])
+        self.ndims = <int *>calloc(max(n, 1), sizeof(int))
+        self.dims_start = <Py_ssize_t *>calloc(max(n, 1), sizeof(Py_ssize_t))
+        self.dims = <cnp.npy_intp *>calloc(max(total_dims, 1), sizeof(cnp.npy_intp))
+        if not (self.table and self.work and self.work_index and self.hparams and self.typenums and self.ndims
+                and self.dims_start and self.dims):
             raise MemoryError("StepPlan: out of memory")
+        total_dims = 0
+        for i in range(n):
+            p = <cnp.ndarray>params[i]
+            self.ndims[i] = cnp.PyArray_NDIM(p)
+            self.dims_start[i] = total_dims
+            for j in range(self.ndims[i]):
+                self.dims[total_dims + j] = cnp.PyArray_DIMS(p)[j]
+            total_dims += self.ndims[i]
         self.group_has_vmax = []
         i = 0
         for gi in range(self.n_groups):
@@ -166,6 +222,15 @@ cdef class StepPlan:
                 p = <cnp.ndarray?>params[i]
                 adamc_tensor_init(&self.table[i])
                 self.typenums[i] = cnp.PyArray_TYPE(p)
+                if self.typenums[i] != cnp.NPY_FLOAT32 and self.typenums[i] != cnp.NPY_FLOAT64:
+                    raise TypeError(f"StepPlan: param {i} has dtype {p.dtype}, not float32 or float64")
+                if not kernel_ready(p, self.typenums[i], cnp.PyArray_DATA(p), cnp.PyArray_SIZE(p)):
+                    raise ValueError(f"StepPlan: param {i} is not writable, aligned, native and C-contiguous")
+                for buffers in (exp_avgs, exp_avg_sqs, max_exp_avg_sqs):
+                    if buffers[i] is not None and not kernel_ready(
+                            <cnp.ndarray?>buffers[i], self.typenums[i], cnp.PyArray_DATA(<cnp.ndarray>buffers[i]),
+                            cnp.PyArray_SIZE(p)):
+                        raise ValueError(f"StepPlan: a state buffer of param {i} does not match it")
                 self.table[i].param = cnp.PyArray_DATA(p)
                 self.table[i].exp_avg = cnp.PyArray_DATA(<cnp.ndarray?>exp_avgs[i])
                 self.table[i].exp_avg_sq = cnp.PyArray_DATA(<cnp.ndarray?>exp_avg_sqs[i])
@@ -184,6 +249,56 @@ cdef class StepPlan:
         free(self.work_index)
         free(self.hparams)
         free(self.typenums)
+        free(self.ndims)
+        free(self.dims)
+        free(self.dims_start)
+
+    cdef bint unchanged(self, list groups):
+        """True if everything the table points at is as recorded (see the class doc); runs no Python code.
+        The caller has checked len(groups) == n_groups."""
+        cdef Py_ssize_t gi, j, i = 0, size
+        cdef cnp.ndarray p
+        cdef object members
+        if self.group_lists is not None:
+            for gi in range(self.n_groups):
+                group = groups[gi]
+                if type(group) is not dict:
+                    return False
+                members = (<dict>group).get("params")
+                if members is not (<list>self.group_lists)[gi]:
+                    return False
+                size = self.group_sizes[gi]
+                if type(members) is list:
+                    if len(<list>members) != size:
+                        return False
+                    for j in range(size):
+                        if (<list>members)[j] is not self.params[i + j]:
+                            return False
+                elif type(members) is tuple:  # immutable, but checked the same way for clarity
+                    if len(<tuple>members) != size:
+                        return False
+                else:
+                    return False
+                i += size
+        for i in range(self.n_tensors):
+            p = <cnp.ndarray>self.params[i]
+            if not kernel_ready(p, self.typenums[i], self.table[i].param, <cnp.npy_intp>self.table[i].n):
+                return False
+            if cnp.PyArray_NDIM(p) != self.ndims[i] or (self.ndims[i] > 0 and memcmp(
+                    cnp.PyArray_DIMS(p), &self.dims[self.dims_start[i]],
+                    self.ndims[i] * sizeof(cnp.npy_intp)) != 0):
+                return False
+            if not kernel_ready(<cnp.ndarray>(<list>self.buffers[0])[i], self.typenums[i], self.table[i].exp_avg,
+                                <cnp.npy_intp>self.table[i].n):
+                return False
+            if not kernel_ready(<cnp.ndarray>(<list>self.buffers[1])[i], self.typenums[i],
+                                self.table[i].exp_avg_sq, <cnp.npy_intp>self.table[i].n):
+                return False
+            if self.table[i].max_exp_avg_sq != NULL and not kernel_ready(
+                    <cnp.ndarray>(<list>self.buffers[2])[i], self.typenums[i], self.table[i].max_exp_avg_sq,
+                    <cnp.npy_intp>self.table[i].n):
+                return False
+        return True
 
     cdef inline bint grad_fits(self, object grad, Py_ssize_t i):
         """The cheap check every grad passes in normal use: an aligned, native, C-contiguous ndarray of the
@@ -203,51 +318,83 @@ cdef class StepPlan:
             return True  # 0-d: no dims to compare (memcmp of NULL pointers is undefined even for 0 bytes)
         return memcmp(cnp.PyArray_DIMS(g), cnp.PyArray_DIMS(p), cnp.PyArray_NDIM(p) * sizeof(cnp.npy_intp)) == 0
 
-    def run(self, grads, list groups, bint probe=False):
-        """One step of every param whose grad is not None. Raises before changing anything.
-        probe=True runs the memory-floor probe instead (same table and threading, no Adam math, steps kept)."""
-        cdef Py_ssize_t gi, i, k = 0
-        cdef adamc_status status
-        cdef list keep = []
-        if len(groups) != self.n_groups:
-            raise RuntimeError("StepPlan: param_groups changed without a rebuild")
-        for gi in range(self.n_groups):
-            if not read_group_fast(groups[gi], &self.hparams[gi]):
-                lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled = read_group(groups[gi], gi)
-                fill_hparams(&self.hparams[gi], lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled)
-            if self.hparams[gi].amsgrad and not self.group_has_vmax[gi]:
-                raise AmsgradBuffersMissing(gi)
-        if not isinstance(grads, (list, tuple)):
+    cdef list read_grads(self, object grads):
+        """The grads as a private list holding each one (converted where needed) until the C call returns."""
+        cdef Py_ssize_t i
+        if type(grads) is list or type(grads) is tuple:
+            grads = list(grads)  # a private copy: the caller's list may change in another thread
+        else:
             grads = grads_sequence(grads)
-        if len(grads) != self.n_tensors:
+        if len(<list>grads) != self.n_tensors:
             raise ValueError(f"grads: expected {self.n_tensors} gradients (one per param, in group order), "
                              f"got {len(grads)}")
+        cdef list held = [None] * self.n_tensors
         for i in range(self.n_tensors):
-            grad = grads[i]
+            grad = (<list>grads)[i]
             if grad is None:
                 continue
             if not self.grad_fits(grad, i):
-                grad = coerce_grad(grad, i, self.params[i])
-                keep.append(grad)
+                grad = coerce_grad(grad, i, self.params[i])  # may run Python code (__array__, ...)
+            held[i] = grad
+        return held
+
+    def run(self, grads, groups, bint probe=False):
+        """One step of every param whose grad is not None. Raises before changing anything.
+        probe=True runs the memory-floor probe instead (same table and threading, no Adam math, steps kept).
+
+        `grads` is read exactly once per index into a private list that holds every grad (and every converted
+        copy) until the C call returns: another thread editing the caller's list, or a sequence that makes a
+        new array on each access, cannot free memory C reads."""
+        cdef Py_ssize_t gi, i, k = 0
+        cdef adamc_status status
+        cdef list held
+        if type(groups) is not list or len(<list>groups) != self.n_groups:
+            raise PlanOutdated("param_groups changed since the plan was built")
+        for gi in range(self.n_groups):
+            if len(<list>groups) != self.n_groups:  # read_group runs Python code (__float__), which may pop groups
+                raise PlanOutdated("param_groups changed while step() was reading them")
+            if not read_group_fast((<list>groups)[gi], &self.hparams[gi]):
+                lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled = read_group((<list>groups)[gi], gi)
+                fill_hparams(&self.hparams[gi], lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled)
+            if self.hparams[gi].amsgrad and not self.group_has_vmax[gi]:
+                raise AmsgradBuffersMissing(gi)
+        try:
+            held = self.read_grads(grads)
+        except (TypeError, ValueError):
+            if len(<list>groups) != self.n_groups or not self.unchanged(<list>groups):
+                # the grads may be fine and a param changed: say that instead
+                raise PlanOutdated("the params, groups or state buffers changed since the plan was built")
+            raise
+        # no Python code runs from here to the C call: check what that code may have changed, then point at it
+        if len(<list>groups) != self.n_groups or not self.unchanged(<list>groups):
+            raise PlanOutdated("the params, groups or state buffers changed while the grads were read")
+        for i in range(self.n_tensors):
+            grad = held[i]
+            if grad is None:
+                continue
+            if not self.grad_fits(grad, i):
+                raise ValueError(f"grads[{i}] changed its dtype or shape while step() was reading the grads")
             self.work[k] = self.table[i]
             self.work[k].grad = cnp.PyArray_DATA(<cnp.ndarray>grad)
             self.work[k].step = self.steps[i] + 1
             self.work_index[k] = i
             k += 1
+        self.in_c_call = True
         with nogil:
             if probe:
                 status = adamc_memory_probe(self.work, k)
             else:
                 status = adamc_step_multi_tuned(self.work, k, self.tune)
+        self.in_c_call = False
+        if status == ADAMC_OK and not probe:
+            for i in range(k):
+                self.steps[self.work_index[i]] += 1
+            self.commits += 1
         if status == ADAMC_ERR_OVERLAP:
-            raise ValueError(describe_overlap(grads, self.params, list(zip(
+            raise ValueError(describe_overlap(held, self.params, list(zip(
                 ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), self.buffers))))
         if status != ADAMC_OK:
             raise_status(status, "step")
-        if probe:
-            return
-        for i in range(k):
-            self.steps[self.work_index[i]] += 1
 
     def threading(self):
         """This plan's threading decision: {"threads": 1 serial / n threads / 0 undecided, "serial_us",

@@ -1,11 +1,15 @@
 """_validation.py: argument checks shared by the optimizer and the functional form; every error names its argument."""
 import numbers
 import operator
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class ReentrantCallError(RuntimeError):
+    """An optimizer was called from inside one of its own calls (the validators let it through unchanged)."""
 HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay")
 
 
@@ -16,9 +20,15 @@ def real(value, name):
             return float(value)
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     try:
-        return float(value)
+        result = float(value)
     except OverflowError:
         raise ValueError(f"{name}={value!r} is too large for a float") from None
+    except ReentrantCallError:
+        raise
+    except Exception as exc:  # a numbers.Real whose __float__ is broken (raises, or returns a non-float)
+        raise TypeError(f"{name} must be a real number convertible to float, got {type(value).__name__} "
+                        f"({type(exc).__name__}: {exc})") from exc
+    return result
 
 
 def flag(value, name):
@@ -58,9 +68,33 @@ def check_beta(value, name):
 
 
 def check_betas(value, name="betas"):
-    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__len__") or len(value) != 2:
-        raise TypeError(f"{name} must be a pair (beta1, beta2), got {value!r}")
-    return (check_beta(value[0], f"{name}[0]"), check_beta(value[1], f"{name}[1]"))
+    """A pair: a tuple, list or other sequence, or a 1-d array of two numbers (sets and 0-d arrays are refused)."""
+    if isinstance(value, np.ndarray):
+        ok = value.ndim == 1 and value.shape[0] == 2
+    else:
+        ok = isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray))
+        if ok:
+            try:
+                ok = len(value) == 2
+            except Exception:
+                ok = False
+    if not ok:
+        raise TypeError(f"{name} must be a pair (beta1, beta2), got {_short_repr(value)}")
+    try:
+        first, second = value[0], value[1]
+    except ReentrantCallError:
+        raise
+    except Exception as exc:
+        raise TypeError(f"{name} must be a pair (beta1, beta2), got {_short_repr(value)}") from exc
+    return (check_beta(first, f"{name}[0]"), check_beta(second, f"{name}[1]"))
+
+
+def _short_repr(value):
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def check_lr_or_schedule(value, name="lr"):
@@ -82,7 +116,8 @@ def resolve_schedules(groups, steps):
     for i, group in enumerate(groups):
         n = len(group["params"]) if isinstance(group, Mapping) and "params" in group else 0
         if isinstance(group, Mapping) and callable(group.get("lr")):
-            step = int(steps[start:start + n].max()) + 1 if n else 1
+            counts = steps[start:start + n]  # empty if the groups were edited since `steps` was laid out
+            step = int(counts.max()) + 1 if len(counts) else 1
             value = group["lr"](step)
             group = {**group, "lr": check_lr(value, f"param_groups[{i}]['lr']({step}) (the schedule's value)")}
         resolved.append(group)
@@ -103,6 +138,24 @@ def check_hyperparameters(hp, where):
         if key not in hp:
             raise ValueError(f"{where or 'hyperparameters'} is missing the hyperparameter {key!r}")
         out[key] = _CHECKS[key](hp[key], name)
+    return out
+
+
+def plain_hyperparameters(group):
+    """The group's entries other than 'params', with each valid hyperparameter as a plain Python float, bool or
+    tuple of floats (np.float32, 0-d arrays, Fractions, np.bool_ normalised) so a state_dict is JSON-friendly;
+    an invalid or unknown value is passed through unchanged (the next step reports it)."""
+    out = {}
+    for key, value in group.items():
+        if key == "params":
+            continue
+        check = _CHECKS.get(key)
+        if check is not None:
+            try:
+                value = check(value, key)
+            except (TypeError, ValueError):
+                pass
+        out[key] = value
     return out
 
 
@@ -128,10 +181,11 @@ def check_param(array, name):
 
 def _check_kernel_buffer(array, name, writable, contiguity_hint=""):
     """What the C kernel needs of an ndarray: float32/float64, native, C-contiguous, aligned (and writable)."""
+    if array.dtype.kind == "f" and array.dtype.itemsize in (4, 8) and not array.dtype.isnative:
+        raise ValueError(f"{name} must be in native byte order, got {array.dtype.str} (byte-swapped); convert it "
+                         f"with arr.astype(arr.dtype.newbyteorder('=')) (a copy)")
     if array.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {array.dtype}")
-    if not array.dtype.isnative:
-        raise ValueError(f"{name} must be in native byte order")
     if not array.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous{contiguity_hint}")
     if writable and not array.flags.writeable:
@@ -147,6 +201,8 @@ def coerce_grad(grad, index, param):
     name = f"grads[{index}]"
     try:
         array = np.asarray(grad)
+    except ReentrantCallError:
+        raise
     except Exception as exc:  # objects numpy cannot read at all
         raise TypeError(f"{name} must be an array of numbers, got {type(grad).__name__}") from exc
     if array.dtype.kind not in "fiu" or array.dtype == np.dtype(object):
@@ -179,9 +235,12 @@ def buffer_array(obj, name, writable):
 
 
 def grads_sequence(grads):
-    """grads as a list; a bare array or a non-iterable is refused with a message naming grads."""
+    """grads as a list; a bare array, a dict, a set or a non-iterable is refused with a message naming grads."""
     if isinstance(grads, np.ndarray):
         raise TypeError("grads must be a sequence with one array per param (e.g. [g]), got a single ndarray")
+    if isinstance(grads, (Mapping, set, frozenset, str, bytes)):
+        raise TypeError("grads must be a sequence (a list or tuple aligned with the params, in group order), "
+                        f"got {type(grads).__name__}")
     try:
         return list(grads)
     except TypeError:

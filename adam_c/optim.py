@@ -1,13 +1,11 @@
 """optim.py: Adam and AdamW for NumPy arrays with torch.optim's shape: param groups, step, state_dict."""
-import threading
 from collections.abc import Mapping
 
 import numpy as np
 
-from . import _core
-from ._validation import HYPERPARAMETERS, check_hyperparameters, check_param, first_overlap, resolve_schedules
-
-_STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+from ._engine import STATE_KEYS as _STATE_KEYS
+from ._engine import Engine, ReleaseWhenSaved, build_layout, restore_layout
+from ._validation import HYPERPARAMETERS, check_hyperparameters, check_param, first_overlap, plain_hyperparameters
 
 
 class Adam:
@@ -15,6 +13,9 @@ class Adam:
 
     params: an iterable of arrays, or of dicts {"params": [...], <hyperparameter>: value} (param groups).
     Each array: writable, C-contiguous, float32 or float64, any shape. One `step` is one C call over all params.
+    Editing param_groups[i]["params"] (replace, append, pop) takes effect at the next call, as in torch.optim: a
+    new param starts with fresh state, a removed one drops its state, and opt.state's indices follow the params'
+    current positions in group order.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
@@ -35,15 +36,8 @@ class Adam:
         else:
             groups = [self._checked_group({"params": entries}, 0, "params")]
         _check_distinct([p for g in groups for p in g["params"]])
-        self.param_groups = []
-        self._params = []
-        self._state = {key: [] for key in _STATE_KEYS}
-        self._steps = np.zeros(0, np.int64)
-        self._grads = None
-        self._plan = None
-        self._lock = threading.Lock()
-        for group in groups:
-            self._append_group(group)
+        self.param_groups = groups
+        self._engine = Engine(self.param_groups)
 
     # ------------------------------------------------------------ groups and params
 
@@ -69,38 +63,47 @@ class Adam:
         extra = {k: v for k, v in group.items() if k != "params" and k not in HYPERPARAMETERS}
         return {"params": params, **checked, **extra}
 
-    def _append_group(self, group):
-        n_new = len(group["params"])
-        self.param_groups.append(group)
-        self._params.extend(group["params"])
-        for key in _STATE_KEYS:
-            self._state[key].extend([None] * n_new)
-        self._steps = np.concatenate([self._steps, np.zeros(n_new, np.int64)])
-        if self._grads is not None:
-            self._grads.extend(np.zeros_like(p) for p in group["params"])
-        self._plan = None
-
     def add_param_group(self, param_group):
-        """Add a group (a dict with 'params' and any hyperparameters; missing ones take the defaults)."""
-        with self._lock:
-            group = self._checked_group(param_group, len(self.param_groups),
-                                        f"param_groups[{len(self.param_groups)}]")
-            _check_distinct(self._params + group["params"])
-            self._append_group(group)
+        """Add a group (a dict with 'params' and any hyperparameters; missing ones take the defaults). A param
+        that shares memory with another param, optimizer state or an opt.grads buffer is refused."""
+        engine = self._engine
+        with engine.lock.held("add_param_group()"):
+            engine.sync(self.param_groups)
+            index = len(self.param_groups)
+            group = self._checked_group(param_group, index, f"param_groups[{index}]")
+            layout = build_layout(self.param_groups + [group], engine.layout, allocate=False)
+            self.param_groups.append(group)
+            engine.layout = layout
+
+    @property
+    def _params(self):
+        """The params in group order (the adopted layout's)."""
+        return self._engine.layout.params
+
+    @property
+    def _plan(self):
+        return self._engine.layout.plan
 
     # ------------------------------------------------------------ grads
 
     @property
     def grads(self):
-        """Zero-initialised gradient buffers aligned with the params, allocated on first use."""
-        if self._grads is None:
-            self._grads = [np.zeros_like(p) for p in self._params]
-        return self._grads
+        """Zero-initialised gradient buffers aligned with the params, allocated on first use (a new list after
+        param_groups were edited)."""
+        engine = self._engine
+        if engine.lock.owned_here():  # read from inside one of this optimizer's calls: the adopted layout's
+            layout = engine.layout
+            if layout.grads is None:
+                layout.grads = [np.zeros_like(p) for p in layout.params]
+            return layout.grads
+        with engine.lock.held("grads"):
+            return engine.grad_buffers(self.param_groups)
 
     def zero_grad(self):
         """Zero the optimizer-owned gradient buffers (opt.grads)."""
-        if self._grads is not None:
-            for g in self._grads:
+        engine = self._engine
+        with engine.lock.held("zero_grad()"):
+            for g in engine.layout.grads or ():
                 g.fill(0)
 
     # ------------------------------------------------------------ the step
@@ -108,7 +111,8 @@ class Adam:
     def step(self, grads=None, closure=None):
         """Update every param in place from `grads` (aligned with the params, in group order), or from
         opt.grads when grads is None. A grad of None skips its param. `closure`, if given, is called first and
-        returns (loss, grads). Returns the loss, or None. Raises before changing anything."""
+        returns (loss, grads). Returns the loss, or None. Raises before changing anything; once the C call has
+        run, the step is kept whole even if an exception (Ctrl-C) arrives right after it."""
         loss = None
         if closure is not None:
             result = closure()
@@ -117,46 +121,10 @@ class Adam:
             loss, closure_grads = result
             if closure_grads is not None:
                 grads = closure_grads
-        with self._lock:
-            if grads is None:
-                grads = self.grads
-            groups = resolve_schedules(self.param_groups, self._steps)  # a schedule lr is called once per step
-            if self._plan is not None:
-                try:
-                    self._plan.run(grads, groups)
-                    return loss
-                except _core.AmsgradBuffersMissing:
-                    pass  # a group turned amsgrad on: allocate its buffers and rebuild below
-            added = self._build_plan()
-            try:
-                self._plan.run(grads, groups)
-            except BaseException:
-                self._forget(added)  # a failed step changes nothing, not even new zero buffers
-                raise
+        engine = self._engine
+        with engine.lock.held("step()"):
+            engine.step(self.param_groups, grads)
         return loss
-
-    def _build_plan(self):
-        """Allocate any missing state (zeros) and prepare the C pointer table; runs on the first step and after
-        the params, groups or state buffers changed, never on a plain step. Returns what it allocated, as
-        (key, index) pairs, so a step that then fails can take it back."""
-        added = []
-        i = 0
-        for group in self.param_groups:
-            ams = bool(group.get("amsgrad"))
-            for p in group["params"]:
-                for key in _STATE_KEYS if ams else _STATE_KEYS[:2]:
-                    if self._state[key][i] is None:
-                        self._state[key][i] = np.zeros_like(p)
-                        added.append((key, i))
-                i += 1
-        sizes = [len(g["params"]) for g in self.param_groups]
-        self._plan = _core.StepPlan(self._params, *(self._state[k] for k in _STATE_KEYS), sizes, self._steps)
-        return added
-
-    def _forget(self, added):
-        for key, i in added:
-            self._state[key][i] = None
-        self._plan = None
 
     def threading_info(self):
         """How this optimizer's steps use threads, as measured: {"threads": 1 (serial) or n, 0 before it has
@@ -171,68 +139,100 @@ class Adam:
 
     @property
     def state(self):
-        """{index: {"step", "exp_avg", "exp_avg_sq"[, "max_exp_avg_sq"]}} for params with state: live arrays."""
-        out = {}
-        for i in range(len(self._params)):
-            if self._state["exp_avg"][i] is None:
-                continue
-            entry = {"step": int(self._steps[i])}
-            for key in _STATE_KEYS:
-                if self._state[key][i] is not None:
-                    entry[key] = self._state[key][i]
-            out[i] = entry
-        return out
+        """{index: {"step", "exp_avg", "exp_avg_sq"[, "max_exp_avg_sq"]}} for params with state: live arrays.
+        Indices are the params' positions in group order."""
+        engine = self._engine
+        if engine.lock.owned_here():
+            return engine.state_view()
+        with engine.lock.held("state"):
+            engine.sync(self.param_groups)
+            return engine.state_view()
 
     def state_dict(self):
         """{"state": {i: {...copies...}}, "param_groups": [{hyperparameters, "params": [i, ...]}]}, with
-        integer indices running across groups as in torch.optim."""
-        state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in entry.items()}
-                 for i, entry in self.state.items() if entry["step"] > 0}
-        groups, start = [], 0
-        for group in self.param_groups:
-            saved = {k: v for k, v in group.items() if k != "params"}
-            saved["params"] = list(range(start, start + len(group["params"])))
-            start += len(group["params"])
-            groups.append(saved)
-        return {"state": state, "param_groups": groups}
+        integer indices running across groups as in torch.optim. Hyperparameters are plain Python floats, bools
+        and a tuple of floats (so the dict minus its arrays is JSON-serialisable); taken under the lock, so a
+        step in another thread is never half in it."""
+        engine = self._engine
+        with engine.lock.held("state_dict()"):
+            layout = engine.sync(self.param_groups)
+            groups, start = [], 0
+            amsgrad_of = []
+            for gi, group in enumerate(self.param_groups):
+                saved = plain_hyperparameters(group)
+                saved["params"] = list(range(start, start + len(group["params"])))
+                start += len(group["params"])
+                amsgrad_of.extend([saved.get("amsgrad") is True] * len(group["params"]))
+                groups.append(saved)
+            state = {}
+            for i, entry in engine.state_view().items():
+                if entry["step"] == 0:
+                    continue
+                saved = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in entry.items()}
+                if amsgrad_of[i] and "max_exp_avg_sq" not in saved:
+                    # amsgrad was turned on since the last step: the next step starts this buffer at zero
+                    saved["max_exp_avg_sq"] = np.zeros_like(layout.params[i])
+                state[i] = saved
+            return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
         """Replace hyperparameters and state from `state_dict`; everything is validated (group and param
         counts, keys, steps, shapes, dtypes) before anything changes. Arrays are copied in."""
         from ._checkpoint import validate_state_dict
-        with self._lock:
+        engine = self._engine
+        with engine.lock.held("load_state_dict()", allow_torn=True):
+            layout = engine.sync(self.param_groups)
             groups, state = validate_state_dict(self, state_dict)
-            for group, new in zip(self.param_groups, groups):
-                params = group["params"]
-                group.clear()
-                group.update(new)
-                group["params"] = params
-            n = len(self._params)
-            self._steps = np.zeros(n, np.int64)
-            for key in _STATE_KEYS:
-                self._state[key] = [None] * n
+            n = len(layout.params)
+            steps = np.zeros(n, np.int64)
+            buffers = {key: [None] * n for key in _STATE_KEYS}
             for i, entry in state.items():
-                self._steps[i] = entry["step"]
+                steps[i] = entry["step"]
                 for key in _STATE_KEYS:
                     if key in entry:
-                        self._state[key][i] = entry[key]
-            self._plan = None
+                        buffers[key][i] = entry[key]
+            new = restore_layout(self.param_groups, layout.params, buffers, steps, layout.grads)
+            for group, checked in zip(self.param_groups, groups):
+                params = group["params"]
+                group.clear()
+                group.update(checked)
+                group["params"] = params
+            engine.layout = new
+            engine.lock.torn_by_fork = False  # restored: usable again in a fork child
 
     # ------------------------------------------------------------ pickling, repr
 
-    def __getstate__(self):
-        return {"defaults": self.defaults, "param_groups": self.param_groups, "params": self._params,
-                "state": self._state, "steps": self._steps, "grads": self._grads}
+    def __reduce_ex__(self, protocol):
+        """pickle and deepcopy: params, grads buffers and state together, saved while the lock is held (a token
+        saved after them releases it), so a step in another thread is never half in the copy."""
+        engine = self._engine
+        token = ReleaseWhenSaved(engine.lock)
+        token.acquire("pickling or copying the optimizer")  # released when the token is saved or dropped
+        try:
+            layout = engine.sync(self.param_groups)
+        except BaseException:
+            token.release()
+            raise
+        saved = {"defaults": self.defaults, "param_groups": self.param_groups, "params": layout.params,
+                 "state": layout.state, "steps": layout.steps.copy(), "grads": layout.grads}
+        return (_new_instance, (type(self),), (saved, token))
 
-    def __setstate__(self, saved):
+    def __setstate__(self, state):
+        if isinstance(state, tuple):
+            saved, token = state
+            if isinstance(token, ReleaseWhenSaved):  # copy.copy: nothing was saved, the token is still live
+                token.release()
+        else:
+            saved = state
         self.defaults = saved["defaults"]
         self.param_groups = saved["param_groups"]
-        self._params = saved["params"]
-        self._state = saved["state"]
-        self._steps = saved["steps"]
-        self._grads = saved["grads"]
-        self._plan = None
-        self._lock = threading.Lock()
+        # state and grads buffers are the optimizer's own: unpickled read-only (protocol 5 out-of-band buffers),
+        # they are copied; params are the user's, and a read-only one makes step() refuse with a clear error
+        state = {key: [_writable(b) for b in saved["state"][key]] for key in _STATE_KEYS}
+        grads = saved["grads"]
+        if grads is not None:
+            grads = [_writable(g) for g in grads]
+        self._engine = Engine.restored(self.param_groups, saved["params"], state, saved["steps"], grads)
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -251,6 +251,16 @@ class AdamW(Adam):
                  maximize=False):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                          maximize=maximize, decoupled_weight_decay=True)
+
+
+def _new_instance(cls):
+    return cls.__new__(cls)
+
+
+def _writable(array):
+    if isinstance(array, np.ndarray) and not array.flags.writeable:
+        return np.array(array, copy=True)
+    return array
 
 
 def _is_iterable(obj):

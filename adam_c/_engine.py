@@ -1,0 +1,326 @@
+"""_engine.py: what every optimizer front-end shares: params/state layout, step plan, per-optimizer lock, commit.
+
+The NumPy optimizer (optim.Adam) and a torch front-end keep their own param_groups and hand them to an Engine:
+layouts are validated and adopted whole, the lock is re-entrancy-, Ctrl-C- and fork-aware, and a step whose C
+call ran is committed whole.
+"""
+import os
+import threading
+import weakref
+
+import numpy as np
+
+from . import _core
+from ._validation import (ReentrantCallError, check_param, first_overlap, grads_sequence, read_group,
+                          resolve_schedules)
+
+STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+# ---------------------------------------------------------------- the lock
+
+_LOCKS: "weakref.WeakSet[CallLock]" = weakref.WeakSet()
+
+
+class CallLock:
+    """The lock every call of one optimizer holds: `with lock.held("step()"): ...`.
+
+    A call from the thread that is already inside a call of the same optimizer (from a grads generator, a grad's
+    __array__, an lr's __float__, a signal handler) raises RuntimeError instead of waiting for itself forever;
+    other threads wait as on any lock. held() returns the underlying RLock, whose C-level __enter__/__exit__ the
+    with statement calls directly: no Python frame runs between taking or releasing the lock and the protected
+    block, so Ctrl-C cannot leave it taken. In a fork() child the lock starts unlocked again, since the thread that
+    held it does not exist there (unless the forking thread held it itself, which then finishes its call); if a
+    thread was inside the C call at the fork, the child's copy may hold half a step, and `torn_by_fork` says so.
+    """
+
+    def __init__(self):
+        self._lock = threading.RLock()
+        self.running_plan = None  # the StepPlan whose run() is in progress, read by the fork handler
+        self.torn_by_fork = False
+        _LOCKS.add(self)
+
+    def owned_here(self):
+        return self._lock._is_owned()
+
+    def held(self, call, *, allow_torn=False):
+        """The lock to take with `with`, after checking that this thread is not inside a call already."""
+        if self._lock._is_owned():
+            raise ReentrantCallError(
+                f"re-entrant call: {call} was called on an optimizer while this thread is already inside one of "
+                "its calls (from a grads generator, an __array__ or __float__ method or a signal handler); make "
+                "the call after the running one returns")
+        if self.torn_by_fork and not allow_torn:
+            raise RuntimeError(
+                f"{call}: this process was forked while another thread was inside this optimizer's step, so this "
+                "copy of its params and state may hold half of that step; restore it with load_state_dict() (or "
+                "build a new optimizer) before using it here")
+        return self._lock
+
+    def _reset_in_fork_child(self):
+        if self._lock._is_owned():
+            return  # the forking thread is inside a call: it goes on and releases the lock as usual
+        plan = self.running_plan
+        if plan is not None and plan.in_c_call:  # another thread was in the C call: it stopped half way
+            self.torn_by_fork = True
+        self._lock = threading.RLock()
+        self.running_plan = None
+
+
+def _reset_locks_in_fork_child():
+    for lock in list(_LOCKS):
+        lock._reset_in_fork_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_locks_in_fork_child)
+
+
+class ReleaseWhenSaved:
+    """pickle and deepcopy save the arrays that __reduce_ex__ returns after it has returned. This token is saved
+    right after them: saving it (or dropping it, when saving failed) releases the optimizer's lock, so the arrays
+    are saved while no step can change them. It unpickles as None."""
+
+    def __init__(self, lock):
+        self._lock = None
+        self._target = lock
+
+    def acquire(self, call):
+        """Takes the lock for this token; if the token is dropped before it is saved, the lock is released."""
+        lock = self._target.held(call)  # raises for a re-entrant call, taking nothing
+        self._lock = lock  # from here on, dropping the token releases the lock if this thread took it
+        lock.acquire()
+
+    def release(self):
+        lock, self._lock = self._lock, None
+        if lock is not None and lock._is_owned():
+            lock.release()
+
+    def __reduce__(self):
+        self.release()
+        return (type(None), ())
+
+    def __deepcopy__(self, memo):
+        self.release()
+        return None
+
+    def __del__(self):
+        self.release()
+
+
+# ---------------------------------------------------------------- the layout
+
+
+class Layout:
+    """The params and their state at one moment, aligned by position (the flattened group order). A layout is never
+    edited after it is adopted (except the step counts and array contents, by steps, and lazily allocated grads
+    buffers), so switching to a new one is a single assignment."""
+
+    __slots__ = ("lists", "params", "state", "steps", "grads", "plan", "dtypes", "shapes")
+
+    def __init__(self, lists, params, state, steps, grads, plan=None):
+        self.lists = lists        # each group's params list object, compared by identity
+        self.params = params
+        self.state = state        # {key: [array or None per param]}
+        self.steps = steps        # int64 array, one count per param
+        self.grads = grads        # opt.grads buffers (list aligned with params) or None until first used
+        self.plan = plan
+        self.dtypes = [p.dtype for p in params]
+        self.shapes = [p.shape for p in params]
+
+    def matches(self, groups):
+        """True if `groups` still holds exactly these params lists and members, with the same dtypes and shapes."""
+        if type(groups) is not list or len(groups) != len(self.lists):
+            return False
+        i = 0
+        for group, members in zip(groups, self.lists):
+            if type(group) is not dict or group.get("params") is not members:
+                return False
+            for p in members:
+                if (i >= len(self.params) or p is not self.params[i] or p.dtype != self.dtypes[i]
+                        or p.shape != self.shapes[i]):
+                    return False
+                i += 1
+        return i == len(self.params)
+
+
+def restore_layout(groups, params, state, steps, grads):
+    """A layout from unpickled parts, taken as they are; the next step validates them like any edited layout."""
+    lists = [g.get("params") if isinstance(g, dict) else None for g in groups]
+    return Layout(lists, list(params), {k: list(state[k]) for k in STATE_KEYS}, np.array(steps, np.int64), grads)
+
+
+def build_layout(groups, old, *, allocate):
+    """A new Layout for `groups` (param_groups, possibly edited since `old` was built).
+
+    Validates every group and param (TypeError/ValueError naming param_groups[i]...), carries each param's state,
+    step count and grads buffer over from `old` by identity (a param new to the optimizer starts without state,
+    a removed one drops its state, a moved one keeps it), refuses params that share memory with each other or with
+    any state or grads buffer. allocate=True (a step) also validates the hyperparameters, creates the zero state
+    the step needs and the StepPlan. Changes nothing: `old` stays valid if this raises."""
+    if type(groups) is not list:
+        raise TypeError(f"param_groups must be a list of dicts, got {type(groups).__name__}")
+    lists, params, names, amsgrads = [], [], [], []
+    for gi, group in enumerate(groups):
+        where = f"param_groups[{gi}]"
+        if not isinstance(group, dict):
+            raise TypeError(f"{where} must be a dict, got {type(group).__name__}")
+        if "params" not in group:
+            raise ValueError(f"{where} has no 'params' key")
+        members = group["params"]
+        if type(members) is not list and type(members) is not tuple:
+            raise TypeError(f"{where}['params'] must be a list of arrays, got {type(members).__name__}")
+        amsgrad = read_group(group, gi)[5] if allocate else False
+        for j, p in enumerate(members):
+            check_param(p, f"{where}['params'][{j}]")
+            names.append(f"{where}['params'][{j}]")
+        lists.append(members)
+        params.extend(members)
+        amsgrads.extend([amsgrad] * len(members))
+
+    seen = {}
+    for i, p in enumerate(params):
+        if id(p) in seen:
+            raise ValueError(f"the same array appears twice among the params ({names[seen[id(p)]]} and {names[i]})")
+        seen[id(p)] = i
+
+    n = len(params)
+    state = {key: [None] * n for key in STATE_KEYS}
+    steps = np.zeros(n, np.int64)
+    grads = None if old is None or old.grads is None else [None] * n
+    old_index = {} if old is None else {id(p): i for i, p in enumerate(old.params)}
+    for i, p in enumerate(params):
+        j = old_index.get(id(p))
+        if j is None or old.params[j] is not p:
+            continue
+        for key in STATE_KEYS:
+            buf = old.state[key][j]
+            if buf is not None:
+                state[key][i] = _carried_buffer(buf, p, names[i], f"opt.state[{i}][{key!r}]")
+        steps[i] = old.steps[j]
+        if grads is not None:
+            g = old.grads[j]
+            if g is not None and g.dtype == p.dtype and g.size == p.size and g.flags.c_contiguous:
+                grads[i] = g.reshape(p.shape) if g.shape != p.shape else g
+    if grads is not None:
+        for i, p in enumerate(params):
+            if grads[i] is None:
+                grads[i] = np.zeros_like(p)
+
+    named = [(names[i], p) for i, p in enumerate(params)]
+    for key in STATE_KEYS:
+        named.extend((f"opt.state[{i}][{key!r}]", b) for i, b in enumerate(state[key]) if b is not None)
+    if grads is not None:
+        named.extend((f"opt.grads[{i}]", g) for i, g in enumerate(grads))
+    pair = first_overlap(named)
+    if pair is not None:
+        raise ValueError(f"{pair[0]} and {pair[1]} overlap in memory; every param needs memory of its own "
+                         "(not a view of another param, of optimizer state or of opt.grads)")
+
+    plan = None
+    if allocate:
+        for i, p in enumerate(params):
+            for key in STATE_KEYS if amsgrads[i] else STATE_KEYS[:2]:
+                if state[key][i] is None:
+                    state[key][i] = np.zeros_like(p)
+        plan = _core.StepPlan(params, *(state[k] for k in STATE_KEYS), [len(m) for m in lists], steps,
+                              group_lists=lists)
+    return Layout(lists, params, state, steps, grads, plan)
+
+
+def _carried_buffer(buf, param, param_name, name):
+    """A state buffer kept for `param`: it must still match the param (whose dtype or shape may have been changed
+    in place); a new shape of the same size is followed with a view."""
+    if not isinstance(buf, np.ndarray):
+        raise TypeError(f"{name} must be an ndarray, got {type(buf).__name__}")
+    if buf.dtype != param.dtype:
+        raise TypeError(f"{param_name} has dtype {param.dtype} but its optimizer state {name} has dtype "
+                        f"{buf.dtype}: a param's dtype must not change after the optimizer created its state")
+    if buf.size != param.size:
+        raise ValueError(f"{param_name} has {param.size} elements but its optimizer state {name} has {buf.size}: "
+                         "a param must not be resized after the optimizer created its state")
+    if not (buf.flags.c_contiguous and buf.flags.aligned and buf.flags.writeable):
+        raise ValueError(f"{name} must stay writable, aligned and C-contiguous")
+    return buf.reshape(param.shape) if buf.shape != param.shape else buf
+
+
+# ---------------------------------------------------------------- the engine
+
+
+class Engine:
+    """One optimizer's layout and lock, and the step: the front-end owns param_groups and passes them in.
+    Methods other than the lock's are called with the lock held."""
+
+    def __init__(self, groups):
+        self.lock = CallLock()
+        self.layout = build_layout(groups, None, allocate=False)
+
+    @classmethod
+    def restored(cls, groups, params, state, steps, grads):
+        """An engine from unpickled parts (see restore_layout)."""
+        engine = cls.__new__(cls)
+        engine.lock = CallLock()
+        engine.layout = restore_layout(groups, params, state, steps, grads)
+        return engine
+
+    def sync(self, groups):
+        """The layout for the current param_groups (edited groups take effect here), adopted; validated."""
+        layout = self.layout
+        if not layout.matches(groups):
+            layout = build_layout(groups, layout, allocate=False)
+            self.layout = layout
+        return layout
+
+    def grad_buffers(self, groups):
+        layout = self.sync(groups)
+        if layout.grads is None:
+            layout.grads = [np.zeros_like(p) for p in layout.params]
+        return layout.grads
+
+    def step(self, groups, grads):
+        """One step; raises before changing anything, and once the C call has run the step is kept whole."""
+        use_buffers = grads is None
+        if use_buffers:
+            grads = self.layout.grads  # the plan checks that they still match the groups
+        elif type(grads) is not list and type(grads) is not tuple:
+            grads = grads_sequence(grads)  # read once here: a generator must not be consumed per attempt
+        plan = self.layout.plan
+        if plan is not None and grads is not None:
+            self.lock.running_plan = plan
+            try:
+                # a schedule lr is called once per step; the plan reads the value, the group keeps the callable
+                plan.run(grads, resolve_schedules(groups, self.layout.steps))
+                return
+            except _core.PlanOutdated:
+                pass  # edited groups or params, or amsgrad turned on: validate and rebuild below
+            finally:
+                self.lock.running_plan = None
+        if use_buffers:
+            grads = self.grad_buffers(groups)
+        new = build_layout(groups, self.layout, allocate=True)
+        plan = new.plan
+        run_groups = resolve_schedules(groups, new.steps)
+        self.lock.running_plan = plan
+        try:
+            plan.run(grads, run_groups)
+        except _core.PlanOutdated as exc:
+            raise ValueError("param_groups, a param or the optimizer state changed while step() was reading the "
+                             "grads (from a generator, __array__ or __float__); nothing was changed") from exc
+        finally:
+            # no call in this block: a KeyboardInterrupt cannot land between the C call's commit and this one
+            if plan.commits:
+                self.layout = new
+            self.lock.running_plan = None
+
+    def state_view(self):
+        """{index: {"step", "exp_avg", "exp_avg_sq"[, "max_exp_avg_sq"]}} of the adopted layout (live arrays)."""
+        layout = self.layout
+        out = {}
+        for i in range(len(layout.params)):
+            if layout.state["exp_avg"][i] is None:
+                continue
+            entry = {"step": int(layout.steps[i])}
+            for key in STATE_KEYS:
+                if layout.state[key][i] is not None:
+                    entry[key] = layout.state[key][i]
+            out[i] = entry
+        return out
