@@ -3,11 +3,13 @@ import os as _os
 import warnings as _warnings
 
 from . import _core
+from ._torch_checkpoint import from_torch_state_dict, to_torch_state_dict
 from .functional import adam_step
 from .optim import Adam, AdamW
 
 __version__ = "0.1.0"
-__all__ = ["Adam", "AdamW", "adam_step", "cpu_info", "get_num_threads", "set_num_threads", "set_target"]
+__all__ = ["Adam", "AdamW", "adam_step", "cpu_info", "from_torch_state_dict", "get_num_threads", "set_num_threads",
+           "set_target", "to_torch_state_dict"]
 
 _MAX_THREADS = 4096  # far beyond any machine's cores, far below what would exhaust the OS creating threads
 

@@ -224,6 +224,10 @@ class Adam(Optimizer):
             for key, value in (("amsgrad", False), ("maximize", False), ("foreach", None), ("capturable", False),
                                ("differentiable", False), ("fused", None), ("decoupled_weight_decay", False)):
                 group.setdefault(key, value)
+            for p in group["params"]:  # older checkpoints store steps as numbers: torch makes them tensors
+                entry = self.state.get(p)
+                if entry and "step" in entry and not isinstance(entry["step"], torch.Tensor):
+                    entry["step"] = torch.tensor(float(entry["step"]), dtype=torch.float32)
 
     # ------------------------------------------------------------ params
 
