@@ -1,5 +1,6 @@
 """torch.py: Adam and AdamW as torch.optim.Optimizer subclasses that step CPU tensors with adam_c's C engine."""
 import numbers
+import threading
 from collections import defaultdict
 from itertools import chain
 
@@ -190,6 +191,7 @@ class Adam(Optimizer):
                "differentiable": differentiable, "fused": fused, "decoupled_weight_decay": decoupled_weight_decay}
         defaults = self._stored_hyperparameters(raw, "")
         self._plan = None
+        self._lock = threading.Lock()  # a step from two threads at once must not share the plan's C table
         if not isinstance(params, torch.Tensor):
             try:
                 params = list(params)
@@ -218,6 +220,7 @@ class Adam(Optimizer):
     def __setstate__(self, state):
         super().__setstate__(state)
         self._plan = None
+        self._lock = threading.Lock()
         self.state = _State(dict, self.state)
         self.__dict__.setdefault("_flat_params", False)
         for group in self.param_groups:
@@ -339,6 +342,11 @@ class Adam(Optimizer):
             return loss  # GradScaler found inf/NaN grads: no param, state or step changes
         if grad_scale is not None:
             _check_grad_scale(grad_scale)
+        with self._lock:
+            self._locked_step(grad_scale)
+        return loss
+
+    def _locked_step(self, grad_scale):
         plan = self._plan
         if plan is not None:
             state = self.state
@@ -348,7 +356,7 @@ class Adam(Optimizer):
                 mutations = -1
             try:
                 plan.run(self.param_groups, state, mutations, grad_scale)
-                return loss
+                return
             except _core.TorchPlanStale:
                 pass
         created = self._build_plan()
@@ -357,7 +365,6 @@ class Adam(Optimizer):
         except BaseException:
             self._forget(created)  # a failed step changes nothing, not even new zero state
             raise
-        return loss
 
     # ------------------------------------------------------------ the plan
 

@@ -472,6 +472,20 @@ def test_amsgrad_switched_on_later_starts_its_max_from_zeros():
     assert torch.equal(opt.state[p]["max_exp_avg_sq"], opt.state[p]["exp_avg_sq"])
 
 
+def test_steps_from_two_threads_are_serialized():
+    import threading
+    params = [nn.Parameter(torch.zeros(n)) for n in (3, 50_001, 7)]
+    opt = at.Adam(params, lr=1e-3)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    threads = [threading.Thread(target=lambda: [opt.step() for _ in range(50)]) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [opt.state[p]["step"].item() for p in params] == [100.0] * 3
+
+
 # ---------------------------------------------------------------- errors
 
 def _param(*shape, **kw):
