@@ -469,6 +469,7 @@ cdef class TorchStepPlan:
         if (groups is not self.groups_obj or len(groups) != self.n_groups or state is not self.state_obj
                 or state_mutations != self.state_mutations):
             raise TorchPlanStale()
+        i = 0
         for gi in range(self.n_groups):
             group = groups[gi]
             if group is not self.group_dicts[gi]:
@@ -476,6 +477,10 @@ cdef class TorchStepPlan:
             lst = (<dict>group).get(_KEY_PARAMS)
             if lst is not self.group_lists[gi] or len(lst) != self.group_sizes[gi]:
                 raise TorchPlanStale()
+            for j in range(len(<list>lst)):  # a param replaced in place in the list (identity checks only)
+                if (<list>lst)[j] is not self.params[i]:
+                    raise TorchPlanStale()
+                i += 1
             if not read_group_fast(group, &self.hparams[gi]):
                 lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled = self.read_group(group, gi)
                 fill_hparams(&self.hparams[gi], lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled)

@@ -460,6 +460,11 @@ def test_state_edits_and_param_data_swaps_are_seen():
     p.data = torch.zeros(7)  # the param's storage replaced
     opt.step()
     assert (p.detach() != 0).all()
+    q = nn.Parameter(torch.zeros(7))
+    q.grad = torch.ones(7)
+    opt.param_groups[0]["params"][0] = q  # a param replaced in place in its group's list
+    opt.step()
+    assert (q.detach() != 0).all() and opt.state[q]["step"].item() == 1
 
 
 def test_amsgrad_switched_on_later_starts_its_max_from_zeros():
