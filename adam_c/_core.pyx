@@ -372,8 +372,9 @@ cdef class TorchStepPlan:
         """infos: per param (in group order) a tuple (group_index, param_ptr, numel, is_f64, dtype, shape,
         strides, inner, entry, step_ptr, step_is_f64, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_sq_ptr) where
         inner/entry are None for a param without state. The helpers are Python callables: data_ptr(t),
-        stride_of(t), read_group(group, index) -> hyperparameter tuple, fix_grad(grad, index) -> tensor in
-        the param's dtype and layout (or raises), unscale(grads, grad_scale) -> new list, bump_versions(list)."""
+        stride_of(t), read_group(group, index) -> hyperparameter tuple, fix_grad(grad, index, shape, strides) ->
+        tensor in the param's dtype and layout (or raises; TorchPlanStale if the param no longer has the shape
+        and strides the plan was built for), unscale(grads, grad_scale) -> new list, bump_versions(list)."""
         cdef Py_ssize_t n = len(params), i, gi
         if len(infos) != n:
             raise ValueError("TorchStepPlan: infos must be aligned with params")
@@ -508,7 +509,7 @@ cdef class TorchStepPlan:
             except Exception:  # e.g. a sparse grad has no strides: the helper names the problem
                 fits = False
             if not fits:
-                grad = self.fix_grad(grad, i)
+                grad = self.fix_grad(grad, i, self.shapes[i], self.strides[i])
                 grads[j] = grad
             self.work[j] = self.table[i]
             self.work[j].grad = <const void *><uintptr_t>self.data_ptr(grad)

@@ -483,9 +483,12 @@ class Adam(Optimizer):
         return (hp["lr"], beta1, beta2, hp["eps"], hp["weight_decay"], hp["amsgrad"], hp["maximize"],
                 hp["decoupled_weight_decay"])
 
-    def _fix_grad(self, grad, index):
-        """A grad that failed the plan's quick check: the same values in its param's layout, or a clear error."""
+    def _fix_grad(self, grad, index, planned_shape, planned_strides):
+        """A grad that failed the plan's quick check: the same values in its param's layout, or a clear error.
+        If the param itself changed shape or strides in place (same storage), the plan is rebuilt first."""
         p = self._plan_param(index)
+        if p.shape != planned_shape or p.stride() != planned_strides:
+            raise _core.TorchPlanStale()
         name = f"{self._param_label(index)}.grad"
         _check_tensor(grad, name, "gradient")
         if grad.dtype != p.dtype:

@@ -467,6 +467,18 @@ def test_state_edits_and_param_data_swaps_are_seen():
     assert (q.detach() != 0).all() and opt.state[q]["step"].item() == 1
 
 
+def test_param_resized_in_place_is_refused_not_overrun():
+    p = nn.Parameter(torch.zeros(7))
+    opt = at.Adam([p], lr=0.1)
+    p.grad = torch.ones(7)
+    opt.step()
+    p.data = p.data[:3]  # the same storage and data pointer, fewer elements: the plan must not step 7
+    p.grad = torch.ones(3)
+    with pytest.raises(ValueError, match=r"state of params\[0\]\['exp_avg'\] has shape \(7,\), its param \(3,\)"):
+        opt.step()
+    assert opt.state[p]["step"].item() == 1
+
+
 def test_amsgrad_switched_on_later_starts_its_max_from_zeros():
     p = nn.Parameter(torch.ones(5))
     opt = at.Adam([p], lr=0.1)
