@@ -448,6 +448,20 @@ cdef class TorchStepPlan:
                 and same_entry(inner, _KEY_EXP_AVG_SQ, entry[2])
                 and same_entry(inner, _KEY_MAX_EXP_AVG_SQ, entry[3]))
 
+    cdef str describe_overlap(self, Py_ssize_t k):
+        """Which grad of this run shares memory with its param or state (the C core refused the step)."""
+        cdef Py_ssize_t j
+        cdef uintptr_t g, other, nbytes
+        for j in range(k):
+            nbytes = self.work[j].n * (8 if self.work[j].dtype == ADAMC_FLOAT64 else 4)
+            g = <uintptr_t>self.work[j].grad
+            for other in (<uintptr_t>self.work[j].param, <uintptr_t>self.work[j].exp_avg,
+                          <uintptr_t>self.work[j].exp_avg_sq, <uintptr_t>self.work[j].max_exp_avg_sq):
+                if other and nbytes and (g - other < nbytes if g >= other else other - g < nbytes):
+                    return (f"the grad of param {self.work_index[j]} (state_dict numbering) shares memory with "
+                            "its param or optimizer state; give it a separate gradient tensor")
+        return "step: buffers of one update overlap in memory"
+
     cdef inline bint grad_fits(self, object grad, Py_ssize_t i) except -1:
         """The check every grad passes in normal use: a CPU tensor of the param's dtype, shape and strides
         (autograd lays grads out like their params). False sends the grad to the Python helper."""
@@ -527,6 +541,8 @@ cdef class TorchStepPlan:
             self.work[j].step = <int64_t>new_value
         with nogil:
             status = adamc_step_multi(self.work, k)
+        if status == ADAMC_ERR_OVERLAP:
+            raise ValueError(self.describe_overlap(k))
         if status != ADAMC_OK:
             raise_status(status, "step")
         written = []  # params only: autograd must see that a param saved by a pending graph has changed

@@ -578,6 +578,15 @@ def test_bad_grads_are_named_and_change_nothing():
     assert opt.state[a]["step"].item() == 1
 
 
+def test_grad_sharing_memory_with_its_param_is_refused():
+    a, b = _param(3), _param(5)
+    opt = at.Adam([a, b])
+    a.grad, b.grad = torch.ones(3), b.detach()[:]
+    with pytest.raises(ValueError, match="grad of param 1 .* shares memory with its param"):
+        opt.step()
+    assert torch.equal(a, torch.zeros(3)) and not opt.state.get(a)
+
+
 def test_sparse_embedding_grad_is_refused():
     emb = nn.Embedding(11, 3, sparse=True)
     opt = at.Adam(emb.parameters())
