@@ -595,6 +595,15 @@ def test_sparse_embedding_grad_is_refused():
         opt.step()
 
 
+def test_import_adam_c_does_not_import_torch():
+    import os
+    import subprocess
+    import sys
+    code = "import sys, adam_c; assert 'torch' not in sys.modules; import adam_c.torch; assert 'torch' in sys.modules"
+    here = os.path.dirname(os.path.abspath(__file__))  # not the checkout root, whose adam_c has no built _core
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=here, timeout=120)
+
+
 def test_numpy_adam_given_tensors_points_to_adam_c_torch():
     with pytest.raises(TypeError, match="adam_c.torch"):
         adam_c.Adam([nn.Parameter(torch.zeros(3))])
