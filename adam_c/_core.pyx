@@ -424,7 +424,7 @@ cdef class TorchStepPlan:
                 self.step_is_f64[i] = 1 if step_f64 else 0
                 self.table[i].exp_avg = <void *><uintptr_t>m_ptr
                 self.table[i].exp_avg_sq = <void *><uintptr_t>v_ptr
-                if vmax_ptr:
+                if (<tuple>entry)[3] is not None:  # by presence: an empty tensor's data pointer may be 0
                     self.table[i].max_exp_avg_sq = <void *><uintptr_t>vmax_ptr
                     self.has_vmax[i] = 1
 

@@ -362,6 +362,10 @@ class Adam(Optimizer):
         created = self._build_plan()
         try:
             self._plan.run(self.param_groups, self.state, self.state.mutations, grad_scale)
+        except _core.TorchPlanStale:
+            self._forget(created)
+            raise RuntimeError("adam_c.torch: the step plan was out of date right after it was built "
+                               "(an adam_c bug; nothing was changed)") from None
         except BaseException:
             self._forget(created)  # a failed step changes nothing, not even new zero state
             raise

@@ -433,6 +433,20 @@ def test_permuted_params_and_grads_with_other_strides():
     np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-12)
 
 
+def test_zero_size_and_0d_params_match_torch():
+    ours = [nn.Parameter(torch.zeros(0, 3)), nn.Parameter(torch.tensor(1.5)), nn.Parameter(torch.ones(5))]
+    theirs = [nn.Parameter(p.detach().clone()) for p in ours]
+    opt, ref = at.AdamW(ours, lr=0.1, amsgrad=True), torch.optim.AdamW(theirs, lr=0.1, amsgrad=True, foreach=False)
+    for k in range(4):
+        for params, o in ((ours, opt), (theirs, ref)):
+            for i, p in enumerate(params):
+                p.grad = torch.full_like(p, 0.5 - k + i)
+            o.step()
+    for p, q in zip(ours, theirs):
+        assert_close(p, q, 2e-4, "param")
+        assert opt.state[p]["step"].item() == ref.state[q]["step"].item() == 4
+
+
 def test_step_bumps_param_versions_like_torch():
     """A graph that saved a param, stepped before its backward, fails as with torch.optim."""
     for cls in (at.Adam, torch.optim.Adam):
