@@ -61,7 +61,11 @@ LIBASAN=$(gcc -print-file-name=libasan.so)
 LOGS="$BUILD/asan-logs"
 rm -rf "$LOGS"
 mkdir -p "$LOGS"
-export LD_PRELOAD="$LIBASAN"
+# libstdc++ too: ASan resolves its __cxa_throw interceptor when it starts, and the interpreter does not link
+# libstdc++, so without it the first C++ exception thrown inside libtorch (any torch RuntimeError) aborts on
+# "CHECK failed: real___cxa_throw != 0"
+LIBSTDCXX=$(gcc -print-file-name=libstdc++.so)
+export LD_PRELOAD="$LIBASAN $LIBSTDCXX"
 export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:log_path=$LOGS/asan:log_exe_name=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$LOGS/ubsan"
 export PYTHONMALLOC=malloc

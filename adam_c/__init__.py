@@ -12,13 +12,15 @@ except ImportError as _exc:  # NumPy's convention: say what to do, not "circular
         "`pytest` work from here), or run Python from another directory so the installed adam_c is used. "
         f"Original error: {_exc}") from None
 from . import schedules
+from ._torch_checkpoint import from_torch_state_dict, to_torch_state_dict
 from .functional import adam_step
 from .optim import Adam, AdamW
 from .typing import CpuInfo as _CpuInfo
 
 __version__: str = _core.version()  # the C library's, generated from pyproject.toml's version
-__all__ = ["Adam", "AdamW", "adam_step", "cpu_info", "get_cmake_dir", "get_include", "get_library_dir",
-           "get_num_threads", "get_pkgconfig_dir", "set_num_threads", "set_target", "set_threading"]
+__all__ = ["Adam", "AdamW", "adam_step", "cpu_info", "from_torch_state_dict", "get_cmake_dir", "get_include",
+           "get_library_dir", "get_num_threads", "get_pkgconfig_dir", "set_num_threads", "set_target",
+           "set_threading", "to_torch_state_dict"]
 
 _MAX_THREADS = _core.max_threads()  # a bound the C pool enforces too; beyond it the OS may refuse threads
 

@@ -27,7 +27,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     try:  # this model's matrices are tiny: BLAS threads cost more than they give, on a busy machine a lot more
-        import threadpoolctl  # type: ignore[import-untyped]
+        import threadpoolctl  # type: ignore[import-untyped,import-not-found,unused-ignore]  # optional
         threadpoolctl.threadpool_limits(1, user_api="blas")
         blas_note = "BLAS limited to 1 thread (threadpoolctl)"
     except ImportError:

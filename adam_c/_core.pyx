@@ -120,6 +120,15 @@ cdef inline bint kernel_ready(cnp.ndarray a, int typenum, void *data, cnp.npy_in
             and cnp.PyArray_ISNOTSWAPPED(a))
 
 
+cdef dict autotune_report(const adamc_autotune *tune):
+    cdef adamc_autotune_info info
+    adamc_autotune_get(tune, &info)
+    return {"threads": info.threads,
+            "serial_us": info.serial_ns / 1e3 if info.serial_ns > 0 else None,
+            "threads_us": info.parallel_ns / 1e3 if info.parallel_ns > 0 else None,
+            "steps": int(info.steps)}
+
+
 cdef class StepPlan:
     """The pointer table of an optimizer, prepared once: params, state buffers, dtypes, group membership.
 
@@ -399,12 +408,7 @@ cdef class StepPlan:
     def threading(self):
         """This plan's threading decision: {"threads": 1 serial / n threads / 0 undecided, "serial_us",
         "threads_us" (medians of recent timed steps, None before any), "steps"}."""
-        cdef adamc_autotune_info info
-        adamc_autotune_get(self.tune, &info)
-        return {"threads": info.threads,
-                "serial_us": info.serial_ns / 1e3 if info.serial_ns > 0 else None,
-                "threads_us": info.parallel_ns / 1e3 if info.parallel_ns > 0 else None,
-                "steps": int(info.steps)}
+        return autotune_report(self.tune)
 
 
 # ---------------------------------------------------------------- SIMD targets and threads
@@ -498,3 +502,278 @@ def autotune_trace(step_time, Py_ssize_t steps, int threads=2):
 def version():
     """The C library's version string (adamc_version())."""
     return adamc_version().decode()
+
+
+# ---------------------------------------------------------------- the torch front-end's plan (adam_c.torch)
+
+from cpython.dict cimport PyDict_GetItem
+from cpython.object cimport PyObject
+from libc.stdint cimport uintptr_t
+from libc.math cimport isfinite
+
+
+class TorchPlanStale(Exception):
+    """Raised by TorchStepPlan.run before it changes anything: the params, groups or state changed since the
+    plan was built (or a param without state got a grad), so the plan must be rebuilt."""
+
+
+cdef object _KEY_GRAD = "grad"
+cdef object _KEY_PARAMS = "params"
+cdef object _KEY_STEP = "step"
+cdef object _KEY_EXP_AVG = "exp_avg"
+cdef object _KEY_EXP_AVG_SQ = "exp_avg_sq"
+cdef object _KEY_MAX_EXP_AVG_SQ = "max_exp_avg_sq"
+cdef object _KEY_DTYPE = "dtype"
+cdef object _KEY_SHAPE = "shape"
+cdef object _KEY_IS_CPU = "is_cpu"
+
+
+cdef inline bint same_entry(object inner, object key, object expected):
+    """inner[key] is `expected` (None: the key is absent or None), read without calling any Python code."""
+    cdef PyObject *found = PyDict_GetItem(inner, key)
+    if found == NULL:
+        return expected is None
+    return <object>found is expected
+
+
+cdef class TorchStepPlan:
+    """The pointer table of an adam_c.torch optimizer, prepared once from already validated tensors.
+
+    Holds the params, their state tensors and the storages behind them (so no pointer can dangle), plus what a
+    conforming grad looks like (dtype, shape, strides). Each run() checks, without Python-level work beyond
+    attribute reads, that nothing moved (the groups, every param's data pointer and state entries), reads each
+    param's .grad, points at it, and makes ONE C call for all tensors with the GIL released. A grad that does
+    not fit goes through a Python helper (copy to the param's layout, or a clear error). It raises
+    TorchPlanStale or another error before changing anything."""
+    cdef adamc_tensor *table
+    cdef adamc_tensor *work
+    cdef Py_ssize_t *work_index
+    cdef adamc_hparams *hparams
+    cdef void **step_ptrs         # per param: data of the 0-d state['step'] tensor, or NULL without state
+    cdef char *step_is_f64
+    cdef char *has_vmax
+    cdef uintptr_t *param_ptrs
+    cdef Py_ssize_t *group_of
+    cdef Py_ssize_t n_tensors
+    cdef Py_ssize_t n_groups
+    cdef list params
+    cdef list inner               # per param: the state dict object the pointers came from, or None
+    cdef list entries             # per param: (step, exp_avg, exp_avg_sq, max_exp_avg_sq or None) or None
+    cdef list dtypes, shapes, strides
+    cdef list group_dicts, group_lists, group_sizes
+    cdef list keep                # storages of params and state: alive as long as the plan
+    cdef adamc_autotune *tune     # this plan's measured serial-or-threads decision (same workload every step)
+    cdef object groups_obj, state_obj
+    cdef Py_ssize_t state_mutations
+    cdef object data_ptr, stride_of, read_group, fix_grad, unscale, bump_versions
+
+    def __cinit__(self):
+        self.tune = adamc_autotune_new()
+        if self.tune == NULL:
+            raise MemoryError("TorchStepPlan: out of memory")
+        self.table = NULL
+        self.work = NULL
+        self.work_index = NULL
+        self.hparams = NULL
+        self.step_ptrs = NULL
+        self.step_is_f64 = NULL
+        self.has_vmax = NULL
+        self.param_ptrs = NULL
+        self.group_of = NULL
+
+    def __init__(self, object groups_obj, object state_obj, Py_ssize_t state_mutations, list group_dicts,
+                 list params, list infos, list keep, object data_ptr, object stride_of, object read_group, object fix_grad, object unscale,
+                 object bump_versions):
+        """infos: per param (in group order) a tuple (group_index, param_ptr, numel, is_f64, dtype, shape,
+        strides, inner, entry, step_ptr, step_is_f64, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_sq_ptr) where
+        inner/entry are None for a param without state. The helpers are Python callables: data_ptr(t),
+        stride_of(t), read_group(group, index) -> hyperparameter tuple, fix_grad(grad, index, shape, strides) ->
+        tensor in the param's dtype and layout (or raises; TorchPlanStale if the param no longer has the shape
+        and strides the plan was built for), unscale(grads, grad_scale) -> new list, bump_versions(list)."""
+        cdef Py_ssize_t n = len(params), i, gi
+        if len(infos) != n:
+            raise ValueError("TorchStepPlan: infos must be aligned with params")
+        self.n_tensors = n
+        self.n_groups = len(group_dicts)
+        self.groups_obj = groups_obj
+        self.state_obj = state_obj
+        self.state_mutations = state_mutations
+        self.group_dicts = list(group_dicts)
+        self.group_lists = [g[_KEY_PARAMS] for g in group_dicts]
+        self.group_sizes = [len(lst) for lst in self.group_lists]
+        if sum(self.group_sizes) != n:
+            raise ValueError("TorchStepPlan: group sizes must add up to the number of params")
+        self.params = list(params)
+        self.keep = list(keep)
+        self.data_ptr, self.stride_of = data_ptr, stride_of
+        self.read_group, self.fix_grad, self.unscale, self.bump_versions = read_group, fix_grad, unscale, bump_versions
+        self.table = <adamc_tensor *>calloc(max(n, 1), sizeof(adamc_tensor))
+        self.work = <adamc_tensor *>calloc(max(n, 1), sizeof(adamc_tensor))
+        self.work_index = <Py_ssize_t *>calloc(max(n, 1), sizeof(Py_ssize_t))
+        self.hparams = <adamc_hparams *>calloc(max(self.n_groups, 1), sizeof(adamc_hparams))
+        self.step_ptrs = <void **>calloc(max(n, 1), sizeof(void *))
+        self.step_is_f64 = <char *>calloc(max(n, 1), sizeof(char))
+        self.has_vmax = <char *>calloc(max(n, 1), sizeof(char))
+        self.param_ptrs = <uintptr_t *>calloc(max(n, 1), sizeof(uintptr_t))
+        self.group_of = <Py_ssize_t *>calloc(max(n, 1), sizeof(Py_ssize_t))
+        if not (self.table and self.work and self.work_index and self.hparams and self.step_ptrs
+                and self.step_is_f64 and self.has_vmax and self.param_ptrs and self.group_of):
+            raise MemoryError("TorchStepPlan: out of memory")
+        self.inner, self.entries, self.dtypes, self.shapes, self.strides = [], [], [], [], []
+        for i in range(n):
+            (gi, param_ptr, numel, is_f64, dtype, shape, strides, inner, entry, step_ptr, step_f64,
+             m_ptr, v_ptr, vmax_ptr) = infos[i]
+            adamc_tensor_init(&self.table[i])
+            self.group_of[i] = gi
+            self.param_ptrs[i] = <uintptr_t>param_ptr
+            self.dtypes.append(dtype)
+            self.shapes.append(shape)
+            self.strides.append(strides)
+            self.inner.append(inner)
+            self.entries.append(entry)
+            self.table[i].param = <void *><uintptr_t>param_ptr
+            self.table[i].n = <size_t>numel
+            self.table[i].hp = &self.hparams[gi]
+            self.table[i].dtype = ADAMC_FLOAT64 if is_f64 else ADAMC_FLOAT32
+            if entry is not None:
+                self.step_ptrs[i] = <void *><uintptr_t>step_ptr
+                self.step_is_f64[i] = 1 if step_f64 else 0
+                self.table[i].exp_avg = <void *><uintptr_t>m_ptr
+                self.table[i].exp_avg_sq = <void *><uintptr_t>v_ptr
+                if (<tuple>entry)[3] is not None:  # by presence: an empty tensor's data pointer may be 0
+                    self.table[i].max_exp_avg_sq = <void *><uintptr_t>vmax_ptr
+                    self.has_vmax[i] = 1
+
+    def __dealloc__(self):
+        adamc_autotune_free(self.tune)
+        free(self.table)
+        free(self.work)
+        free(self.work_index)
+        free(self.hparams)
+        free(self.step_ptrs)
+        free(self.step_is_f64)
+        free(self.has_vmax)
+        free(self.param_ptrs)
+        free(self.group_of)
+
+    cdef inline bint state_unchanged(self, Py_ssize_t i):
+        """The state dict of param i still holds the very tensors the plan points into (string-keyed lookups
+        only; replacing the dict itself in opt.state is caught by the state's mutation count)."""
+        inner = self.inner[i]
+        entry = <tuple>self.entries[i]
+        return (same_entry(inner, _KEY_STEP, entry[0]) and same_entry(inner, _KEY_EXP_AVG, entry[1])
+                and same_entry(inner, _KEY_EXP_AVG_SQ, entry[2])
+                and same_entry(inner, _KEY_MAX_EXP_AVG_SQ, entry[3]))
+
+    cdef str describe_overlap(self, Py_ssize_t k):
+        """Which grad of this run shares memory with its param or state (the C core refused the step)."""
+        cdef Py_ssize_t j
+        cdef uintptr_t g, other, nbytes
+        for j in range(k):
+            nbytes = self.work[j].n * (8 if self.work[j].dtype == ADAMC_FLOAT64 else 4)
+            g = <uintptr_t>self.work[j].grad
+            for other in (<uintptr_t>self.work[j].param, <uintptr_t>self.work[j].exp_avg,
+                          <uintptr_t>self.work[j].exp_avg_sq, <uintptr_t>self.work[j].max_exp_avg_sq):
+                if other and nbytes and (g - other < nbytes if g >= other else other - g < nbytes):
+                    return (f"the grad of param {self.work_index[j]} (state_dict numbering) shares memory with "
+                            "its param or optimizer state; give it a separate gradient tensor")
+        return "step: buffers of one update overlap in memory"
+
+    cdef inline bint grad_fits(self, object grad, Py_ssize_t i) except -1:
+        """The check every grad passes in normal use: a CPU tensor of the param's dtype, shape and strides
+        (autograd lays grads out like their params). False sends the grad to the Python helper."""
+        if getattr(grad, _KEY_DTYPE) is not self.dtypes[i] or getattr(grad, _KEY_IS_CPU) is not True:
+            return False
+        if self.stride_of(grad) != self.strides[i]:
+            return False
+        return getattr(grad, _KEY_SHAPE) == self.shapes[i]
+
+    def run(self, list groups, object state, Py_ssize_t state_mutations, object grad_scale=None):
+        """One step of every param whose .grad is not None. `state` is opt.state and `state_mutations` the
+        count of its assignments and deletions. Raises TorchPlanStale (rebuild, then run again) or a clear
+        error, before changing anything."""
+        cdef Py_ssize_t gi, i, j, k = 0
+        cdef adamc_status status
+        cdef double value, new_value
+        cdef float value32
+        cdef list grads = []
+        cdef list written
+        if (groups is not self.groups_obj or len(groups) != self.n_groups or state is not self.state_obj
+                or state_mutations != self.state_mutations):
+            raise TorchPlanStale()
+        i = 0
+        for gi in range(self.n_groups):
+            group = groups[gi]
+            if group is not self.group_dicts[gi]:
+                raise TorchPlanStale()
+            lst = (<dict>group).get(_KEY_PARAMS)
+            if lst is not self.group_lists[gi] or len(lst) != self.group_sizes[gi]:
+                raise TorchPlanStale()
+            for j in range(len(<list>lst)):  # a param replaced in place in the list (identity checks only)
+                if (<list>lst)[j] is not self.params[i]:
+                    raise TorchPlanStale()
+                i += 1
+            if not read_group_fast(group, &self.hparams[gi]):
+                lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled = self.read_group(group, gi)
+                fill_hparams(&self.hparams[gi], lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled)
+        for i in range(self.n_tensors):
+            param = self.params[i]
+            grad = getattr(param, _KEY_GRAD)
+            if grad is None:
+                continue
+            if self.step_ptrs[i] == NULL or not self.state_unchanged(i):
+                raise TorchPlanStale()
+            if self.hparams[self.group_of[i]].amsgrad and not self.has_vmax[i]:
+                raise TorchPlanStale()
+            if <uintptr_t>self.data_ptr(param) != self.param_ptrs[i]:
+                raise TorchPlanStale()
+            grads.append(grad)
+            self.work_index[k] = i
+            k += 1
+        if grad_scale is not None and k:
+            grads = self.unscale(grads, grad_scale)
+        for j in range(k):
+            i = self.work_index[j]
+            grad = grads[j]
+            try:
+                fits = self.grad_fits(grad, i)
+            except Exception:  # e.g. a sparse grad has no strides: the helper names the problem
+                fits = False
+            if not fits:
+                grad = self.fix_grad(grad, i, self.shapes[i], self.strides[i])
+                grads[j] = grad
+            self.work[j] = self.table[i]
+            self.work[j].grad = <const void *><uintptr_t>self.data_ptr(grad)
+            if self.step_is_f64[i]:
+                value = (<double *>self.step_ptrs[i])[0]
+                new_value = value + 1.0
+            else:
+                value32 = (<float *>self.step_ptrs[i])[0]
+                value32 = value32 + <float>1.0  # in float32, as torch's `step += 1` on a float32 tensor
+                new_value = value32
+            if not (isfinite(new_value) and new_value >= 1.0 and new_value < 4.0e18
+                    and new_value == <double><int64_t>new_value):
+                raise ValueError(f"state of params[{i}]: 'step' must be a whole number >= 0, "
+                                 f"got {new_value - 1.0!r}")
+            self.work[j].step = <int64_t>new_value
+        with nogil:
+            status = adamc_step_multi_tuned(self.work, k, self.tune)
+        if status == ADAMC_ERR_OVERLAP:
+            raise ValueError(self.describe_overlap(k))
+        if status != ADAMC_OK:
+            raise_status(status, "step")
+        written = []  # params only: autograd must see that a param saved by a pending graph has changed
+        for j in range(k):
+            i = self.work_index[j]
+            if self.step_is_f64[i]:
+                (<double *>self.step_ptrs[i])[0] = <double>self.work[j].step
+            else:
+                (<float *>self.step_ptrs[i])[0] = <float>self.work[j].step
+            written.append(self.params[i])
+        if k:
+            self.bump_versions(written)
+        return k
+
+    def threading(self):
+        """This plan's threading decision, as StepPlan.threading()."""
+        return autotune_report(self.tune)

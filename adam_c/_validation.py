@@ -173,7 +173,8 @@ def read_group(group, index):
 def check_param(array, name):
     """A param the optimizer may update in place: a writable, aligned, native, C-contiguous float ndarray."""
     if not isinstance(array, np.ndarray):
-        hint = " (for a torch tensor pass tensor.numpy())" if type(array).__module__.startswith("torch") else ""
+        hint = (" (for torch tensors use adam_c.torch.Adam or AdamW, drop-ins for torch.optim)"
+                if type(array).__module__.startswith("torch") else "")
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(array).__name__}{hint}")
     return _check_kernel_buffer(array, name, writable=True,
                                 contiguity_hint=" (np.ascontiguousarray makes a copy, which would not be updated)")

@@ -540,9 +540,9 @@ def run_size_sweep(dtypes, settings, impl_names, skipped):
 
 
 def draw_plot(sweep, path, threads):
-    import matplotlib
+    import matplotlib  # type: ignore[import-not-found,unused-ignore]  # optional: the bench extra
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
     dtypes = sorted({r["dtype"] for r in sweep})
     fig, axes = plt.subplots(1, len(dtypes), figsize=(6.5 * len(dtypes), 4.8), squeeze=False)
     for ax, dtype in zip(axes[0], dtypes):
@@ -629,6 +629,111 @@ def find_crossover(rows, key):
     return None
 
 
+# ---------------------------------------------------------------- torch drop-in: adam_c.torch vs torch.optim fused
+
+DROPIN_WORKLOADS = ("transformer", "ram", "call")
+DROPIN_RAM_SHAPE = (5_000, 4_000)            # 2e7 elements: p, grad, m, v are 320 MB in float32
+OVERHEAD_TENSORS = 150
+
+
+def transformer_shapes(layers=12, width=64, vocab=5_800, context=128):
+    """A GPT-like parameter list: embeddings, then per layer LayerNorm, attention and MLP weights and biases;
+    148 tensors, 979,328 elements."""
+    w = width
+    shapes = [(vocab, w), (context, w)]
+    for _ in range(layers):
+        shapes += [(w,), (w,), (3 * w, w), (3 * w,), (w, w), (w,), (w,), (w,), (4 * w, w), (4 * w,), (w, 4 * w),
+                   (w,)]
+    return shapes + [(w,), (w,)]
+
+
+def dropin_shapes(name):
+    return {"transformer": transformer_shapes(), "ram": [DROPIN_RAM_SHAPE], "call": [(10_000,)],
+            "overhead": [(1,)] * OVERHEAD_TENSORS, "overhead-1": [(1,)]}[name]
+
+
+class DropinBuffers:
+    """Params (nn.Parameter) with grads, stepped by adam_c.torch.Adam and by torch.optim.Adam(fused=True), both
+    pointed at the same state tensors; the floor probe runs on NumPy views of the very same memory."""
+
+    def __init__(self, shapes, dtype):
+        import torch
+        import adam_c.torch as adam_c_torch
+        tdtype = getattr(torch, dtype)
+        gen = torch.Generator().manual_seed(1)
+        self.params = [torch.nn.Parameter(torch.rand(s, generator=gen, dtype=tdtype) - 0.5) for s in shapes]
+        for p in self.params:
+            p.grad = torch.rand(p.shape, generator=gen, dtype=tdtype) * 9e-3 + 1e-3  # positive: v stays >= 0
+        self.n_elements = sum(p.numel() for p in self.params)
+        self.ours = adam_c_torch.Adam(self.params, lr=LR, betas=BETAS, eps=EPS)
+        self.ours.step()
+        self.torch_fused = torch.optim.Adam(self.params, lr=LR, betas=BETAS, eps=EPS, fused=True)
+        self.torch_fused.step()
+        for p in self.params:
+            for key in ("exp_avg", "exp_avg_sq"):
+                self.torch_fused.state[p][key] = self.ours.state[p][key]
+        state = [self.ours.state[p] for p in self.params]
+        n = len(self.params)
+        self.floor_plan = _core.StepPlan([p.detach().numpy() for p in self.params],
+                                         [s["exp_avg"].numpy() for s in state],
+                                         [s["exp_avg_sq"].numpy() for s in state], [None] * n, [n],
+                                         np.zeros(n, np.int64))
+        self.floor_grads = [p.grad.numpy() for p in self.params]
+        self.floor_groups = [{"lr": LR, "betas": BETAS, "eps": EPS, "weight_decay": 0.0, "amsgrad": False,
+                              "maximize": False, "decoupled_weight_decay": False}]
+
+    def timed(self, with_floor):
+        out = [Timed("adam_c.torch", self.ours.step), Timed("torch fused", self.torch_fused.step)]
+        if with_floor:
+            out.insert(0, Timed(FLOOR, functools.partial(self.floor_plan.run, self.floor_grads, self.floor_groups,
+                                                         True)))
+        return out
+
+
+def run_torch_dropin(dtypes, settings):
+    """adam_c.torch.Adam.step() against torch.optim.Adam(fused=True).step() on the same tensors, interleaved:
+    a transformer-like list (~1e6 elements in 148 tensors), 2e7 elements (RAM-bound, with the memory floor)
+    and one 1e4-element tensor; then adam_c.torch's Python cost per tensor per step (150 one-element tensors
+    against one)."""
+    if optional_module("torch") is None:
+        print("--torch-dropin: torch is not installed")
+        return []
+    records = []
+    for dtype in dtypes:
+        for name in DROPIN_WORKLOADS:
+            buf = DropinBuffers(dropin_shapes(name), dtype)
+            stats = measure_interleaved(buf.timed(with_floor=name == "ram"), settings.min_rounds,
+                                        settings.max_rounds, settings.budget_s)
+            ours, theirs = stats["adam_c.torch"]["median_ns"], stats["torch fused"]["median_ns"]
+            floor = stats.get(FLOOR, {}).get("median_ns")
+            print(f"\n{dtype} | {name}: {len(buf.params)} tensors, {buf.n_elements:,} elements")
+            for impl, st in stats.items():
+                spread = 50.0 * (st["q3_ns"] - st["q1_ns"]) / st["median_ns"]
+                pct = f", {100.0 * floor / st['median_ns']:.0f}% of floor speed" if floor else ""
+                print(f"  {impl:<14} {format_time(st['median_ns']):>10}  (IQR/2 {spread:.1f}%, "
+                      f"{st['samples']}x{st['batch']}){pct}")
+            print(f"  adam_c.torch / torch fused: {ours / theirs:.3f}" +
+                  (f"; adam_c.torch / floor: {ours / floor:.3f}" if floor else ""))
+            records.append({"workload": name, "dtype": dtype, "n_tensors": len(buf.params),
+                            "n_elements": buf.n_elements, "stats": stats, "adam_c_torch_over_fused": ours / theirs,
+                            "adam_c_torch_over_floor": ours / floor if floor else None})
+            del buf
+            gc.collect()
+        many, one = DropinBuffers(dropin_shapes("overhead"), dtype), DropinBuffers(dropin_shapes("overhead-1"),
+                                                                                      dtype)
+        timed = [Timed("150 tensors", many.ours.step), Timed("1 tensor", one.ours.step),
+                 Timed("torch fused 150", many.torch_fused.step)]
+        stats = measure_interleaved(timed, settings.min_rounds, settings.max_rounds, settings.budget_s)
+        per_tensor = (stats["150 tensors"]["median_ns"] - stats["1 tensor"]["median_ns"]) / (OVERHEAD_TENSORS - 1)
+        fused_per_tensor = stats["torch fused 150"]["median_ns"] / OVERHEAD_TENSORS
+        print(f"\n{dtype} | Python overhead of adam_c.torch: {per_tensor:.0f} ns per tensor per step "
+              f"(step of 1 tiny tensor: {format_time(stats['1 tensor']['median_ns'])}); torch fused: "
+              f"{fused_per_tensor:.0f} ns per tensor (all included)")
+        records.append({"workload": "overhead", "dtype": dtype, "stats": stats, "ns_per_tensor": per_tensor,
+                        "torch_fused_ns_per_tensor": fused_per_tensor})
+    return records
+
+
 # ---------------------------------------------------------------- entry point
 
 def parse_args(argv):
@@ -643,6 +748,8 @@ def parse_args(argv):
     parser.add_argument("--sweep-threshold", action="store_true",
                         help="only measure serial vs parallel adam_c steps around the parallel threshold")
     parser.add_argument("--no-torch", action="store_true", help="leave torch out even when it is installed")
+    parser.add_argument("--torch-dropin", action="store_true",
+                        help="only measure adam_c.torch.Adam against torch.optim.Adam(fused=True)")
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be >= 1")
@@ -674,7 +781,9 @@ def main(argv=None):
     out = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_model(),
            "cpu_info": info, "versions": vers, "threads": threads, "quick": args.quick}
 
-    if args.sweep_threshold:
+    if args.torch_dropin:
+        out["torch_dropin"] = run_torch_dropin(dtypes, settings)
+    elif args.sweep_threshold:
         out["threshold_sweep"] = sweep_threshold(dtypes, settings)
     else:
         skipped = {}

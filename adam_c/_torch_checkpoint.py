@@ -1,0 +1,104 @@
+"""_torch_checkpoint.py: adam_c.Adam (NumPy) state_dicts to torch.optim.Adam's layout and back; torch imported lazily."""
+import numbers
+from collections.abc import Mapping
+
+import numpy as np
+
+from ._checkpoint import _step_value
+from ._validation import HYPERPARAMETERS
+
+_STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+# torch.optim.Adam's group keys, in its order; the four flags mean nothing to the NumPy optimizer
+_TORCH_GROUP_KEYS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "capturable",
+                     "differentiable", "fused", "decoupled_weight_decay")
+_TORCH_FLAGS = {"foreach": None, "capturable": False, "differentiable": False, "fused": None}
+_FLOAT32_EXACT_STEPS = 2 ** 24  # torch keeps `step` in a float32 tensor: whole numbers are exact up to here
+
+
+def _parts(state_dict):
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+    for key in ("state", "param_groups"):
+        if key not in state_dict:
+            raise ValueError(f"state_dict is missing the key {key!r}")
+    if not isinstance(state_dict["state"], Mapping):
+        raise TypeError("state_dict['state'] must be a dict")
+    if not isinstance(state_dict["param_groups"], (list, tuple)):
+        raise TypeError("state_dict['param_groups'] must be a list of dicts")
+    for i, group in enumerate(state_dict["param_groups"]):
+        if not isinstance(group, Mapping) or "params" not in group:
+            raise TypeError(f"state_dict['param_groups'][{i}] must be a dict with a 'params' key")
+    return state_dict["state"], state_dict["param_groups"]
+
+
+def to_torch_state_dict(state_dict):
+    """adam_c.Adam(W).state_dict() in torch.optim.Adam's exact layout (torch tensors copied from the arrays,
+    `step` as a float32 0-d tensor, torch's group keys), loadable by adam_c.torch.Adam/AdamW and by
+    torch.optim.Adam/AdamW, and by torch.load(weights_only=True) after torch.save."""
+    import torch
+    state, groups = _parts(state_dict)
+    out_state = {}
+    for pid, entry in state.items():
+        where = f"state_dict['state'][{pid!r}]"
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"{where} must be a dict, got {type(entry).__name__}")
+        step = _step_value(entry.get("step"), f"{where}['step']")
+        if step > _FLOAT32_EXACT_STEPS:
+            raise ValueError(f"{where}['step'] = {step} is above 2**24, where torch's float32 step counter "
+                             "stops counting")
+        out = {"step": torch.tensor(float(step), dtype=torch.float32)}
+        for key in _STATE_KEYS:
+            if entry.get(key) is not None:
+                array = np.asarray(entry[key])
+                if array.dtype not in (np.float32, np.float64):
+                    raise TypeError(f"{where}[{key!r}] must be float32 or float64, got {array.dtype}")
+                out[key] = torch.from_numpy(np.array(array, dtype=array.dtype.newbyteorder("="), copy=True))
+        out_state[pid] = out
+    out_groups = []
+    for group in groups:
+        new = {key: group[key] for key in HYPERPARAMETERS if key in group}
+        if "betas" in new:
+            new["betas"] = tuple(new["betas"])
+        new.update({k: group.get(k, v) for k, v in _TORCH_FLAGS.items()})
+        new = {k: new[k] for k in _TORCH_GROUP_KEYS if k in new}
+        new.update({k: v for k, v in group.items() if k not in new and k != "params"})
+        new["params"] = list(group["params"])
+        out_groups.append(new)
+    return {"state": out_state, "param_groups": out_groups}
+
+
+def _number(value):
+    """A 1-element tensor (torch allows them for lr and betas) as a Python number."""
+    if hasattr(value, "item") and not isinstance(value, numbers.Number):
+        return value.item()
+    return value
+
+
+def from_torch_state_dict(state_dict):
+    """A torch.optim.Adam(W) or adam_c.torch state_dict as adam_c.Adam(W) stores one: NumPy arrays (C-order
+    copies), int steps, plain-number hyperparameters, without torch's foreach/capturable/differentiable/fused."""
+    state, groups = _parts(state_dict)
+    out_state = {}
+    for pid, entry in state.items():
+        where = f"state_dict['state'][{pid!r}]"
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"{where} must be a dict, got {type(entry).__name__}")
+        out = {"step": _step_value(entry.get("step"), f"{where}['step']")}
+        for key in _STATE_KEYS:
+            value = entry.get(key)
+            if value is None:
+                continue
+            if hasattr(value, "detach"):
+                value = value.detach().cpu().numpy()
+            out[key] = np.array(value, order="C", copy=True)
+        out_state[pid] = out
+    out_groups = []
+    for group in groups:
+        new = {k: v for k, v in group.items() if k not in _TORCH_FLAGS and k != "params"}
+        if "lr" in new:
+            new["lr"] = _number(new["lr"])
+        if "betas" in new:
+            new["betas"] = tuple(_number(b) for b in new["betas"])
+        new["params"] = list(group["params"])
+        out_groups.append(new)
+    return {"state": out_state, "param_groups": out_groups}

@@ -1,0 +1,552 @@
+"""torch.py: Adam and AdamW as torch.optim.Optimizer subclasses that step CPU tensors with adam_c's C engine."""
+import numbers
+from collections import defaultdict
+from itertools import chain
+
+import torch
+from torch.optim.optimizer import Optimizer
+
+from . import _core
+from ._engine import CallLock
+from ._validation import check_hyperparameters, first_overlap
+
+try:  # the registries behind torch.optim.optimizer.register_optimizer_step_{pre,post}_hook
+    from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
+except ImportError:  # pragma: no cover - older torch
+    _global_optimizer_pre_hooks, _global_optimizer_post_hooks = {}, {}
+
+__all__ = ["Adam", "AdamW"]
+
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+_STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+_COMPAT_FLAGS = ("foreach", "capturable", "differentiable", "fused")
+_data_ptr = torch.Tensor.data_ptr   # unbound: called on each param and grad by the plan without a bound method
+_stride = torch.Tensor.stride
+
+
+# ---------------------------------------------------------------- validation of torch inputs
+
+def _plain_number(value, name):
+    """A 1-element tensor hyperparameter (torch allows them for lr and betas) as a Python number."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} as a Tensor must have exactly 1 element, got {value.numel()}")
+        return value.item()
+    return value
+
+
+def _checked_hyperparameters(hp, where):
+    """check_hyperparameters (the one policy, shared with adam_c.Adam) on the group's values, with 1-element
+    tensors read as numbers, plus the torch-only compatibility flags."""
+    plain = {key: hp[key] for key in hp if key != "params"}
+    name = (lambda key: f"{where}[{key!r}]") if where else (lambda key: key)
+    if "lr" in plain:
+        plain["lr"] = _plain_number(plain["lr"], name("lr"))
+    betas = plain.get("betas")
+    if isinstance(betas, (tuple, list)) and len(betas) == 2:
+        plain["betas"] = tuple(_plain_number(b, f"{name('betas')}[{k}]") for k, b in enumerate(betas))
+    checked = check_hyperparameters(plain, where)
+    _check_compat_flags(plain, name)
+    return checked
+
+
+def _check_compat_flags(hp, name):
+    for key in _COMPAT_FLAGS:
+        value = hp.get(key)
+        if not (value is None or isinstance(value, bool)):
+            raise TypeError(f"{name(key)} must be None or a bool, got {type(value).__name__}")
+    if hp.get("capturable"):
+        raise ValueError(f"{name('capturable')}=True is for CUDA/XPU graph capture; adam_c steps CPU tensors "
+                         "(use capturable=False)")
+    if hp.get("differentiable"):
+        raise ValueError(f"{name('differentiable')}=True (autograd through the step) is not supported: adam_c "
+                         "updates the tensors in place in C")
+    if hp.get("fused") and hp.get("foreach"):
+        raise ValueError(f"{name('fused')} and {name('foreach')} cannot both be True")
+
+
+def _is_dense(t):
+    """Non-overlapping and dense: some permutation of the dims is C-contiguous, so the elements fill one span."""
+    if t.numel() == 0:
+        return True
+    expected = 1
+    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _same_layout(a, b):
+    """a and b (dense, same shape) put every element at the same offset of their spans."""
+    return all(sa == sb for size, sa, sb in zip(a.shape, a.stride(), b.stride()) if size != 1)
+
+
+def _check_tensor(t, name, what="tensor"):
+    """A tensor adam_c can step as one flat buffer: CPU, strided, dense, float32/float64."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} is a {t.layout} {what}; adam_c.torch steps dense (strided) tensors only "
+                        "(for sparse gradients use torch.optim.SparseAdam)")
+    if t.device.type != "cpu":
+        raise ValueError(f"{name} is on device {t.device}; adam_c.torch steps CPU tensors only")
+    if t.is_complex():
+        raise TypeError(f"{name} has complex dtype {t.dtype}; adam_c.torch supports float32 and float64 "
+                        "(optimize torch.view_as_real(...) of it instead)")
+    if t.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name} has dtype {t.dtype}; adam_c.torch supports float32 and float64 "
+                        "(bfloat16/float16 are not supported yet)")
+    if t.is_quantized or not _is_dense(t):
+        raise ValueError(f"{name} must be dense and non-overlapping (some permutation of its dims contiguous, "
+                         f"e.g. contiguous or channels_last); got strides {tuple(t.stride())} for shape "
+                         f"{tuple(t.shape)}")
+    return t
+
+
+def _check_distinct(params, labels):
+    seen = {}
+    for i, p in enumerate(params):
+        if id(p) in seen:
+            raise ValueError(f"{labels(seen[id(p)])} and {labels(i)} are the same tensor: each param may "
+                             "appear only once")
+        seen[id(p)] = i
+    pair = first_overlap([(labels(i), p.detach().numpy()) for i, p in enumerate(params)])
+    if pair is not None:
+        raise ValueError(f"params overlap in memory ({pair[0]} and {pair[1]} are views of one storage)")
+
+
+def _nonzero(found_inf):
+    return bool(found_inf.item() if isinstance(found_inf, torch.Tensor) else found_inf)
+
+
+class _State(defaultdict):
+    """opt.state: torch's defaultdict(dict) that counts its own assignments and deletions, so the step plan
+    notices in O(1) when an entry is replaced (ZeroRedundancyOptimizer.load_state_dict writes entries
+    directly). Changes inside an entry are checked per step by identity. Reading a missing key inserts {}
+    as defaultdict does, without counting: a param without state is rebuilt for when it gets a grad anyway."""
+
+    def __init__(self, default_factory=dict, *args, **kwargs):
+        self.mutations = 0
+        super().__init__(default_factory, *args, **kwargs)
+
+    def __missing__(self, key):
+        if self.default_factory is None:
+            raise KeyError(key)
+        value = self.default_factory()
+        dict.__setitem__(self, key, value)
+        return value
+
+    def __setitem__(self, key, value):
+        self.mutations += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key):
+        self.mutations += 1
+        super().__delitem__(key)
+
+    def pop(self, *args):
+        self.mutations += 1
+        return super().pop(*args)
+
+    def popitem(self):
+        self.mutations += 1
+        return super().popitem()
+
+    def clear(self):
+        self.mutations += 1
+        super().clear()
+
+    def update(self, *args, **kwargs):
+        self.mutations += 1
+        super().update(*args, **kwargs)
+
+    def setdefault(self, key, default=None):
+        self.mutations += 1
+        return super().setdefault(key, default)
+
+    def __ior__(self, other):  # type: ignore[misc]  # defaultdict types |= narrower than |
+        self.mutations += 1
+        return super().__ior__(other)
+
+
+# ---------------------------------------------------------------- the optimizers
+
+class Adam(Optimizer):
+    """torch.optim.Adam's interface and checkpoints, adam_c's engine: one C call (one GIL release, one parallel
+    region) steps every CPU float32/float64 param that has a .grad.
+
+    Accepts what torch.optim.Adam accepts (tensors, param-group dicts, named_parameters()) and the same
+    keywords; foreach and fused are accepted for compatibility (adam_c is always one fused multi-tensor call);
+    capturable=True and differentiable=True are refused. Works with every torch LR scheduler, GradScaler
+    (grad_scale / found_inf), step and state_dict hooks, and ZeroRedundancyOptimizer(optimizer_class=...).
+    state_dict() has torch.optim.Adam's exact layout, so checkpoints load both ways.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
+                 maximize=False, foreach=None, capturable=False, differentiable=False, fused=None,
+                 decoupled_weight_decay=False):
+        raw = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "amsgrad": amsgrad,
+               "maximize": maximize, "foreach": foreach, "capturable": capturable,
+               "differentiable": differentiable, "fused": fused, "decoupled_weight_decay": decoupled_weight_decay}
+        defaults = self._stored_hyperparameters(raw, "")
+        self._plan = None
+        # the NumPy optimizer's lock: a step from two threads at once must not share the plan's C table, a step from
+        # inside a step (closure, hook, __float__) raises instead of deadlocking, and a fork child starts unlocked
+        self._lock = CallLock()
+        if not isinstance(params, torch.Tensor):
+            try:
+                params = list(params)
+            except TypeError:
+                raise TypeError("params must be an iterable of tensors, of (name, tensor) pairs or of dicts "
+                                f"(param groups), got {type(params).__name__}") from None
+            self._flat_params = not (params and isinstance(params[0], dict))
+        super().__init__(params, defaults)
+        self.state = _State(dict, self.state)
+        self._step_supports_amp_scaling = True  # GradScaler passes grad_scale/found_inf instead of unscaling
+
+    @staticmethod
+    def _stored_hyperparameters(hp, where):
+        """The group values to store: validated, numbers as float (a Tensor lr or betas stays a Tensor, so
+        schedulers can fill_ it), the compatibility flags as given."""
+        checked = _checked_hyperparameters(hp, where)
+        out = dict(hp)
+        out.update(checked)
+        if isinstance(hp.get("lr"), torch.Tensor):
+            out["lr"] = hp["lr"]
+        betas = hp.get("betas")
+        if isinstance(betas, (tuple, list)) and any(isinstance(b, torch.Tensor) for b in betas):
+            out["betas"] = tuple(b.squeeze() if isinstance(b, torch.Tensor) else b for b in betas)
+        return out
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._plan = None
+        self._lock = CallLock()
+        self.state = _State(dict, self.state)
+        self.__dict__.setdefault("_flat_params", False)
+        for group in self.param_groups:
+            for key, value in (("amsgrad", False), ("maximize", False), ("foreach", None), ("capturable", False),
+                               ("differentiable", False), ("fused", None), ("decoupled_weight_decay", False)):
+                group.setdefault(key, value)
+            for p in group["params"]:  # older checkpoints store steps as numbers: torch makes them tensors
+                entry = self.state.get(p)
+                if entry and "step" in entry and not isinstance(entry["step"], torch.Tensor):
+                    entry["step"] = torch.tensor(float(entry["step"]), dtype=torch.float32)
+
+    # ------------------------------------------------------------ params
+
+    def _param_label(self, index):
+        """How errors name a param: params[i] (its position in state_dict numbering), plus its group position
+        and name where there are groups or names."""
+        start = 0
+        for gi, group in enumerate(self.param_groups):
+            n = len(group["params"])
+            if index < start + n:
+                names = group.get("param_names")
+                named = f" ({names[index - start]!r})" if names and index - start < len(names) else ""
+                if len(self.param_groups) == 1 and getattr(self, "_flat_params", False):
+                    return f"params[{index}]{named}"
+                return f"param_groups[{gi}]['params'][{index - start}]{named}"
+            start += n
+        return f"params[{index}]"
+
+    def add_param_group(self, param_group):
+        """torch's add_param_group, after checking every tensor (CPU, dense, float32/float64, no duplicates or
+        overlaps) and the group's hyperparameters; nothing is added when a check fails."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        gi = len(self.param_groups)
+        flat = gi == 0 and getattr(self, "_flat_params", False)
+        where = "" if flat else f"param_groups[{gi}]"
+        if "params" not in param_group:
+            raise ValueError(f"param group {gi} has no 'params' key")
+        group = param_group
+        params = group["params"]
+        if isinstance(params, torch.Tensor):
+            params = [params]
+        elif isinstance(params, set):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, but the "
+                            "ordering of tensors in sets will change between runs. Please use a list instead.")
+        else:
+            params = list(params)
+        existing = [p for g in self.param_groups for p in g["params"]]
+        for j, entry in enumerate(params):
+            tensor = entry[1] if isinstance(entry, tuple) and len(entry) == 2 else entry
+            label = f"params[{j}]" if flat else f"param_groups[{gi}]['params'][{j}]"
+            if isinstance(entry, tuple) and len(entry) == 2:
+                label += f" ({entry[0]!r})"
+            _check_tensor(tensor, label, "param")
+        merged = dict(self.defaults)
+        merged.update({k: v for k, v in group.items() if k not in ("params", "param_names")})
+        stored = self._stored_hyperparameters(merged, where)
+        tensors = existing + [e[1] if isinstance(e, tuple) and len(e) == 2 else e for e in params]
+        n_old = len(existing)
+
+        def label(i):
+            if i < n_old:
+                return self._param_label(i)
+            return f"params[{i - n_old}]" if flat else f"param_groups[{gi}]['params'][{i - n_old}]"
+
+        _check_distinct(tensors, label)
+        # all checks passed: torch's add_param_group (names, defaults) edits and appends the caller's dict
+        param_group["params"] = params
+        param_group.update({k: stored[k] for k in group if k in stored})
+        super().add_param_group(param_group)
+        self._plan = None
+
+    # ------------------------------------------------------------ the step
+
+    def step(self, closure=None, *, grad_scale=None, found_inf=None):
+        """One Adam step of every param whose .grad is not None. closure (optional) re-evaluates the model
+        under torch.enable_grad() and returns the loss. grad_scale / found_inf (as GradScaler provides them,
+        also read from the attributes it sets): grads are divided by grad_scale inside the step (the user's
+        .grad tensors are left scaled), and a nonzero found_inf skips the step entirely.
+        Raises a clear error before changing anything."""
+        if (type(self).step is _ADAM_STEP and not (
+                self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _global_optimizer_pre_hooks
+                or _global_optimizer_post_hooks or torch.autograd._profiler_enabled())):
+            return self._step(closure, grad_scale, found_inf)
+        args = (self,) if closure is None else (self, closure)
+        kwargs = {k: v for k, v in (("grad_scale", grad_scale), ("found_inf", found_inf)) if v is not None}
+        return self._step_with_hooks(args, kwargs)
+
+    step.hooked = True  # type: ignore[attr-defined]  # Optimizer._patch_step_function: this step runs the hooks itself (see below)
+
+    def _step_with_hooks(self, args, kwargs):
+        """What torch's profile_hook_step wrapper does (a profiler range and the step pre/post hooks), only
+        when something uses it: the range alone costs ~5 us, more than a whole small step."""
+        with torch.autograd.profiler.record_function(f"Optimizer.step#{type(self).__name__}.step"):
+            for hook in chain(_global_optimizer_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    if not (isinstance(result, tuple) and len(result) == 2):
+                        raise RuntimeError(f"a step pre-hook must return None or a tuple (new_args, new_kwargs), "
+                                           f"got {result!r}")
+                    args, kwargs = result
+            closure = args[1] if len(args) > 1 else kwargs.get("closure")
+            out = self._step(closure, kwargs.get("grad_scale"), kwargs.get("found_inf"))
+            self._optimizer_step_code()
+            for hook in chain(self._optimizer_step_post_hooks.values(), _global_optimizer_post_hooks.values()):
+                hook(self, args, kwargs)
+            return out
+
+    def _step(self, closure, grad_scale, found_inf):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if grad_scale is None:
+            grad_scale = getattr(self, "grad_scale", None)
+        if found_inf is None:
+            found_inf = getattr(self, "found_inf", None)
+        if found_inf is not None and _nonzero(found_inf):
+            return loss  # GradScaler found inf/NaN grads: no param, state or step changes
+        if grad_scale is not None:
+            _check_grad_scale(grad_scale)
+        with self._lock.held("step()"):
+            self._locked_step(grad_scale)
+        return loss
+
+    def threading_info(self):
+        """How this optimizer's steps use threads, as measured (see adam_c.Adam.threading_info)."""
+        plan = self._plan
+        if plan is None:
+            return {"threads": 0, "serial_us": None, "threads_us": None, "steps": 0}
+        return plan.threading()
+
+    def _locked_step(self, grad_scale):
+        plan = self._plan
+        if plan is not None:
+            state = self.state
+            try:
+                mutations = state.mutations
+            except AttributeError:  # opt.state was replaced by a plain dict: the rebuild wraps it again
+                mutations = -1
+            try:
+                plan.run(self.param_groups, state, mutations, grad_scale)
+                return
+            except _core.TorchPlanStale:
+                pass
+        created = self._build_plan()
+        try:
+            self._plan.run(self.param_groups, self.state, self.state.mutations, grad_scale)
+        except _core.TorchPlanStale:
+            self._forget(created)
+            raise RuntimeError("adam_c.torch: the step plan was out of date right after it was built "
+                               "(an adam_c bug; nothing was changed)") from None
+        except BaseException:
+            self._forget(created)  # a failed step changes nothing, not even new zero state
+            raise
+
+    # ------------------------------------------------------------ the plan
+
+    def _build_plan(self):
+        """Validate params and groups, create the state of params that got their first grad (zeros, step 0),
+        bring state tensors to their param's layout, and prepare the C pointer table. Runs on the first step
+        and after anything the plan depends on changed. Returns the state it created, for _forget."""
+        self._plan = None
+        if not isinstance(self.state, _State):
+            self.state = _State(dict, self.state)
+        if not isinstance(self.param_groups, list):
+            raise TypeError(f"param_groups must be a list, got {type(self.param_groups).__name__}")
+        params, infos, keep, created = [], [], [], []
+        try:
+            for gi, group in enumerate(self.param_groups):
+                if not isinstance(group, dict) or not isinstance(group.get("params"), list):
+                    raise TypeError(f"param_groups[{gi}] must be a dict with a list under 'params'")
+                _checked_hyperparameters({k: v for k, v in group.items() if k != "params"},
+                                         f"param_groups[{gi}]")
+                amsgrad = bool(group["amsgrad"])
+                for p in group["params"]:
+                    i = len(params)
+                    label = self._param_label(i)
+                    _check_tensor(p, label, "param")
+                    params.append(p)
+                    keep.append(p.untyped_storage())
+                    infos.append(self._plan_entry(gi, i, p, label, amsgrad, keep, created))
+            _check_distinct(params, self._param_label)
+            written = [(f"state of {self._param_label(i)}[{key!r}]", info[8][k + 1].detach().numpy())
+                       for i, info in enumerate(infos) if info[8] is not None
+                       for k, key in enumerate(_STATE_KEYS) if info[8][k + 1] is not None]
+            pair = first_overlap([(self._param_label(i), p.detach().numpy()) for i, p in enumerate(params)]
+                                 + written)
+            if pair is not None:
+                raise ValueError(f"{pair[0]} and {pair[1]} overlap in memory")
+            self._plan = _core.TorchStepPlan(self.param_groups, self.state, self.state.mutations,
+                                             list(self.param_groups), params,
+                                             infos, keep, _data_ptr, _stride, self._read_group, self._fix_grad,
+                                             _unscaled, torch._C._increment_version)
+        except BaseException:
+            self._forget(created)
+            raise
+        return created
+
+    def _plan_entry(self, gi, i, p, label, amsgrad, keep, created):
+        """The plan's tuple for param i (see TorchStepPlan), creating or normalizing its state as needed."""
+        state = self.state.get(p)
+        has_grad = p.grad is not None
+        if not state:
+            if not has_grad:
+                return (gi, _data_ptr(p), p.numel(), p.dtype == torch.float64, p.dtype, p.shape, p.stride(),
+                        None, None, 0, False, 0, 0, 0)
+            state = {"step": torch.zeros((), dtype=torch.float32)}
+            for key in _STATE_KEYS[:3 if amsgrad else 2]:
+                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            created.append((p, self.state.get(p), None))
+            self.state[p] = state
+        elif amsgrad and state.get("max_exp_avg_sq") is None and has_grad:
+            # amsgrad switched on for a param that has state: its running max starts from zeros
+            created.append((p, state, "max_exp_avg_sq"))
+            state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        where = f"state of {label}"
+        if not isinstance(state, dict):
+            raise TypeError(f"{where} must be a dict, got {type(state).__name__}")
+        step = state.get("step")
+        if not isinstance(step, torch.Tensor):  # older checkpoints store a number: torch makes it a tensor
+            if isinstance(step, bool) or not isinstance(step, numbers.Real):
+                raise TypeError(f"{where}['step'] must be a number or a 0-d tensor, got {type(step).__name__}")
+            step = state["step"] = torch.tensor(float(step), dtype=torch.float32)
+        elif (step.numel() != 1 or step.device.type != "cpu" or step.dtype not in _FLOAT_DTYPES
+              or step.layout != torch.strided):
+            if step.numel() != 1 or step.is_complex():
+                raise ValueError(f"{where}['step'] must be a 0-d tensor, got shape {tuple(step.shape)}")
+            step = state["step"] = torch.tensor(float(step.item()), dtype=torch.float32)
+        keep.append(step.untyped_storage())
+        tensors = [step]
+        ptrs = []
+        for key in _STATE_KEYS:
+            t = state.get(key)
+            if t is None:
+                if key != "max_exp_avg_sq":
+                    raise ValueError(f"{where} is missing {key!r}")
+                tensors.append(None)
+                ptrs.append(0)
+                continue
+            name = f"{where}[{key!r}]"
+            _check_tensor(t, name)
+            if t.dtype != p.dtype:
+                raise TypeError(f"{name} has dtype {t.dtype}, its param {p.dtype}")
+            if t.shape != p.shape:
+                raise ValueError(f"{name} has shape {tuple(t.shape)}, its param {tuple(p.shape)}")
+            if not _same_layout(t, p):  # e.g. a contiguous checkpoint for a channels_last param
+                with torch.no_grad():
+                    t = state[key] = torch.empty_like(p, memory_format=torch.preserve_format).copy_(t)
+            keep.append(t.untyped_storage())
+            tensors.append(t)
+            ptrs.append(_data_ptr(t))
+        return (gi, _data_ptr(p), p.numel(), p.dtype == torch.float64, p.dtype, p.shape, p.stride(), state,
+                tuple(tensors), _data_ptr(step), step.dtype == torch.float64, ptrs[0], ptrs[1], ptrs[2])
+
+    def _forget(self, created):
+        for p, previous, key in reversed(created):
+            if key is not None:
+                previous.pop(key, None)
+            elif previous is None:
+                self.state.pop(p, None)
+            else:
+                self.state[p] = previous
+        if created:
+            self._plan = None
+
+    def _read_group(self, group, index):
+        """The plan's reader for a group its C-level fast path does not take (a Tensor lr, ints, ...)."""
+        hp = _checked_hyperparameters(group, f"param_groups[{index}]")
+        beta1, beta2 = hp["betas"]
+        return (hp["lr"], beta1, beta2, hp["eps"], hp["weight_decay"], hp["amsgrad"], hp["maximize"],
+                hp["decoupled_weight_decay"])
+
+    def _fix_grad(self, grad, index, planned_shape, planned_strides):
+        """A grad that failed the plan's quick check: the same values in its param's layout, or a clear error.
+        If the param itself changed shape or strides in place (same storage), the plan is rebuilt first."""
+        p = self._plan_param(index)
+        if p.shape != planned_shape or p.stride() != planned_strides:
+            raise _core.TorchPlanStale()
+        name = f"{self._param_label(index)}.grad"
+        _check_tensor(grad, name, "gradient")
+        if grad.dtype != p.dtype:
+            raise TypeError(f"{name} has dtype {grad.dtype}, its param {p.dtype}")
+        if grad.shape != p.shape:
+            raise ValueError(f"{name} has shape {tuple(grad.shape)}, its param {tuple(p.shape)}")
+        if _same_layout(grad, p):
+            return grad
+        with torch.no_grad():
+            return torch.empty_like(p, memory_format=torch.preserve_format).copy_(grad)
+
+    def _plan_param(self, index):
+        for group in self.param_groups:
+            if index < len(group["params"]):
+                return group["params"][index]
+            index -= len(group["params"])
+        raise IndexError(index)
+
+
+_ADAM_STEP = Adam.step
+
+
+def _check_grad_scale(grad_scale):
+    if not isinstance(grad_scale, torch.Tensor) or grad_scale.numel() != 1 or grad_scale.device.type != "cpu":
+        raise TypeError("grad_scale must be a 1-element CPU tensor (as GradScaler provides), got "
+                        f"{type(grad_scale).__name__}")
+
+
+def _unscaled(grads, grad_scale):
+    """Temporary unscaled copies of the grads (one foreach call): Adam is not scale-invariant (eps), so the
+    step needs g / scale exactly; the user's .grad tensors are left as they are."""
+    with torch.no_grad():
+        return list(torch._foreach_div(grads, grad_scale))
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (param *= 1 - lr * weight_decay first), torch.optim.AdamW's defaults."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
+                 maximize=False, foreach=None, capturable=False, differentiable=False, fused=None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, foreach=foreach,
+                         capturable=capturable, differentiable=differentiable, fused=fused,
+                         decoupled_weight_decay=True)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = True
