@@ -48,6 +48,19 @@ def test_autotune_keeps_serial_when_threads_cannot_run():
     assert total / (15_000 * len(modes)) < 7.0  # with the pool a real threaded step costs ~serial; see below
 
 
+def test_autotune_retries_a_losing_mode_less_and_less():
+    # a busy core: every threaded step costs a scheduler slice; re-tries back off, so their total cost is small
+    serial_ns, threaded_ns, steps = 15_000, 3_000_000, 20_000
+    modes, choice = _core.autotune_trace(lambda k, mode: threaded_ns if mode else serial_ns, steps)
+    assert choice == 1
+    retries = modes[10:].count(1)
+    assert retries <= 16, f"{retries} threaded re-tries in {steps} steps"
+    total = sum(threaded_ns if m else serial_ns for m in modes)
+    assert total / (serial_ns * steps) < 1.25, "exploration costs under 25% on average even in this extreme case"
+    late = modes[steps // 2:]
+    assert late.count(1) <= 4, "late in the run, re-tries are at most every 3200 steps"
+
+
 def test_autotune_needs_a_clear_win_for_threads():
     _, choice = _core.autotune_trace(lambda k, mode: 98_500 if mode else 100_000, 300)
     assert choice == 1, "a 1.5% gain is within noise: stay serial"
