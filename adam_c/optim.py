@@ -1,27 +1,36 @@
 """optim.py: Adam and AdamW for NumPy arrays with torch.optim's shape: param groups, step, state_dict."""
+import contextlib
 import threading
 from collections.abc import Mapping
 
 import numpy as np
 
 from . import _core
-from ._validation import HYPERPARAMETERS, check_hyperparameters, check_param, first_overlap
+from ._mixed import MixedOptions, check_step_extras
+from ._validation import HYPERPARAMETERS, check_hyperparameters, check_param, compute_dtype, first_overlap
 
 _STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+_MIXED_KEYS = ("master", "ema")  # mixed precision (see _mixed.py): fp32 master copy, EMA of the params
 
 
 class Adam:
     """Adam (and AMSGrad, AdamW via decoupled_weight_decay) updating NumPy arrays in place.
 
     params: an iterable of arrays, or of dicts {"params": [...], <hyperparameter>: value} (param groups).
-    Each array: writable, C-contiguous, float32 or float64, any shape. One `step` is one C call over all params.
+    Each array: writable, C-contiguous, float32, float64, float16 or bfloat16 (ml_dtypes), any shape. One `step`
+    is one C call over all params.
+    Mixed precision (README, "Mixed precision"): master_weights=True keeps a float32 master copy of each
+    float16/bfloat16 param; rounding="stochastic" rounds bfloat16 params without master stochastically
+    (reproducible from `seed`); ema_decay=d keeps an EMA of the params (see ema_weights()).
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
-                 maximize=False, decoupled_weight_decay=False):
+                 maximize=False, decoupled_weight_decay=False, master_weights=False, rounding="nearest",
+                 ema_decay=None, seed=0):
         self.defaults = check_hyperparameters(
             {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "amsgrad": amsgrad,
              "maximize": maximize, "decoupled_weight_decay": decoupled_weight_decay}, "")
+        self._mixed = MixedOptions.checked(master_weights, rounding, ema_decay, seed)
         if isinstance(params, (np.ndarray, Mapping)) or not _is_iterable(params):
             raise TypeError("params must be an iterable of arrays or of dicts (param groups), "
                             f"got {type(params).__name__}")
@@ -35,9 +44,12 @@ class Adam:
         else:
             groups = [self._checked_group({"params": entries}, 0, "params")]
         _check_distinct([p for g in groups for p in g["params"]])
+        self._mixed.check_params([p for g in groups for p in g["params"]], "params")
         self.param_groups = []
         self._params = []
-        self._state = {key: [] for key in _STATE_KEYS}
+        self._state = {key: [] for key in _STATE_KEYS + _MIXED_KEYS}
+        self.last_step_skipped = False  # the last step found a non-finite grad and changed nothing
+        self.last_grad_norm = None      # global grad norm of the last step (when it was computed)
         self._steps = np.zeros(0, np.int64)
         self._grads = None
         self._plan = None
@@ -73,7 +85,7 @@ class Adam:
         n_new = len(group["params"])
         self.param_groups.append(group)
         self._params.extend(group["params"])
-        for key in _STATE_KEYS:
+        for key in _STATE_KEYS + _MIXED_KEYS:
             self._state[key].extend([None] * n_new)
         self._steps = np.concatenate([self._steps, np.zeros(n_new, np.int64)])
         if self._grads is not None:
@@ -86,6 +98,7 @@ class Adam:
             group = self._checked_group(param_group, len(self.param_groups),
                                         f"param_groups[{len(self.param_groups)}]")
             _check_distinct(self._params + group["params"])
+            self._mixed.check_params(group["params"], f"param_groups[{len(self.param_groups)}]['params']")
             self._append_group(group)
 
     # ------------------------------------------------------------ grads
@@ -105,10 +118,18 @@ class Adam:
 
     # ------------------------------------------------------------ the step
 
-    def step(self, grads=None, closure=None):
+    def step(self, grads=None, closure=None, *, grad_scale=None, max_grad_norm=None, skip_nonfinite=None):
         """Update every param in place from `grads` (aligned with the params, in group order), or from
         opt.grads when grads is None. A grad of None skips its param. `closure`, if given, is called first and
-        returns (loss, grads). Returns the loss, or None. Raises before changing anything."""
+        returns (loss, grads). Returns the loss, or None. Raises before changing anything.
+
+        Fused around the step (one extra read of the grads when any is used):
+        grad_scale: the loss scale; grads are multiplied by float32(1/grad_scale) in the kernel (GradScaler's
+        unscale_), and a non-finite grad skips the whole step (skip_nonfinite defaults to True with a
+        grad_scale). max_grad_norm: clip by the global L2 norm over all grads (clip_grad_norm_ semantics).
+        After the call, opt.last_step_skipped tells whether the step was skipped (nothing changed, step counts
+        included) and opt.last_grad_norm holds the global norm of the unscaled grads (None if not computed)."""
+        extras = check_step_extras(grad_scale, max_grad_norm, skip_nonfinite)
         loss = None
         if closure is not None:
             result = closure()
@@ -120,19 +141,51 @@ class Adam:
         with self._lock:
             if grads is None:
                 grads = self.grads
+            run_options = dict(extras, **self._mixed.run_options())
             if self._plan is not None:
                 try:
-                    self._plan.run(grads, self.param_groups)
+                    self._record(self._plan.run(grads, self.param_groups, **run_options))
                     return loss
                 except _core.AmsgradBuffersMissing:
                     pass  # a group turned amsgrad on: allocate its buffers and rebuild below
             added = self._build_plan()
             try:
-                self._plan.run(grads, self.param_groups)
+                outcome = self._plan.run(grads, self.param_groups, **run_options)
             except BaseException:
                 self._forget(added)  # a failed step changes nothing, not even new zero buffers
                 raise
+            if outcome[0]:
+                self._forget(added)  # a skipped step changes nothing either
+            self._record(outcome)
         return loss
+
+    def _record(self, outcome):
+        skipped, norm, _coef = outcome
+        self.last_step_skipped = bool(skipped)
+        self.last_grad_norm = norm
+
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """Within the block the params hold their EMA (rounded to the param dtype); afterwards their own values
+        again, bit for bit (evaluate with the averaged weights, keep training with the others). Needs
+        ema_decay; params without an EMA yet (never stepped) keep their values."""
+        if self._mixed.ema_decay is None:
+            raise ValueError("ema_weights() needs an optimizer built with ema_decay=")
+        with self._lock:
+            saved = []
+            for p, ema in zip(self._params, self._state["ema"]):
+                if ema is not None:
+                    saved.append((p, p.copy()))
+                    if p.dtype == ema.dtype:
+                        np.copyto(p, ema)
+                    else:  # float32 EMA into a float16/bfloat16 param: round to nearest even, as the step does
+                        _core.convert(ema.reshape(-1), p.reshape(-1))
+        try:
+            yield self
+        finally:
+            with self._lock:
+                for p, backup in saved:
+                    np.copyto(p, backup)
 
     def _build_plan(self):
         """Allocate any missing state (zeros) and prepare the C pointer table; runs on the first step and after
@@ -145,11 +198,18 @@ class Adam:
             for p in group["params"]:
                 for key in _STATE_KEYS if ams else _STATE_KEYS[:2]:
                     if self._state[key][i] is None:
-                        self._state[key][i] = np.zeros_like(p)
+                        self._state[key][i] = np.zeros(p.shape, compute_dtype(p.dtype))
+                        added.append((key, i))
+                for key in self._mixed.extra_buffers(p):  # master, ema: start as copies of the param
+                    if self._state[key][i] is None:
+                        source = self._state["master"][i] if key == "ema" and self._state["master"][i] is not None else p
+                        self._state[key][i] = source.astype(compute_dtype(p.dtype), order="C")
                         added.append((key, i))
                 i += 1
         sizes = [len(g["params"]) for g in self.param_groups]
-        self._plan = _core.StepPlan(self._params, *(self._state[k] for k in _STATE_KEYS), sizes, self._steps)
+        self._plan = _core.StepPlan(self._params, *(self._state[k] for k in _STATE_KEYS), sizes, self._steps,
+                                    *(self._state[k] for k in _MIXED_KEYS),
+                                    stochastic=self._mixed.rounding == "stochastic")
         return added
 
     def _forget(self, added):
@@ -170,13 +230,14 @@ class Adam:
 
     @property
     def state(self):
-        """{index: {"step", "exp_avg", "exp_avg_sq"[, "max_exp_avg_sq"]}} for params with state: live arrays."""
+        """{index: {"step", "exp_avg", "exp_avg_sq"[, "max_exp_avg_sq", "master", "ema"]}} for params with
+        state: live arrays."""
         out = {}
         for i in range(len(self._params)):
             if self._state["exp_avg"][i] is None:
                 continue
             entry = {"step": int(self._steps[i])}
-            for key in _STATE_KEYS:
+            for key in _STATE_KEYS + _MIXED_KEYS:
                 if self._state[key][i] is not None:
                     entry[key] = self._state[key][i]
             out[i] = entry
@@ -208,11 +269,11 @@ class Adam:
                 group["params"] = params
             n = len(self._params)
             self._steps = np.zeros(n, np.int64)
-            for key in _STATE_KEYS:
+            for key in _STATE_KEYS + _MIXED_KEYS:
                 self._state[key] = [None] * n
             for i, entry in state.items():
                 self._steps[i] = entry["step"]
-                for key in _STATE_KEYS:
+                for key in _STATE_KEYS + _MIXED_KEYS:
                     if key in entry:
                         self._state[key][i] = entry[key]
             self._plan = None
@@ -221,7 +282,7 @@ class Adam:
 
     def __getstate__(self):
         return {"defaults": self.defaults, "param_groups": self.param_groups, "params": self._params,
-                "state": self._state, "steps": self._steps, "grads": self._grads}
+                "state": self._state, "steps": self._steps, "grads": self._grads, "mixed": self._mixed}
 
     def __setstate__(self, saved):
         self.defaults = saved["defaults"]
@@ -230,6 +291,10 @@ class Adam:
         self._state = saved["state"]
         self._steps = saved["steps"]
         self._grads = saved["grads"]
+        self._mixed = saved.get("mixed", MixedOptions.checked(False, "nearest", None, 0))
+        for key in _STATE_KEYS + _MIXED_KEYS:
+            self._state.setdefault(key, [None] * len(self._params))
+        self.last_step_skipped, self.last_grad_norm = False, None
         self._plan = None
         self._lock = threading.Lock()
 
@@ -247,9 +312,10 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (param *= 1 - lr*weight_decay before the update)."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
-                 maximize=False):
+                 maximize=False, master_weights=False, rounding="nearest", ema_decay=None, seed=0):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                         maximize=maximize, decoupled_weight_decay=True)
+                         maximize=maximize, decoupled_weight_decay=True, master_weights=master_weights,
+                         rounding=rounding, ema_decay=ema_decay, seed=seed)
 
 
 def _is_iterable(obj):
