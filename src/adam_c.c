@@ -337,19 +337,25 @@ static void run_segment(const adamc_target *target, const adamc_tensor *t, const
         (t->dtype == ADAMC_FLOAT64 ? target->step_f64 : target->step_f32)(t, c, begin, end);
 }
 
-/* Elements a cut inside tensor t must be a multiple of (relative to the tensor's start): 1 so far. Blockwise
- * quantised state (issue 10) returns its block size here, so a block is never split between chunks. */
+/* Elements a cut inside tensor t must be a multiple of (relative to the tensor's start; a power of two): 1 so
+ * far. Blockwise quantised state (issue 10) returns its block size here, so a block is never split between
+ * chunks. */
 static size_t cut_granule(const adamc_tensor *t)
 {
     (void)t;
     return 1;
 }
 
+/* The norm pass cuts at multiples of this many elements of a tensor (never by address): its sums then depend on
+ * the tensor sizes alone, not on where the buffers happen to be allocated. */
+#define NORM_GRANULE 64u
+
 /* Where byte `cut` of the concatenated work lands: tensor index and element offset, moved forward to the next
  * 64-byte boundary of the param buffer so neighbouring chunks never share a cache line (then to the tensor's cut
- * granule). Both chunks beside a cut compute it with this same function, so the chunks tile the work exactly. */
+ * granule). Both chunks beside a cut compute it with this same function, so the chunks tile the work exactly.
+ * by_index (the read-only norm pass): to the next multiple of NORM_GRANULE elements instead of the cache line. */
 static void locate_cut(const adamc_tensor *tensors, const size_t *byte_start, size_t count, size_t cut,
-                       size_t *tensor_out, size_t *offset_out)
+                       int by_index, size_t *tensor_out, size_t *offset_out)
 {
     size_t lo = 0, hi = count; /* find the last tensor whose start is <= cut */
     while (hi - lo > 1) {
@@ -364,9 +370,13 @@ static void locate_cut(const adamc_tensor *tensors, const size_t *byte_start, si
     size_t offset = (cut - byte_start[lo]) / elsize;
     uintptr_t addr = (uintptr_t)t->param + offset * elsize;
     size_t misalign = addr % CACHE_LINE;
+    if (by_index)
+        misalign = 0;
     if (misalign && offset > 0)
         offset += (CACHE_LINE - misalign) / elsize;
-    const size_t granule = cut_granule(t);
+    size_t granule = cut_granule(t);
+    if (by_index && granule < NORM_GRANULE)
+        granule = NORM_GRANULE; /* cut_granule is a power of two: the larger one is a multiple of the other */
     if (granule > 1 && offset % granule)
         offset += granule - offset % granule;
     if (offset > t->n)
@@ -390,6 +400,7 @@ typedef struct step_job {
     size_t chunk_bytes;
     segment_fn segment;
     double *partial;             /* norm pass: 2 doubles per chunk (sum of squares, non-finite marker) */
+    int by_index;                /* cut by element index only (the norm pass), see locate_cut */
 } step_job;
 
 static void step_segment(const step_job *job, size_t chunk, size_t i, size_t begin, size_t end)
@@ -427,13 +438,13 @@ static void run_chunk(const void *ctx, size_t chunk)
 {
     const step_job *job = (const step_job *)ctx;
     size_t t0, off0, t1, off1;
-    locate_cut(job->tensors, job->byte_start, job->count, chunk * job->chunk_bytes, &t0, &off0);
+    locate_cut(job->tensors, job->byte_start, job->count, chunk * job->chunk_bytes, job->by_index, &t0, &off0);
     const size_t cut1 = (chunk + 1) * job->chunk_bytes;
     if (cut1 >= job->total_bytes) {
         t1 = job->count - 1;
         off1 = job->tensors[t1].n;
     } else {
-        locate_cut(job->tensors, job->byte_start, job->count, cut1, &t1, &off1);
+        locate_cut(job->tensors, job->byte_start, job->count, cut1, job->by_index, &t1, &off1);
     }
     for (size_t i = t0; i <= t1; i++) {
         const size_t begin = i == t0 ? off0 : 0;
@@ -610,7 +621,7 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
         compute_coeffs(&entries[i], o, &coeffs[i]);
 
     const size_t chunk_bytes = chunk_bytes_for(total_bytes);
-    step_job job = {active_target, entries, coeffs, byte_start, count, total_bytes, chunk_bytes, segment, NULL};
+    step_job job = {active_target, entries, coeffs, byte_start, count, total_bytes, chunk_bytes, segment, NULL, 0};
     const size_t nchunks = (total_bytes + chunk_bytes - 1) / chunk_bytes;
     int nthreads = adamc_get_num_threads();
     /* the threshold is in float32 elements; a float64 element counts double (divided, so no overflow) */
@@ -627,6 +638,7 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
         step_job norm_job = job;
         norm_job.segment = norm_segment;
         norm_job.partial = partial;
+        norm_job.by_index = 1;
         adamc_pool_run(run_chunk, &norm_job, nchunks, nthreads);
         double sumsq = 0.0, bad = 0.0;
         for (size_t k = 0; k < nchunks; k++) { /* chunk order: the same bits for any thread count */
