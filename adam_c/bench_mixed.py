@@ -43,6 +43,7 @@ def fp32_fused_around(torch):
             tp.grad = torch.from_numpy(g.copy())
         topt = torch.optim.Adam(tparams, lr=LR, fused=True)
         scaler = torch.amp.GradScaler("cpu", init_scale=SCALE, growth_interval=10**9)
+        scaler.scale(torch.ones(()))  # what a training loop's scaler.scale(loss) does first: creates the scale
 
         def theirs():
             scaler.unscale_(topt)

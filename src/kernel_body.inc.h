@@ -244,30 +244,35 @@ void ADAMC_NAME(adamc_kernel)(const adamc_tensor *t, const adamc_coeffs *c, size
 #undef ADAMC_STATE_COMPUTE
 
 /* Sum of squares of the unscaled grads over [begin, end): 8 double lanes, lane = (element - begin) % 8, each a
- * sequential sum, combined in a fixed order, so every target gives the same bits for the same range. */
+ * sequential sum, combined in a fixed order, so every target gives the same bits for the same range. GCC vector
+ * types make the 8 lanes explicit (exact element-wise operations; each target maps them to its registers). */
 static inline __attribute__((always_inline)) double ADAMC_NAME(sumsq_pass)(const adamc_tensor *t,
                                                                            const adamc_coeffs *c, size_t begin,
                                                                            size_t end, const int gtype,
                                                                            double *nonfinite)
 {
+    typedef ADAMC_T vec_t __attribute__((vector_size(8 * sizeof(ADAMC_T))));
+    typedef double vec_d __attribute__((vector_size(8 * sizeof(double))));
     const ADAMC_T inv_scale = (ADAMC_T)c->inv_scale;
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, bad[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    vec_d acc = {0, 0, 0, 0, 0, 0, 0, 0}, bad = {0, 0, 0, 0, 0, 0, 0, 0};
     ADAMC_T gtile[ADAMC_TILE];
     for (size_t i = begin; i < end; i += ADAMC_TILE) {
         const size_t k = end - i < ADAMC_TILE ? end - i : ADAMC_TILE;
         const ADAMC_T *gp = ADAMC_NAME(load)(gtype, t->grad, i, k, gtile);
         size_t j = 0;
         for (; j + 8 <= k; j += 8) {
-            for (int l = 0; l < 8; l++) {
-                const double x = (double)(gp[j + l] * inv_scale);
-                acc[l] += x * x;
-                bad[l] += x * 0.0; /* NaN for inf or NaN, else +-0 */
-            }
+            vec_t g;
+            memcpy(&g, gp + j, sizeof g);
+            const vec_d x = __builtin_convertvector(g * inv_scale, vec_d);
+            acc += x * x;
+            bad += x - x; /* NaN for inf or NaN, else 0 */
         }
-        for (int l = 0; j + (size_t)l < k; l++) { /* only in the last tile: k is a multiple of 8 before */
-            const double x = (double)(gp[j + l] * inv_scale);
-            acc[l] += x * x;
-            bad[l] += x * 0.0;
+        if (j < k) { /* only in the last tile: k is a multiple of 8 before; missing lanes add 0 */
+            vec_t g = {0, 0, 0, 0, 0, 0, 0, 0};
+            memcpy(&g, gp + j, (k - j) * sizeof(ADAMC_T));
+            const vec_d x = __builtin_convertvector(g * inv_scale, vec_d);
+            acc += x * x;
+            bad += x - x;
         }
     }
     *nonfinite = ((bad[0] + bad[1]) + (bad[2] + bad[3])) + ((bad[4] + bad[5]) + (bad[6] + bad[7]));
