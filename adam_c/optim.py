@@ -273,7 +273,8 @@ class Adam:
                 self._state[key] = [None] * n
             for i, entry in state.items():
                 self._steps[i] = entry["step"]
-                for key in _STATE_KEYS + _MIXED_KEYS:
+                wanted = _STATE_KEYS + tuple(self._mixed.extra_buffers(self._params[i]))
+                for key in wanted:  # a master or EMA this optimizer does not keep is not loaded
                     if key in entry:
                         self._state[key][i] = entry[key]
             self._plan = None

@@ -428,3 +428,12 @@ def test_demo_trains_bf16_with_master_weights_as_well_as_fp32(capsys):
     capsys.readouterr()
     assert fp32 > 0.8 and abs(bf16 - fp32) <= 0.02, (fp32, bf16)
     assert main  # the CLI entry point exists (python -m adam_c --dtype bfloat16 --master-weights)
+
+
+def test_loading_a_master_into_an_optimizer_without_master_weights_ignores_it():
+    params, grad_steps = _make((7,), BF16, BF16, 4)
+    opt = adam_c.Adam([params[0].copy()], master_weights=True)
+    opt.step(grad_steps[0])
+    plain = adam_c.Adam([params[0]])
+    plain.load_state_dict(opt.state_dict())
+    assert "master" not in plain.state[0] and "exp_avg" in plain.state[0]
