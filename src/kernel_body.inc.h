@@ -243,9 +243,12 @@ void ADAMC_NAME(adamc_kernel)(const adamc_tensor *t, const adamc_coeffs *c, size
 #undef ADAMC_GCASES
 #undef ADAMC_STATE_COMPUTE
 
-/* Sum of squares of the unscaled grads over [begin, end): 8 double lanes, lane = (element - begin) % 8, each a
- * sequential sum, combined in a fixed order, so every target gives the same bits for the same range. GCC vector
- * types make the 8 lanes explicit (exact element-wise operations; each target maps them to its registers). */
+/* Sum of squares of the unscaled grads over [begin, end) in double: 4 accumulators of 8 lanes (independent
+ * chains, so the adds overlap), element e going to lane (e - begin) % 32 in the main loop and to accumulators in
+ * turn in the tail, combined in a fixed order: every target gives the same bits for the same range. GCC vector
+ * types make the lanes explicit (exact element-wise operations; each target maps them to its registers).
+ * Non-finite grads: float32 squares cannot overflow a double sum, so a non-finite sum means a non-finite grad;
+ * float64 squares can, so float64 grads also accumulate x - x (NaN exactly for inf/NaN). */
 static inline __attribute__((always_inline)) double ADAMC_NAME(sumsq_pass)(const adamc_tensor *t,
                                                                            const adamc_coeffs *c, size_t begin,
                                                                            size_t end, const int gtype,
@@ -254,29 +257,44 @@ static inline __attribute__((always_inline)) double ADAMC_NAME(sumsq_pass)(const
     typedef ADAMC_T vec_t __attribute__((vector_size(8 * sizeof(ADAMC_T))));
     typedef double vec_d __attribute__((vector_size(8 * sizeof(double))));
     const ADAMC_T inv_scale = (ADAMC_T)c->inv_scale;
-    vec_d acc = {0, 0, 0, 0, 0, 0, 0, 0}, bad = {0, 0, 0, 0, 0, 0, 0, 0};
+    vec_d acc[4], bad[4];
+    for (int q = 0; q < 4; q++)
+        acc[q] = (vec_d){0, 0, 0, 0, 0, 0, 0, 0}, bad[q] = acc[q];
     ADAMC_T gtile[ADAMC_TILE];
+#define ADAMC_SUMSQ_ADD(q, src)                                                                                   \
+    do {                                                                                                          \
+        vec_t g_;                                                                                                 \
+        memcpy(&g_, (src), sizeof g_);                                                                            \
+        const vec_d x_ = __builtin_convertvector(g_ * inv_scale, vec_d);                                          \
+        acc[q] += x_ * x_;                                                                                        \
+        if (ADAMC_IS_F64)                                                                                         \
+            bad[q] += x_ - x_;                                                                                    \
+    } while (0)
+    int next = 0; /* the accumulator the next tail group goes to */
     for (size_t i = begin; i < end; i += ADAMC_TILE) {
         const size_t k = end - i < ADAMC_TILE ? end - i : ADAMC_TILE;
         const ADAMC_T *gp = ADAMC_NAME(load)(gtype, t->grad, i, k, gtile);
         size_t j = 0;
-        for (; j + 8 <= k; j += 8) {
-            vec_t g;
-            memcpy(&g, gp + j, sizeof g);
-            const vec_d x = __builtin_convertvector(g * inv_scale, vec_d);
-            acc += x * x;
-            bad += x - x; /* NaN for inf or NaN, else 0 */
+        for (; j + 32 <= k; j += 32) {
+            ADAMC_SUMSQ_ADD(0, gp + j);
+            ADAMC_SUMSQ_ADD(1, gp + j + 8);
+            ADAMC_SUMSQ_ADD(2, gp + j + 16);
+            ADAMC_SUMSQ_ADD(3, gp + j + 24);
         }
-        if (j < k) { /* only in the last tile: k is a multiple of 8 before; missing lanes add 0 */
-            vec_t g = {0, 0, 0, 0, 0, 0, 0, 0};
-            memcpy(&g, gp + j, (k - j) * sizeof(ADAMC_T));
-            const vec_d x = __builtin_convertvector(g * inv_scale, vec_d);
-            acc += x * x;
-            bad += x - x;
+        /* only in the last tile (tiles are multiples of 32): groups of 8, then the rest padded with zeros */
+        for (; j < k; j += 8) {
+            ADAMC_T part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            memcpy(part, gp + j, (k - j < 8 ? k - j : 8) * sizeof(ADAMC_T));
+            ADAMC_SUMSQ_ADD(next, part);
+            next = (next + 1) & 3;
         }
     }
-    *nonfinite = ((bad[0] + bad[1]) + (bad[2] + bad[3])) + ((bad[4] + bad[5]) + (bad[6] + bad[7]));
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+#undef ADAMC_SUMSQ_ADD
+    const vec_d a = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    const vec_d b = (bad[0] + bad[1]) + (bad[2] + bad[3]);
+    const double sum = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    *nonfinite = ADAMC_IS_F64 ? ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7])) : sum - sum;
+    return sum;
 }
 
 double ADAMC_NAME(adamc_sumsq)(const adamc_tensor *t, const adamc_coeffs *c, size_t begin, size_t end,
