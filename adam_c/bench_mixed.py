@@ -36,7 +36,10 @@ def fp32_fused_around(torch):
     def ours():
         opt.step(grads, grad_scale=SCALE, max_grad_norm=MAX_NORM)
 
-    out = [("adam_c: step(grad_scale=, max_grad_norm=)", 4 + 28, ours)]
+    plain_params = [p.copy() for p in params]
+    plain = adam_c.Adam(plain_params, lr=LR)
+    out = [("adam_c: step(grad_scale=, max_grad_norm=)", 4 + 28, ours),
+           ("  (for reference) adam_c: plain step", 28, lambda: plain.step(grads))]
     if torch is not None:
         tparams = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params]
         for tp, g in zip(tparams, grads):
@@ -53,6 +56,7 @@ def fp32_fused_around(torch):
 
         # unscale_ reads+writes g (8) and checks it, the norm reads g (4), the clip multiply reads+writes (8)
         out.append(("torch: GradScaler.unscale_ + clip_grad_norm_ + fused step", 8 + 4 + 8 + 28, theirs))
+        out.append(("  (for reference) torch: fused step alone", 28, topt.step))
     return out
 
 
