@@ -81,3 +81,17 @@ def check_step_extras(grad_scale, max_grad_norm, skip_nonfinite):
         skip_nonfinite = grad_scale is not None
     out["skip_nonfinite"] = flag(skip_nonfinite, "skip_nonfinite")
     return out
+
+
+def numpy_view(tensor):
+    """Hook for adam_c.torch (issue 9 asks for torch half/bfloat16 params): a NumPy array sharing the memory of a
+    contiguous CPU torch tensor, float16 and bfloat16 included (NumPy has no bfloat16, so the bits are viewed as
+    ml_dtypes.bfloat16). The optimizer then updates the tensor in place through the array. Not a copy: keep the
+    tensor alive as long as the array is used."""
+    import torch  # only called with torch tensors
+
+    if tensor.dtype == torch.bfloat16:
+        if BFLOAT16 is None:
+            raise TypeError("bfloat16 tensors need the ml_dtypes package (pip install ml_dtypes)")
+        return tensor.detach().view(torch.int16).numpy().view(BFLOAT16)
+    return tensor.detach().numpy()

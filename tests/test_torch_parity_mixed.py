@@ -141,3 +141,19 @@ def test_clip_grad_norm_matches_torch(max_norm):
         assert opt.last_grad_norm == pytest.approx(exact, rel=1e-13)
     for p, tp in zip(ours, tparams):
         np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("tdtype", [torch.bfloat16, torch.float16])
+def test_numpy_view_hook_updates_torch_tensors_in_place(tdtype):
+    """The hook adam_c.torch will use: torch half/bfloat16 params stepped through zero-copy NumPy views."""
+    from adam_c._mixed import numpy_view
+
+    p = torch.randn(1001).to(tdtype)
+    g = (torch.randn(1001) * 0.1).to(tdtype)
+    expected = p.clone()
+    opt = adam_c.Adam([numpy_view(p)], lr=1e-2, master_weights=True)
+    opt.step([numpy_view(g)])
+    twin = adam_c.Adam([numpy_view(expected)], lr=1e-2, master_weights=True)
+    twin.step([numpy_view(g).astype(np.float32)])  # float32 grads: the same values, the same result
+    assert not torch.equal(p.float(), (torch.zeros(1001))) and torch.equal(p, expected)
+    assert numpy_view(p).ctypes.data == p.data_ptr()
