@@ -316,17 +316,11 @@ static void compute_coeffs(const adamc_tensor *t, const adamc_step_options *o, a
     if (!lerp_small)
         variant |= ADAMC_VARIANT_LERP_LARGE;
     c->variant = variant;
-    /* the kernel: the same-type one for float32/float64 without EMA, else the general one of this storage mode */
-    int mode = ADAMC_MODE_PLAIN;
-    if (t->dtype == ADAMC_FLOAT16)
-        mode = t->master ? ADAMC_MODE_F16_MASTER : ADAMC_MODE_F16;
-    else if (t->dtype == ADAMC_BFLOAT16)
-        mode = t->master ? ADAMC_MODE_BF16_MASTER
-                         : t->rounding == ADAMC_ROUND_STOCHASTIC ? ADAMC_MODE_BF16_SR : ADAMC_MODE_BF16;
-    if (mode == ADAMC_MODE_PLAIN && !t->ema)
+    /* the kernel: the same-type one for float32/float64 without EMA, else a general one */
+    if (!is_low_precision(t->dtype) && !t->ema)
         c->kind = -1;
     else
-        c->kind = ADAMC_KIND(mode, c->grad_type == t->dtype, hp->amsgrad != 0, t->ema != NULL);
+        c->kind = ADAMC_KIND(hp->amsgrad != 0, t->ema != NULL);
 }
 
 /* Runs elements [begin, end) of tensor t with the active target's kernel. */

@@ -43,18 +43,8 @@ enum {
     ADAMC_VARIANT_LERP_LARGE = 16 /* lerp weight >= 0.5: torch's other lerp form */
 };
 
-/* The general kernels: which param storage (mode), whether the grad has the param's type (else float32),
- * AMSGrad and EMA are compile-time; weight decay, lerp form and grad multipliers are uniform run-time values. */
-enum {
-    ADAMC_MODE_PLAIN = 0,        /* param in the compute type (float32 / float64): used with an EMA buffer */
-    ADAMC_MODE_F16 = 1,          /* float16 param, rounded to nearest even */
-    ADAMC_MODE_F16_MASTER = 2,   /* float16 param written from a float32 master */
-    ADAMC_MODE_BF16 = 3,         /* bfloat16 param, rounded to nearest even */
-    ADAMC_MODE_BF16_SR = 4,      /* bfloat16 param, stochastic rounding */
-    ADAMC_MODE_BF16_MASTER = 5,  /* bfloat16 param written from a float32 master */
-    ADAMC_MODE_COUNT = 6
-};
-#define ADAMC_KIND(mode, grad_same, ams, ema) ((((mode) * 2 + (grad_same)) * 2 + (ams)) * 2 + (ema))
+/* The general kernels (any storage types, master, rounding, EMA): AMSGrad and EMA pick one of 4 loops. */
+#define ADAMC_KIND(ams, ema) ((ams) * 2 + (ema))
 
 /* One thread's share of one tensor: elements [begin, end) (indices into the whole tensor's buffers). */
 typedef void (*adamc_kernel_fn)(const adamc_tensor *t, const adamc_coeffs *c, size_t begin, size_t end);

@@ -89,21 +89,21 @@ static inline uint16_t adamc_f32_to_f16(float x)
 
 /* ---- tiles (and the whole-buffer conversions of adamc_convert) */
 
-static inline void adamc_tile_bf16_to_f32(float *restrict dst, const uint16_t *restrict src, size_t n)
+static __attribute__((noinline)) void adamc_tile_bf16_to_f32(float *restrict dst, const uint16_t *restrict src, size_t n)
 {
 #pragma omp simd
     for (size_t i = 0; i < n; i++)
         dst[i] = adamc_bf16_to_f32(src[i]);
 }
 
-static inline void adamc_tile_f32_to_bf16(uint16_t *restrict dst, const float *restrict src, size_t n)
+static __attribute__((noinline)) void adamc_tile_f32_to_bf16(uint16_t *restrict dst, const float *restrict src, size_t n)
 {
 #pragma omp simd
     for (size_t i = 0; i < n; i++)
         dst[i] = adamc_f32_to_bf16(src[i]);
 }
 
-static inline void adamc_tile_f16_to_f32(float *restrict dst, const uint16_t *restrict src, size_t n)
+static __attribute__((noinline)) void adamc_tile_f16_to_f32(float *restrict dst, const uint16_t *restrict src, size_t n)
 {
     size_t i = 0;
 #if defined(__AVX512F__)
@@ -119,7 +119,7 @@ static inline void adamc_tile_f16_to_f32(float *restrict dst, const uint16_t *re
         dst[j] = adamc_f16_to_f32(src[j]);
 }
 
-static inline void adamc_tile_f32_to_f16(uint16_t *restrict dst, const float *restrict src, size_t n)
+static __attribute__((noinline)) void adamc_tile_f32_to_f16(uint16_t *restrict dst, const float *restrict src, size_t n)
 {
     size_t i = 0;
 #if defined(__AVX512F__)
@@ -151,7 +151,7 @@ static inline uint32_t adamc_hash32(uint32_t x)
 /* Stochastic rounding of a tile whose first element is element `first` of its tensor: the random bits of element
  * e are hash(hash(lo32(e) ^ key_lo) ^ key_hi ^ hi32(e)), key from (seed, step, tensor index): a counter, not a
  * stream, so they do not depend on which thread or target ran the element. */
-static inline void adamc_tile_f32_to_bf16_sr(uint16_t *restrict dst, const float *restrict src, size_t n,
+static __attribute__((noinline)) void adamc_tile_f32_to_bf16_sr(uint16_t *restrict dst, const float *restrict src, size_t n,
                                              uint64_t first, uint32_t key_lo, uint32_t key_hi)
 {
 #pragma omp simd

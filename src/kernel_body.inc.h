@@ -5,8 +5,10 @@
  * per-type helper: load_* gives a pointer to compute-type values (the buffer itself when it already has the
  * compute type, else a converted copy in an L1 tile), out_* the place the math writes to (the buffer or a tile),
  * store_* converts a tile back (rounding to nearest even, or stochastically). The math loop in between is the same
- * for every storage type. The type and mode arguments are compile-time constants at every instantiation below, so
- * each combination is its own branch-free loop and the helpers fold away for float32 (no copies); nothing is
+ * for every storage type. In the same-type kernels (float32/float64, the hot path) every argument is a
+ * compile-time constant, so the helpers fold away (no copies) and each option set is its own branch-free loop.
+ * In the general kernels the storage types are uniform run-time values: the helpers then choose a conversion
+ * once per tile (outside the math loop), so 4 loops (AMSGrad x EMA) serve every storage combination; nothing is
  * decided per element. Multiply-adds are separate operations and the build uses -ffp-contract=off, so every
  * target rounds exactly like the others (and like PyTorch's unfused formulas).
  *
@@ -86,9 +88,10 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(store_state)(const 
     (void)stype, (void)dst, (void)i, (void)k, (void)vals;
 }
 
-/* One specialised pass over elements [begin, end) of tensor t.
+/* One pass over elements [begin, end) of tensor t.
  * ptype/gtype/stype: storage types of param, grad, state. master: param is written from t->master (read and
- * updated in the compute type). stochastic: stochastic rounding of the param. ema: update t->ema. amsgrad.
+ * updated in the compute type). stochastic: stochastic rounding of the param (these four: constants or uniform
+ * run-time values, used per tile). ema: update t->ema. amsgrad (both compile-time constants).
  * decay: 0 none, 1 L2, 2 decoupled, -1 read from c->variant. lerp_large: 0/1, or -1 read from c->variant.
  * grad_mul: multiply grads by c->grad_mul1 then c->grad_mul2. */
 static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
@@ -195,15 +198,14 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
 #define ADAMC_CASES_AMS(base) ADAMC_CASES_DECAY(base) ADAMC_CASES_DECAY((base) | ADAMC_VARIANT_AMSGRAD)
 #define ADAMC_CASES_MUL(base) ADAMC_CASES_AMS(base) ADAMC_CASES_AMS((base) | ADAMC_VARIANT_GRAD_MUL)
 
-/* The general kernels: storage mode, grad type, AMSGrad and EMA compile-time; the rest run-time (see pass). */
-#define ADAMC_GCASE(mode, ptype, master, stochastic, gsame, ams, ema)                                            \
-    case ADAMC_KIND(mode, gsame, ams, ema):                                                                       \
-        ADAMC_NAME(pass)(t, c, begin, end, ptype, (gsame) ? (ptype) : ADAMC_SELF, ADAMC_STATE_COMPUTE, master,     \
-                         stochastic, ema, ams, -1, -1, 1);                                                        \
+/* The general kernels: AMSGrad and EMA compile-time (they add memory streams to the loop); everything else is a
+ * uniform run-time value: storage types, master and rounding pick per-tile conversions (outside the math loop),
+ * weight decay, lerp form and grad multipliers are selected inside it (see pass). 4 loops per compute type. */
+#define ADAMC_GCASE(ams, ema)                                                                                     \
+    case ADAMC_KIND(ams, ema):                                                                                    \
+        ADAMC_NAME(pass)(t, c, begin, end, t->dtype, c->grad_type, ADAMC_STATE_COMPUTE, t->master != NULL,         \
+                         t->rounding == ADAMC_ROUND_STOCHASTIC, ema, ams, -1, -1, 1);                             \
         return;
-#define ADAMC_GCASES(mode, ptype, master, stochastic, gsame)                                                      \
-    ADAMC_GCASE(mode, ptype, master, stochastic, gsame, 0, 0) ADAMC_GCASE(mode, ptype, master, stochastic, gsame, 0, 1) \
-    ADAMC_GCASE(mode, ptype, master, stochastic, gsame, 1, 0) ADAMC_GCASE(mode, ptype, master, stochastic, gsame, 1, 1)
 
 /* Entry point of this compute type and target: one switch per call (per tensor segment), then one loop. */
 void ADAMC_NAME(adamc_kernel)(const adamc_tensor *t, const adamc_coeffs *c, size_t begin, size_t end)
@@ -217,19 +219,10 @@ void ADAMC_NAME(adamc_kernel)(const adamc_tensor *t, const adamc_coeffs *c, size
         }
     }
     switch (c->kind) {
-        ADAMC_GCASES(ADAMC_MODE_PLAIN, ADAMC_SELF, 0, 0, 1)
-#if !ADAMC_IS_F64
-        ADAMC_GCASES(ADAMC_MODE_F16, ADAMC_FLOAT16, 0, 0, 0)
-        ADAMC_GCASES(ADAMC_MODE_F16, ADAMC_FLOAT16, 0, 0, 1)
-        ADAMC_GCASES(ADAMC_MODE_F16_MASTER, ADAMC_FLOAT16, 1, 0, 0)
-        ADAMC_GCASES(ADAMC_MODE_F16_MASTER, ADAMC_FLOAT16, 1, 0, 1)
-        ADAMC_GCASES(ADAMC_MODE_BF16, ADAMC_BFLOAT16, 0, 0, 0)
-        ADAMC_GCASES(ADAMC_MODE_BF16, ADAMC_BFLOAT16, 0, 0, 1)
-        ADAMC_GCASES(ADAMC_MODE_BF16_SR, ADAMC_BFLOAT16, 0, 1, 0)
-        ADAMC_GCASES(ADAMC_MODE_BF16_SR, ADAMC_BFLOAT16, 0, 1, 1)
-        ADAMC_GCASES(ADAMC_MODE_BF16_MASTER, ADAMC_BFLOAT16, 1, 0, 0)
-        ADAMC_GCASES(ADAMC_MODE_BF16_MASTER, ADAMC_BFLOAT16, 1, 0, 1)
-#endif
+        ADAMC_GCASE(0, 0)
+        ADAMC_GCASE(0, 1)
+        ADAMC_GCASE(1, 0)
+        ADAMC_GCASE(1, 1)
     default:
         return; /* unreachable: the dispatcher only builds the kinds above */
     }
@@ -240,7 +233,6 @@ void ADAMC_NAME(adamc_kernel)(const adamc_tensor *t, const adamc_coeffs *c, size
 #undef ADAMC_CASES_AMS
 #undef ADAMC_CASES_MUL
 #undef ADAMC_GCASE
-#undef ADAMC_GCASES
 #undef ADAMC_STATE_COMPUTE
 
 /* Sum of squares of the unscaled grads over [begin, end) in double: 4 accumulators of 8 lanes (independent
