@@ -1609,6 +1609,46 @@ static void test_mixed_step(void)
     mix_run(2, 1);
 }
 
+/* A program built against the 0.1 header passes a table of 0.1-sized entries (no mixed-precision fields): it
+ * must keep working, with the new fields read as their defaults, and give the same bits as the new layout. */
+typedef struct tensor_v1 {
+    size_t struct_size;
+    void *param;
+    const void *grad;
+    void *exp_avg;
+    void *exp_avg_sq;
+    void *max_exp_avg_sq;
+    size_t n;
+    int64_t step;
+    const adamc_hparams *hp;
+    int dtype;
+} tensor_v1;
+
+static void test_old_tensor_layout(void)
+{
+    enum { N = 77 };
+    static float a[2][4][N], b[2][4][N];
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < 4; j++)
+            for (int i = 0; i < N; i++)
+                a[k][j][i] = b[k][j][i] = (float)(j == 3 ? rng_unit() : rng_unit() - 0.5);
+    adamc_hparams hp;
+    adamc_hparams_init(&hp);
+    tensor_v1 old[2];
+    adamc_tensor now[2];
+    for (int k = 0; k < 2; k++) {
+        old[k] = (tensor_v1){sizeof(tensor_v1), a[k][0], a[k][1], a[k][2], a[k][3], NULL, N, 2, &hp, ADAMC_FLOAT32};
+        adamc_tensor_init(&now[k]);
+        now[k].param = b[k][0], now[k].grad = b[k][1], now[k].exp_avg = b[k][2], now[k].exp_avg_sq = b[k][3];
+        now[k].n = N, now[k].step = 2, now[k].hp = &hp;
+    }
+    CHECK(sizeof(tensor_v1) < sizeof(adamc_tensor), "the 0.1 layout is smaller");
+    adamc_status s1 = adamc_step_multi((const adamc_tensor *)(const void *)old, 2);
+    adamc_status s2 = adamc_step_multi(now, 2);
+    CHECK(s1 == ADAMC_OK && s2 == ADAMC_OK && memcmp(a, b, sizeof a) == 0,
+          "a table of 0.1-sized entries steps like the new layout (status %d, %d)", (int)s1, (int)s2);
+}
+
 static void test_bad_options(void)
 {
     adamc_step_options o;
@@ -1692,6 +1732,7 @@ int main(void)
     RUN(test_bad_hparams);
     RUN(test_bad_dtype);
     RUN(test_bad_options);
+    RUN(test_old_tensor_layout);
     RUN(test_struct_size_and_version);
     RUN(test_fork_after_parallel);
     RUN(test_impossible_sizes);
