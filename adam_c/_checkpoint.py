@@ -5,7 +5,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._validation import HYPERPARAMETERS, check_hyperparameters
+from ._validation import HYPERPARAMETERS, check_hyperparameters, compute_dtype
 
 _MAX_STEP = 2**62
 
@@ -65,18 +65,19 @@ def _step_value(value, where):
 
 
 def _state_array(value, param, where):
-    """A fresh C-contiguous copy of `value` in the param's dtype and shape."""
+    """A fresh C-contiguous copy of `value` in the param's state dtype (float64 for float64 params, else
+    float32) and shape."""
     if _is_torch_tensor(value):
         value = _torch_to_numpy(value, where)
     try:
         array = np.asarray(value)
     except Exception as exc:
         raise TypeError(f"{where} must be an array, got {type(value).__name__}") from exc
-    if array.dtype.kind not in "fiu":
+    if array.dtype.kind not in "fiu" and array.dtype != param.dtype:
         raise TypeError(f"{where} must be a real float array, got dtype {array.dtype}")
     if array.shape != param.shape:
         raise ValueError(f"{where} has shape {array.shape}, but its param has shape {param.shape}")
-    return np.array(array, dtype=param.dtype, order="C", copy=True)
+    return np.array(array, dtype=compute_dtype(param.dtype), order="C", copy=True)
 
 
 def validate_state_dict(opt, state_dict):
@@ -143,7 +144,7 @@ def validate_state_dict(opt, state_dict):
             if entry.get(key) is None:
                 raise ValueError(f"{where} is missing the key {key!r}")
         checked = {"step": _step_value(entry["step"], f"{where}['step']")}
-        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "master", "ema"):
             if key in entry and entry[key] is not None:
                 checked[key] = _state_array(entry[key], param, f"{where}[{key!r}]")
         state[i] = checked
