@@ -27,6 +27,8 @@ def _torch_to_numpy(value, where):
         value = value.detach()
         if value.is_complex():
             raise TypeError(f"{where} must be a real tensor, got dtype {value.dtype}")
+        if str(value.dtype) == "torch.bfloat16":  # NumPy has no bfloat16; exact in float32 (state is float32)
+            value = value.float()
         return value.resolve_conj().resolve_neg().cpu().numpy()
     except TypeError:
         raise

@@ -301,7 +301,9 @@ class Engine:
         """One step; raises before changing anything, and once the C call has run the step is kept whole.
         `extras`: StepPlan.run's per-step options from _mixed.check_step_extras (loss scale, clipping, skip).
         Returns (skipped, grad_norm or None, clip_coef); a skipped step changes nothing, step counts included."""
-        options = dict(extras or {}, **self.mixed.run_options())
+        options = self.mixed.run_options()
+        if extras:
+            options.update(extras)
         use_buffers = grads is None
         if use_buffers:
             grads = self.layout.grads  # the plan checks that they still match the groups

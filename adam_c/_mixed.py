@@ -84,7 +84,8 @@ def check_step_extras(grad_scale, max_grad_norm, skip_nonfinite):
         out["max_grad_norm"] = norm
     if skip_nonfinite is None:
         skip_nonfinite = grad_scale is not None
-    out["skip_nonfinite"] = flag(skip_nonfinite, "skip_nonfinite")
+    if flag(skip_nonfinite, "skip_nonfinite"):
+        out["skip_nonfinite"] = True  # False is StepPlan.run's default: a plain step passes no options at all
     return out
 
 
