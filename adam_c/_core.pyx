@@ -656,7 +656,7 @@ cdef class TorchStepPlan:
     def __init__(self, object groups_obj, object state_obj, Py_ssize_t state_mutations, list group_dicts,
                  list params, list infos, list keep, object data_ptr, object stride_of, object read_group, object fix_grad, object unscale,
                  object bump_versions):
-        """infos: per param (in group order) a tuple (group_index, param_ptr, numel, is_f64, dtype, shape,
+        """infos: per param (in group order) a tuple (group_index, param_ptr, numel, adamc_dtype, dtype, shape,
         strides, inner, entry, step_ptr, step_is_f64, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_sq_ptr) where
         inner/entry are None for a param without state. The helpers are Python callables: data_ptr(t),
         stride_of(t), read_group(group, index) -> hyperparameter tuple, fix_grad(grad, index, shape, strides) ->
@@ -693,7 +693,7 @@ cdef class TorchStepPlan:
             raise MemoryError("TorchStepPlan: out of memory")
         self.inner, self.entries, self.dtypes, self.shapes, self.strides = [], [], [], [], []
         for i in range(n):
-            (gi, param_ptr, numel, is_f64, dtype, shape, strides, inner, entry, step_ptr, step_f64,
+            (gi, param_ptr, numel, code, dtype, shape, strides, inner, entry, step_ptr, step_f64,
              m_ptr, v_ptr, vmax_ptr) = infos[i]
             adamc_tensor_init(&self.table[i])
             self.group_of[i] = gi
@@ -706,7 +706,9 @@ cdef class TorchStepPlan:
             self.table[i].param = <void *><uintptr_t>param_ptr
             self.table[i].n = <size_t>numel
             self.table[i].hp = &self.hparams[gi]
-            self.table[i].dtype = ADAMC_FLOAT64 if is_f64 else ADAMC_FLOAT32
+            if not ADAMC_FLOAT32 <= code <= ADAMC_BFLOAT16:
+                raise ValueError(f"TorchStepPlan: param {i} has no adamc_dtype ({code!r})")
+            self.table[i].dtype = code
             if entry is not None:
                 self.step_ptrs[i] = <void *><uintptr_t>step_ptr
                 self.step_is_f64[i] = 1 if step_f64 else 0
@@ -742,7 +744,7 @@ cdef class TorchStepPlan:
         cdef Py_ssize_t j
         cdef uintptr_t g, other, nbytes
         for j in range(k):
-            nbytes = self.work[j].n * (8 if self.work[j].dtype == ADAMC_FLOAT64 else 4)
+            nbytes = self.work[j].n * (8 if self.work[j].dtype == ADAMC_FLOAT64 else 4)  # state size bounds the grad's
             g = <uintptr_t>self.work[j].grad
             for other in (<uintptr_t>self.work[j].param, <uintptr_t>self.work[j].exp_avg,
                           <uintptr_t>self.work[j].exp_avg_sq, <uintptr_t>self.work[j].max_exp_avg_sq):
