@@ -24,8 +24,17 @@ def main(argv=None):
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="param dtype (bfloat16 needs ml_dtypes); the forward/backward math stays float32")
+    parser.add_argument("--master-weights", action="store_true",
+                        help="keep float32 master weights for bfloat16/float16 params (mixed precision)")
     args = parser.parse_args(argv)
+    test_acc = train(args)
+    return 0 if test_acc > 0.8 else 1
 
+
+def train(args):
+    """Trains the demo model; returns the final test accuracy."""
     try:  # this model's matrices are tiny: BLAS threads cost more than they give, on a busy machine a lot more
         import threadpoolctl  # type: ignore[import-untyped,import-not-found,unused-ignore]  # optional
         threadpoolctl.threadpool_limits(1, user_api="blas")
@@ -49,13 +58,31 @@ def main(argv=None):
     W3 = (rng.standard_normal((H, n_classes)) * np.sqrt(1 / H)).astype(np.float32)
     b3 = np.zeros(n_classes, np.float32)
     params = [W1, b1, W2, b2, W3, b3]
-    opt = adam_c.Adam([{"params": [W1, W2, W3], "weight_decay": 1e-4}, {"params": [b1, b2, b3]}], lr=args.lr)
-    # optimizer-owned gradient buffers, aligned with the params in group order, written with out=
-    gW1, gW2, gW3, gb1, gb2, gb3 = opt.grads
+    low_precision = args.dtype != "float32"
+    if low_precision:  # mixed precision: the params are stored in args.dtype, forward/backward run in float32
+        dtype = np.float16 if args.dtype == "float16" else __import__("ml_dtypes").bfloat16
+        stored = [p.astype(dtype) for p in params]
+        W1, b1, W2, b2, W3, b3 = stored
+    opt = adam_c.Adam([{"params": [W1, W2, W3], "weight_decay": 1e-4}, {"params": [b1, b2, b3]}], lr=args.lr,
+                      master_weights=args.master_weights)
+    # optimizer-owned gradient buffers, aligned with the params in group order, written with out=; float32
+    # params use opt.grads, low-precision ones float32 buffers that the kernel converts (grads may be float32)
+    grads = [np.zeros(p.shape, np.float32) for p in opt._params] if low_precision else opt.grads
+    gW1, gW2, gW3, gb1, gb2, gb3 = grads
+    if low_precision:
+        stored = (W1, b1, W2, b2, W3, b3)
     print(f"adam_c {adam_c.__version__}: {adam_c.cpu_info()['target']} kernels, "
-          f"{adam_c.get_num_threads()} threads; {sum(p.size for p in params)} parameters; {blas_note}")
+          f"{adam_c.get_num_threads()} threads; {sum(p.size for p in params)} {args.dtype} parameters"
+          f"{' with float32 master weights' if args.master_weights and low_precision else ''}; {blas_note}")
+
+    def compute_view():
+        """The params the math uses: themselves, or float32 copies of the low-precision ones."""
+        if not low_precision:
+            return W1, b1, W2, b2, W3, b3
+        return tuple(p.astype(np.float32) for p in stored)
 
     def forward(xb):
+        W1, b1, W2, b2, W3, b3 = compute_view()
         h1 = np.maximum(xb @ W1 + b1, 0)
         h2 = np.maximum(h1 @ W2 + b2, 0)
         logits = h2 @ W3 + b3
@@ -73,6 +100,7 @@ def main(argv=None):
         for i in range(0, len(perm), batch):
             idx = perm[i:i + batch]
             xb, yb = X_train[idx], y_train[idx]
+            _, _, W2c, _, W3c, _ = compute_view()
             h1, h2, logits = forward(xb)
             logits -= logits.max(1, keepdims=True)
             probs = np.exp(logits)
@@ -83,14 +111,14 @@ def main(argv=None):
             dlogits /= len(yb)
             np.matmul(h2.T, dlogits, out=gW3)
             np.sum(dlogits, axis=0, out=gb3)
-            dh2 = (dlogits @ W3.T) * (h2 > 0)
+            dh2 = (dlogits @ W3c.T) * (h2 > 0)
             np.matmul(h1.T, dh2, out=gW2)
             np.sum(dh2, axis=0, out=gb2)
-            dh1 = (dh2 @ W2.T) * (h1 > 0)
+            dh1 = (dh2 @ W2c.T) * (h1 > 0)
             np.matmul(xb.T, dh1, out=gW1)
             np.sum(dh1, axis=0, out=gb1)
             t0 = time.perf_counter()
-            opt.step()  # grads=None: uses opt.grads
+            opt.step(grads)
             step_seconds += time.perf_counter() - t0
             steps += 1
         if epoch == 1 or epoch % 5 == 0 or epoch == args.epochs:
@@ -112,7 +140,7 @@ def main(argv=None):
         how = f"serial (below {adam_c.cpu_info()['parallel_threshold']:,} elements, not worth threads)"
     print(f"optimizer: {steps} steps, {step_seconds:.3f} s in opt.step ({1e6 * step_seconds / max(steps, 1):.1f} us "
           f"per step); threads: {how}")
-    return 0 if test_acc > 0.8 else 1
+    return test_acc
 
 
 if __name__ == "__main__":

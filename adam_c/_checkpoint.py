@@ -5,7 +5,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._validation import HYPERPARAMETERS, check_hyperparameters
+from ._validation import HYPERPARAMETERS, check_hyperparameters, compute_dtype
 
 _MAX_STEP = 2**62
 
@@ -27,6 +27,8 @@ def _torch_to_numpy(value, where):
         value = value.detach()
         if value.is_complex():
             raise TypeError(f"{where} must be a real tensor, got dtype {value.dtype}")
+        if str(value.dtype) == "torch.bfloat16":  # NumPy has no bfloat16; exact in float32 (state is float32)
+            value = value.float()
         return value.resolve_conj().resolve_neg().cpu().numpy()
     except TypeError:
         raise
@@ -65,18 +67,19 @@ def _step_value(value, where):
 
 
 def _state_array(value, param, where):
-    """A fresh C-contiguous copy of `value` in the param's dtype and shape."""
+    """A fresh C-contiguous copy of `value` in the param's state dtype (float64 for float64 params, else
+    float32) and shape."""
     if _is_torch_tensor(value):
         value = _torch_to_numpy(value, where)
     try:
         array = np.asarray(value)
     except Exception as exc:
         raise TypeError(f"{where} must be an array, got {type(value).__name__}") from exc
-    if array.dtype.kind not in "fiu":
+    if array.dtype.kind not in "fiu" and array.dtype != param.dtype:
         raise TypeError(f"{where} must be a real float array, got dtype {array.dtype}")
     if array.shape != param.shape:
         raise ValueError(f"{where} has shape {array.shape}, but its param has shape {param.shape}")
-    return np.array(array, dtype=param.dtype, order="C", copy=True)
+    return np.array(array, dtype=compute_dtype(param.dtype), order="C", copy=True)
 
 
 def validate_state_dict(opt, state_dict):
@@ -143,7 +146,7 @@ def validate_state_dict(opt, state_dict):
             if entry.get(key) is None:
                 raise ValueError(f"{where} is missing the key {key!r}")
         checked = {"step": _step_value(entry["step"], f"{where}['step']")}
-        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "master", "ema"):
             if key in entry and entry[key] is not None:
                 checked[key] = _state_array(entry[key], param, f"{where}[{key!r}]")
         state[i] = checked

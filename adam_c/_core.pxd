@@ -1,5 +1,5 @@
 # _core.pxd: Cython declarations of the public C header src/adam_c.h.
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "adam_c.h" nogil:
     ctypedef enum adamc_status:
@@ -12,10 +12,17 @@ cdef extern from "adam_c.h" nogil:
         ADAMC_ERR_UNKNOWN_TARGET
         ADAMC_ERR_NO_MEMORY
         ADAMC_ERR_STRUCT_SIZE
+        ADAMC_ERR_OPTION
 
     ctypedef enum adamc_dtype:
         ADAMC_FLOAT32
         ADAMC_FLOAT64
+        ADAMC_FLOAT16
+        ADAMC_BFLOAT16
+
+    ctypedef enum adamc_rounding:
+        ADAMC_ROUND_NEAREST
+        ADAMC_ROUND_STOCHASTIC
 
     ctypedef struct adamc_hparams:
         size_t struct_size
@@ -39,6 +46,28 @@ cdef extern from "adam_c.h" nogil:
         int64_t step
         const adamc_hparams *hp
         int dtype
+        int grad_float32
+        int rounding
+        void *master
+        void *ema
+        uint64_t index
+
+    ctypedef struct adamc_step_options:
+        size_t struct_size
+        double grad_scale
+        double max_grad_norm
+        int skip_nonfinite
+        int compute_norm
+        double ema_decay
+        uint64_t seed
+
+    ctypedef struct adamc_step_result:
+        int skipped
+        double grad_norm
+        double clip_coef
+
+    void adamc_step_options_init(adamc_step_options *opts)
+    adamc_status adamc_convert(const void *src, int src_dtype, void *dst, int dst_dtype, size_t n)
 
     const char *adamc_version()
     void adamc_hparams_init(adamc_hparams *hp)
@@ -76,6 +105,8 @@ cdef extern from "adam_c.h" nogil:
     adamc_autotune *adamc_autotune_new()
     void adamc_autotune_free(adamc_autotune *tune)
     adamc_status adamc_step_multi_tuned(const adamc_tensor *tensors, size_t count, adamc_autotune *tune)
+    adamc_status adamc_step_multi_ex(const adamc_tensor *tensors, size_t count, const adamc_step_options *opts,
+                                     adamc_step_result *result, adamc_autotune *tune)
     void adamc_autotune_get(const adamc_autotune *tune, adamc_autotune_info *info)
     void adamc_set_autotune(int enabled)
     int adamc_get_autotune()

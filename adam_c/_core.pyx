@@ -2,13 +2,13 @@
 """_core.pyx: the only module that knows both C and Python: buffers in, C status codes out as exceptions."""
 
 cimport numpy as cnp
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcmp
 
 import numpy as np
 
-from ._validation import coerce_grad, describe_overlap, grads_sequence, read_group
+from ._validation import coerce_grad, describe_overlap, dtype_code, grads_sequence, read_group
 
 cnp.import_array()
 
@@ -148,6 +148,8 @@ cdef class StepPlan:
     cdef Py_ssize_t n_tensors
     cdef Py_ssize_t n_groups
     cdef int *typenums
+    cdef int *codes               # adamc_dtype of each param
+    cdef int *state_typenums      # typenum of its state, master and EMA: float64 for float64 params, else float32
     cdef list params              # the arrays the pointers point into: kept alive as long as the plan
     cdef list buffers
     cdef int64_t[::1] steps
@@ -173,9 +175,11 @@ cdef class StepPlan:
         self.ndims = NULL
         self.dims = NULL
         self.dims_start = NULL
+        self.codes = NULL
+        self.state_typenums = NULL
 
     def __init__(self, list params, list exp_avgs, list exp_avg_sqs, list max_exp_avg_sqs, list group_sizes,
-                 int64_t[::1] steps, group_lists=None):
+                 int64_t[::1] steps, group_lists=None, list masters=None, list emas=None, bint stochastic=False):
         cdef Py_ssize_t n = len(params)
         cdef Py_ssize_t i, j, gi, start, total_dims = 0
         cdef cnp.ndarray p
@@ -186,7 +190,11 @@ cdef class StepPlan:
         self.n_tensors = n
         self.n_groups = len(group_sizes)
         self.params = list(params)
-        self.buffers = [list(exp_avgs), list(exp_avg_sqs), list(max_exp_avg_sqs)]
+        masters = masters if masters is not None else [None] * n
+        emas = emas if emas is not None else [None] * n
+        if len(masters) != n or len(emas) != n:
+            raise ValueError("StepPlan: master/ema lists must be aligned with params")
+        self.buffers = [list(exp_avgs), list(exp_avg_sqs), list(max_exp_avg_sqs), list(masters), list(emas)]
         self.steps = steps
         self.group_sizes = list(group_sizes)
         self.table = <adamc_tensor *>calloc(max(n, 1), sizeof(adamc_tensor))
@@ -212,8 +220,10 @@ cdef class StepPlan:
         self.ndims = <int *>calloc(max(n, 1), sizeof(int))
         self.dims_start = <Py_ssize_t *>calloc(max(n, 1), sizeof(Py_ssize_t))
         self.dims = <cnp.npy_intp *>calloc(max(total_dims, 1), sizeof(cnp.npy_intp))
+        self.codes = <int *>calloc(max(n, 1), sizeof(int))
+        self.state_typenums = <int *>calloc(max(n, 1), sizeof(int))
         if not (self.table and self.work and self.work_index and self.hparams and self.typenums and self.ndims
-                and self.dims_start and self.dims):
+                and self.dims_start and self.dims and self.codes and self.state_typenums):
             raise MemoryError("StepPlan: out of memory")
         total_dims = 0
         for i in range(n):
@@ -231,14 +241,17 @@ cdef class StepPlan:
                 p = <cnp.ndarray?>params[i]
                 adamc_tensor_init(&self.table[i])
                 self.typenums[i] = cnp.PyArray_TYPE(p)
-                if self.typenums[i] != cnp.NPY_FLOAT32 and self.typenums[i] != cnp.NPY_FLOAT64:
-                    raise TypeError(f"StepPlan: param {i} has dtype {p.dtype}, not float32 or float64")
+                self.codes[i] = dtype_code(p.dtype)
+                if self.codes[i] < 0:
+                    raise TypeError(f"StepPlan: param {i} has dtype {p.dtype}, not float32, float64, float16 or "
+                                    "bfloat16")
+                self.state_typenums[i] = cnp.NPY_FLOAT64 if self.codes[i] == ADAMC_FLOAT64 else cnp.NPY_FLOAT32
                 if not kernel_ready(p, self.typenums[i], cnp.PyArray_DATA(p), cnp.PyArray_SIZE(p)):
                     raise ValueError(f"StepPlan: param {i} is not writable, aligned, native and C-contiguous")
-                for buffers in (exp_avgs, exp_avg_sqs, max_exp_avg_sqs):
+                for buffers in (exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, emas):
                     if buffers[i] is not None and not kernel_ready(
-                            <cnp.ndarray?>buffers[i], self.typenums[i], cnp.PyArray_DATA(<cnp.ndarray>buffers[i]),
-                            cnp.PyArray_SIZE(p)):
+                            <cnp.ndarray?>buffers[i], self.state_typenums[i],
+                            cnp.PyArray_DATA(<cnp.ndarray>buffers[i]), cnp.PyArray_SIZE(p)):
                         raise ValueError(f"StepPlan: a state buffer of param {i} does not match it")
                 self.table[i].param = cnp.PyArray_DATA(p)
                 self.table[i].exp_avg = cnp.PyArray_DATA(<cnp.ndarray?>exp_avgs[i])
@@ -247,7 +260,14 @@ cdef class StepPlan:
                     self.table[i].max_exp_avg_sq = cnp.PyArray_DATA(<cnp.ndarray?>max_exp_avg_sqs[i])
                 self.table[i].n = cnp.PyArray_SIZE(p)
                 self.table[i].hp = &self.hparams[gi]
-                self.table[i].dtype = ADAMC_FLOAT32 if self.typenums[i] == cnp.NPY_FLOAT32 else ADAMC_FLOAT64
+                self.table[i].dtype = self.codes[i]
+                if masters[i] is not None:
+                    self.table[i].master = cnp.PyArray_DATA(<cnp.ndarray?>masters[i])
+                if emas[i] is not None:
+                    self.table[i].ema = cnp.PyArray_DATA(<cnp.ndarray?>emas[i])
+                if stochastic and self.codes[i] == ADAMC_BFLOAT16 and masters[i] is None:
+                    self.table[i].rounding = ADAMC_ROUND_STOCHASTIC
+                self.table[i].index = <uint64_t>i
                 i += 1
             self.group_has_vmax.append(all(max_exp_avg_sqs[j] is not None for j in range(start, i)))
 
@@ -261,6 +281,8 @@ cdef class StepPlan:
         free(self.ndims)
         free(self.dims)
         free(self.dims_start)
+        free(self.codes)
+        free(self.state_typenums)
 
     cdef bint unchanged(self, list groups):
         """True if everything the table points at is as recorded (see the class doc); runs no Python code.
@@ -297,14 +319,22 @@ cdef class StepPlan:
                     cnp.PyArray_DIMS(p), &self.dims[self.dims_start[i]],
                     self.ndims[i] * sizeof(cnp.npy_intp)) != 0):
                 return False
-            if not kernel_ready(<cnp.ndarray>(<list>self.buffers[0])[i], self.typenums[i], self.table[i].exp_avg,
+            if not kernel_ready(<cnp.ndarray>(<list>self.buffers[0])[i], self.state_typenums[i], self.table[i].exp_avg,
                                 <cnp.npy_intp>self.table[i].n):
                 return False
-            if not kernel_ready(<cnp.ndarray>(<list>self.buffers[1])[i], self.typenums[i],
+            if not kernel_ready(<cnp.ndarray>(<list>self.buffers[1])[i], self.state_typenums[i],
                                 self.table[i].exp_avg_sq, <cnp.npy_intp>self.table[i].n):
                 return False
             if self.table[i].max_exp_avg_sq != NULL and not kernel_ready(
-                    <cnp.ndarray>(<list>self.buffers[2])[i], self.typenums[i], self.table[i].max_exp_avg_sq,
+                    <cnp.ndarray>(<list>self.buffers[2])[i], self.state_typenums[i], self.table[i].max_exp_avg_sq,
+                    <cnp.npy_intp>self.table[i].n):
+                return False
+            if self.table[i].master != NULL and not kernel_ready(
+                    <cnp.ndarray>(<list>self.buffers[3])[i], self.state_typenums[i], self.table[i].master,
+                    <cnp.npy_intp>self.table[i].n):
+                return False
+            if self.table[i].ema != NULL and not kernel_ready(
+                    <cnp.ndarray>(<list>self.buffers[4])[i], self.state_typenums[i], self.table[i].ema,
                     <cnp.npy_intp>self.table[i].n):
                 return False
         return True
@@ -317,7 +347,8 @@ cdef class StepPlan:
             return False
         g = <cnp.ndarray>grad
         p = <cnp.ndarray>self.params[i]
-        if cnp.PyArray_TYPE(g) != self.typenums[i]:
+        if cnp.PyArray_TYPE(g) != self.typenums[i] and not (
+                cnp.PyArray_TYPE(g) == cnp.NPY_FLOAT32 and self.codes[i] >= ADAMC_FLOAT16):
             return False
         if not (cnp.PyArray_IS_C_CONTIGUOUS(g) and cnp.PyArray_ISALIGNED(g) and cnp.PyArray_ISNOTSWAPPED(g)):
             return False
@@ -347,15 +378,20 @@ cdef class StepPlan:
             held[i] = grad
         return held
 
-    def run(self, grads, groups, bint probe=False):
+    def run(self, grads, groups, bint probe=False, double grad_scale=1.0, double max_grad_norm=0.0,
+            bint skip_nonfinite=False, bint compute_norm=False, double ema_decay=0.999, uint64_t seed=0):
         """One step of every param whose grad is not None. Raises before changing anything.
         probe=True runs the memory-floor probe instead (same table and threading, no Adam math, steps kept).
+        The other arguments are adamc_step_options (validated by the caller). Returns (skipped, grad_norm or
+        None, clip_coef); a skipped step changes nothing, step counts and `commits` included.
 
         `grads` is read exactly once per index into a private list that holds every grad (and every converted
         copy) until the C call returns: another thread editing the caller's list, or a sequence that makes a
         new array on each access, cannot free memory C reads."""
         cdef Py_ssize_t gi, i, k = 0
         cdef adamc_status status
+        cdef adamc_step_options opts
+        cdef adamc_step_result result
         cdef list held
         if type(groups) is not list or len(<list>groups) != self.n_groups:
             raise PlanOutdated("param_groups changed since the plan was built")
@@ -385,25 +421,41 @@ cdef class StepPlan:
                 raise ValueError(f"grads[{i}] changed its dtype or shape while step() was reading the grads")
             self.work[k] = self.table[i]
             self.work[k].grad = cnp.PyArray_DATA(<cnp.ndarray>grad)
+            self.work[k].grad_float32 = (self.codes[i] >= ADAMC_FLOAT16
+                                         and cnp.PyArray_TYPE(<cnp.ndarray>grad) == cnp.NPY_FLOAT32)
             self.work[k].step = self.steps[i] + 1
             self.work_index[k] = i
             k += 1
+        adamc_step_options_init(&opts)
+        opts.grad_scale = grad_scale
+        opts.max_grad_norm = max_grad_norm
+        opts.skip_nonfinite = skip_nonfinite
+        opts.compute_norm = compute_norm
+        opts.ema_decay = ema_decay
+        opts.seed = seed
         self.in_c_call = True
         with nogil:
             if probe:
                 status = adamc_memory_probe(self.work, k)
             else:
-                status = adamc_step_multi_tuned(self.work, k, self.tune)
+                status = adamc_step_multi_ex(self.work, k, &opts, &result, self.tune)
         self.in_c_call = False
-        if status == ADAMC_OK and not probe:
+        skipped = status == ADAMC_OK and not probe and result.skipped
+        if status == ADAMC_OK and not probe and not skipped:
             for i in range(k):
                 self.steps[self.work_index[i]] += 1
             self.commits += 1
         if status == ADAMC_ERR_OVERLAP:
             raise ValueError(describe_overlap(held, self.params, list(zip(
-                ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), self.buffers))))
+                ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "master", "ema"), self.buffers))))
         if status != ADAMC_OK:
             raise_status(status, "step")
+        if probe:
+            return None
+        if skipped:
+            return True, result.grad_norm, 1.0
+        norm_computed = max_grad_norm > 0 or skip_nonfinite or compute_norm
+        return False, (result.grad_norm if norm_computed else None), result.clip_coef
 
     def threading(self):
         """This plan's threading decision: {"threads": 1 serial / n threads / 0 undecided, "serial_us",
@@ -499,6 +551,26 @@ def autotune_trace(step_time, Py_ssize_t steps, int threads=2):
         adamc_autotune_free(tune)
 
 
+def convert(src, dst):
+    """Copy flat array src into dst (same length) converting float32 <-> float16/bfloat16 with the active
+    target's conversions (round to nearest even; the same bits on every target)."""
+    cdef cnp.ndarray a = <cnp.ndarray?>src
+    cdef cnp.ndarray b = <cnp.ndarray?>dst
+    cdef adamc_status status
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_IS_C_CONTIGUOUS(b) and cnp.PyArray_ISWRITEABLE(b)):
+        raise ValueError("convert: src and dst must be C-contiguous, dst writable")
+    if a.size != b.size:
+        raise ValueError("convert: src and dst must have the same number of elements")
+    cdef int sc = dtype_code(a.dtype), dc = dtype_code(b.dtype)
+    cdef size_t n = a.size
+    cdef const void *sp = cnp.PyArray_DATA(a)
+    cdef void *dp = cnp.PyArray_DATA(b)
+    with nogil:
+        status = adamc_convert(sp, sc, dp, dc, n)
+    if status != ADAMC_OK:
+        raise_status(status, "convert")
+
+
 def version():
     """The C library's version string (adamc_version())."""
     return adamc_version().decode()
@@ -584,7 +656,7 @@ cdef class TorchStepPlan:
     def __init__(self, object groups_obj, object state_obj, Py_ssize_t state_mutations, list group_dicts,
                  list params, list infos, list keep, object data_ptr, object stride_of, object read_group, object fix_grad, object unscale,
                  object bump_versions):
-        """infos: per param (in group order) a tuple (group_index, param_ptr, numel, is_f64, dtype, shape,
+        """infos: per param (in group order) a tuple (group_index, param_ptr, numel, adamc_dtype, dtype, shape,
         strides, inner, entry, step_ptr, step_is_f64, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_sq_ptr) where
         inner/entry are None for a param without state. The helpers are Python callables: data_ptr(t),
         stride_of(t), read_group(group, index) -> hyperparameter tuple, fix_grad(grad, index, shape, strides) ->
@@ -621,7 +693,7 @@ cdef class TorchStepPlan:
             raise MemoryError("TorchStepPlan: out of memory")
         self.inner, self.entries, self.dtypes, self.shapes, self.strides = [], [], [], [], []
         for i in range(n):
-            (gi, param_ptr, numel, is_f64, dtype, shape, strides, inner, entry, step_ptr, step_f64,
+            (gi, param_ptr, numel, code, dtype, shape, strides, inner, entry, step_ptr, step_f64,
              m_ptr, v_ptr, vmax_ptr) = infos[i]
             adamc_tensor_init(&self.table[i])
             self.group_of[i] = gi
@@ -634,7 +706,9 @@ cdef class TorchStepPlan:
             self.table[i].param = <void *><uintptr_t>param_ptr
             self.table[i].n = <size_t>numel
             self.table[i].hp = &self.hparams[gi]
-            self.table[i].dtype = ADAMC_FLOAT64 if is_f64 else ADAMC_FLOAT32
+            if not ADAMC_FLOAT32 <= code <= ADAMC_BFLOAT16:
+                raise ValueError(f"TorchStepPlan: param {i} has no adamc_dtype ({code!r})")
+            self.table[i].dtype = code
             if entry is not None:
                 self.step_ptrs[i] = <void *><uintptr_t>step_ptr
                 self.step_is_f64[i] = 1 if step_f64 else 0
@@ -670,7 +744,7 @@ cdef class TorchStepPlan:
         cdef Py_ssize_t j
         cdef uintptr_t g, other, nbytes
         for j in range(k):
-            nbytes = self.work[j].n * (8 if self.work[j].dtype == ADAMC_FLOAT64 else 4)
+            nbytes = self.work[j].n * (8 if self.work[j].dtype == ADAMC_FLOAT64 else 4)  # state size bounds the grad's
             g = <uintptr_t>self.work[j].grad
             for other in (<uintptr_t>self.work[j].param, <uintptr_t>self.work[j].exp_avg,
                           <uintptr_t>self.work[j].exp_avg_sq, <uintptr_t>self.work[j].max_exp_avg_sq):

@@ -11,10 +11,13 @@ import weakref
 import numpy as np
 
 from . import _core
-from ._validation import (ReentrantCallError, check_param, first_overlap, grads_sequence, read_group,
+from ._mixed import MixedOptions
+from ._validation import (ReentrantCallError, check_param, compute_dtype, first_overlap, grads_sequence, read_group,
                           resolve_schedules)
 
-STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+ADAM_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+MIXED_KEYS = ("master", "ema")  # mixed precision (see _mixed.py): float32 master copy, EMA of the params
+STATE_KEYS = ADAM_KEYS + MIXED_KEYS
 
 # ---------------------------------------------------------------- the lock
 
@@ -146,17 +149,23 @@ class Layout:
 def restore_layout(groups, params, state, steps, grads):
     """A layout from unpickled parts, taken as they are; the next step validates them like any edited layout."""
     lists = [g.get("params") if isinstance(g, dict) else None for g in groups]
-    return Layout(lists, list(params), {k: list(state[k]) for k in STATE_KEYS}, np.array(steps, np.int64), grads)
+    params = list(params)
+    # a pickle from before mixed precision has no master/ema lists
+    state = {k: list(state[k]) if k in state else [None] * len(params) for k in STATE_KEYS}
+    return Layout(lists, params, state, np.array(steps, np.int64), grads)
 
 
-def build_layout(groups, old, *, allocate):
+def build_layout(groups, old, *, allocate, mixed=None):
     """A new Layout for `groups` (param_groups, possibly edited since `old` was built).
 
     Validates every group and param (TypeError/ValueError naming param_groups[i]...), carries each param's state,
     step count and grads buffer over from `old` by identity (a param new to the optimizer starts without state,
     a removed one drops its state, a moved one keeps it), refuses params that share memory with each other or with
     any state or grads buffer. allocate=True (a step) also validates the hyperparameters, creates the zero state
-    the step needs and the StepPlan. Changes nothing: `old` stays valid if this raises."""
+    the step needs (and the master/EMA copies `mixed` asks for) and the StepPlan. State, master and EMA have the
+    param's compute_dtype (float32 for float16/bfloat16 params). Changes nothing: `old` stays valid if this
+    raises."""
+    mixed = mixed if mixed is not None else MixedOptions.default()
     if type(groups) is not list:
         raise TypeError(f"param_groups must be a list of dicts, got {type(groups).__name__}")
     lists, params, names, amsgrads = [], [], [], []
@@ -173,6 +182,7 @@ def build_layout(groups, old, *, allocate):
         for j, p in enumerate(members):
             check_param(p, f"{where}['params'][{j}]")
             names.append(f"{where}['params'][{j}]")
+        mixed.check_params(members, f"{where}['params']")
         lists.append(members)
         params.extend(members)
         amsgrads.extend([amsgrad] * len(members))
@@ -192,6 +202,9 @@ def build_layout(groups, old, *, allocate):
         j = old_index.get(id(p))
         if j is None or old.params[j] is not p:
             continue
+        if p.dtype != old.dtypes[j]:  # reinterpreted in place (p.dtype = ...): its memory now means other values
+            raise TypeError(f"{names[i]} has dtype {p.dtype} but was given to the optimizer with dtype "
+                            f"{old.dtypes[j]}: a param's dtype must not change in place")
         for key in STATE_KEYS:
             buf = old.state[key][j]
             if buf is not None:
@@ -219,11 +232,16 @@ def build_layout(groups, old, *, allocate):
     plan = None
     if allocate:
         for i, p in enumerate(params):
-            for key in STATE_KEYS if amsgrads[i] else STATE_KEYS[:2]:
+            for key in ADAM_KEYS if amsgrads[i] else ADAM_KEYS[:2]:
                 if state[key][i] is None:
-                    state[key][i] = np.zeros_like(p)
-        plan = _core.StepPlan(params, *(state[k] for k in STATE_KEYS), [len(m) for m in lists], steps,
-                              group_lists=lists)
+                    state[key][i] = np.zeros(p.shape, compute_dtype(p.dtype))
+            for key in mixed.extra_buffers(p):  # master, then ema: they start as copies of the param
+                if state[key][i] is None:
+                    source = state["master"][i] if key == "ema" and state["master"][i] is not None else p
+                    state[key][i] = source.astype(compute_dtype(p.dtype), order="C")
+        plan = _core.StepPlan(params, *(state[k] for k in ADAM_KEYS), [len(m) for m in lists], steps,
+                              group_lists=lists, masters=state["master"], emas=state["ema"],
+                              stochastic=mixed.rounding == "stochastic")
     return Layout(lists, params, state, steps, grads, plan)
 
 
@@ -232,9 +250,10 @@ def _carried_buffer(buf, param, param_name, name):
     in place); a new shape of the same size is followed with a view."""
     if not isinstance(buf, np.ndarray):
         raise TypeError(f"{name} must be an ndarray, got {type(buf).__name__}")
-    if buf.dtype != param.dtype:
+    if buf.dtype != compute_dtype(param.dtype):
         raise TypeError(f"{param_name} has dtype {param.dtype} but its optimizer state {name} has dtype "
-                        f"{buf.dtype}: a param's dtype must not change after the optimizer created its state")
+                        f"{buf.dtype}: a param's dtype must not change after the optimizer created its state "
+                        f"(state of a {param.dtype} param has dtype {compute_dtype(param.dtype)})")
     if buf.size != param.size:
         raise ValueError(f"{param_name} has {param.size} elements but its optimizer state {name} has {buf.size}: "
                          "a param must not be resized after the optimizer created its state")
@@ -250,15 +269,17 @@ class Engine:
     """One optimizer's layout and lock, and the step: the front-end owns param_groups and passes them in.
     Methods other than the lock's are called with the lock held."""
 
-    def __init__(self, groups):
+    def __init__(self, groups, mixed=None):
         self.lock = CallLock()
-        self.layout = build_layout(groups, None, allocate=False)
+        self.mixed = mixed if mixed is not None else MixedOptions.default()
+        self.layout = build_layout(groups, None, allocate=False, mixed=self.mixed)
 
     @classmethod
-    def restored(cls, groups, params, state, steps, grads):
+    def restored(cls, groups, params, state, steps, grads, mixed=None):
         """An engine from unpickled parts (see restore_layout)."""
         engine = cls.__new__(cls)
         engine.lock = CallLock()
+        engine.mixed = mixed if mixed is not None else MixedOptions.default()
         engine.layout = restore_layout(groups, params, state, steps, grads)
         return engine
 
@@ -266,7 +287,7 @@ class Engine:
         """The layout for the current param_groups (edited groups take effect here), adopted; validated."""
         layout = self.layout
         if not layout.matches(groups):
-            layout = build_layout(groups, layout, allocate=False)
+            layout = build_layout(groups, layout, allocate=False, mixed=self.mixed)
             self.layout = layout
         return layout
 
@@ -276,8 +297,13 @@ class Engine:
             layout.grads = [np.zeros_like(p) for p in layout.params]
         return layout.grads
 
-    def step(self, groups, grads):
-        """One step; raises before changing anything, and once the C call has run the step is kept whole."""
+    def step(self, groups, grads, extras=None):
+        """One step; raises before changing anything, and once the C call has run the step is kept whole.
+        `extras`: StepPlan.run's per-step options from _mixed.check_step_extras (loss scale, clipping, skip).
+        Returns (skipped, grad_norm or None, clip_coef); a skipped step changes nothing, step counts included."""
+        options = self.mixed.run_options()
+        if extras:
+            options.update(extras)
         use_buffers = grads is None
         if use_buffers:
             grads = self.layout.grads  # the plan checks that they still match the groups
@@ -288,31 +314,54 @@ class Engine:
             self.lock.running_plan = plan
             try:
                 # a schedule lr is called once per step; the plan reads the value, the group keeps the callable
-                plan.run(grads, resolve_schedules(groups, self.layout.steps))
-                return
+                return plan.run(grads, resolve_schedules(groups, self.layout.steps), **options)
             except _core.PlanOutdated:
                 pass  # edited groups or params, or amsgrad turned on: validate and rebuild below
             finally:
                 self.lock.running_plan = None
         if use_buffers:
             grads = self.grad_buffers(groups)
-        new = build_layout(groups, self.layout, allocate=True)
+        new = build_layout(groups, self.layout, allocate=True, mixed=self.mixed)
         plan = new.plan
         run_groups = resolve_schedules(groups, new.steps)
         self.lock.running_plan = plan
         try:
-            plan.run(grads, run_groups)
+            return plan.run(grads, run_groups, **options)
         except _core.PlanOutdated as exc:
             raise ValueError("param_groups, a param or the optimizer state changed while step() was reading the "
                              "grads (from a generator, __array__ or __float__); nothing was changed") from exc
         finally:
             # no call in this block: a KeyboardInterrupt cannot land between the C call's commit and this one
+            # (a skipped step commits nothing: its new zero state and master/EMA copies are dropped)
             if plan.commits:
                 self.layout = new
             self.lock.running_plan = None
 
+    def params_to_ema(self):
+        """Write each param's EMA into it (rounded to nearest even for float16/bfloat16, as the step does) and
+        return [(param, copy of its own values)] for restore_params; params without an EMA are left alone."""
+        saved = []
+        layout = self.layout
+        for p, ema in zip(layout.params, layout.state["ema"]):
+            if ema is not None:
+                saved.append((p, p.copy()))
+        for p, ema in zip(layout.params, layout.state["ema"]):
+            if ema is None:
+                continue
+            if p.dtype == ema.dtype:
+                np.copyto(p, ema.reshape(p.shape))
+            else:
+                _core.convert(ema.reshape(-1), p.reshape(-1))
+        return saved
+
+    @staticmethod
+    def restore_params(saved):
+        for p, backup in saved:
+            np.copyto(p, backup)
+
     def state_view(self):
-        """{index: {"step", "exp_avg", "exp_avg_sq"[, "max_exp_avg_sq"]}} of the adopted layout (live arrays)."""
+        """{index: {"step", "exp_avg", "exp_avg_sq"[, "max_exp_avg_sq", "master", "ema"]}} of the adopted layout
+        (live arrays)."""
         layout = self.layout
         out = {}
         for i in range(len(layout.params)):

@@ -6,10 +6,32 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+try:  # bfloat16 for NumPy: the ml_dtypes package (JAX's and TensorFlow's); optional
+    import ml_dtypes as _ml_dtypes
+    BFLOAT16 = np.dtype(_ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover - ml_dtypes is installed wherever bfloat16 arrays can exist
+    BFLOAT16 = None
+LOW_PRECISION_DTYPES = (np.dtype(np.float16),) + ((BFLOAT16,) if BFLOAT16 is not None else ())
+PARAM_DTYPES: tuple = FLOAT_DTYPES + LOW_PRECISION_DTYPES  # dtypes of several kinds (bfloat16 is ml_dtypes)
+_DTYPE_CODES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.float16): 2}
+if BFLOAT16 is not None:
+    _DTYPE_CODES[BFLOAT16] = 3
+
+
+def dtype_code(dtype):
+    """The C core's adamc_dtype of a NumPy dtype (native byte order), -1 if it has none."""
+    return _DTYPE_CODES.get(np.dtype(dtype), -1)
+
+
+def compute_dtype(dtype):
+    """The dtype of the state, master and EMA of a param of `dtype`: float64 stays float64, else float32."""
+    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
 
 
 class ReentrantCallError(RuntimeError):
     """An optimizer was called from inside one of its own calls (the validators let it through unchanged)."""
+
+
 HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay")
 
 
@@ -171,22 +193,26 @@ def read_group(group, index):
 
 
 def check_param(array, name):
-    """A param the optimizer may update in place: a writable, aligned, native, C-contiguous float ndarray."""
+    """A param the optimizer may update in place: a writable, aligned, native, C-contiguous float ndarray
+    (float32, float64, float16 or bfloat16)."""
     if not isinstance(array, np.ndarray):
         hint = (" (for torch tensors use adam_c.torch.Adam or AdamW, drop-ins for torch.optim)"
                 if type(array).__module__.startswith("torch") else "")
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(array).__name__}{hint}")
     return _check_kernel_buffer(array, name, writable=True,
-                                contiguity_hint=" (np.ascontiguousarray makes a copy, which would not be updated)")
+                                contiguity_hint=" (np.ascontiguousarray makes a copy, which would not be updated)",
+                                dtypes=PARAM_DTYPES)
 
 
-def _check_kernel_buffer(array, name, writable, contiguity_hint=""):
-    """What the C kernel needs of an ndarray: float32/float64, native, C-contiguous, aligned (and writable)."""
-    if array.dtype.kind == "f" and array.dtype.itemsize in (4, 8) and not array.dtype.isnative:
+def _check_kernel_buffer(array, name, writable, contiguity_hint="", dtypes=FLOAT_DTYPES):
+    """What the C kernel needs of an ndarray: a supported float dtype, native, C-contiguous, aligned (and
+    writable)."""
+    if not array.dtype.isnative and array.dtype.newbyteorder("=") in dtypes:
         raise ValueError(f"{name} must be in native byte order, got {array.dtype.str} (byte-swapped); convert it "
                          f"with arr.astype(arr.dtype.newbyteorder('=')) (a copy)")
-    if array.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must have dtype float32 or float64, got {array.dtype}")
+    if array.dtype not in dtypes:
+        names = "float32 or float64" if dtypes == FLOAT_DTYPES else "float32, float64, float16 or bfloat16"
+        raise TypeError(f"{name} must have dtype {names}, got {array.dtype}")
     if not array.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous{contiguity_hint}")
     if writable and not array.flags.writeable:
@@ -206,6 +232,14 @@ def coerce_grad(grad, index, param):
         raise
     except Exception as exc:  # objects numpy cannot read at all
         raise TypeError(f"{name} must be an array of numbers, got {type(grad).__name__}") from exc
+    if param.dtype in LOW_PRECISION_DTYPES:
+        # a float16/bfloat16 param takes grads of its own dtype or float32 (converted in the kernel)
+        if array.dtype not in (param.dtype, np.dtype(np.float32)) or not array.dtype.isnative:
+            raise TypeError(f"{name} has dtype {array.dtype}, but its param has dtype {param.dtype} "
+                            f"(grads of a {param.dtype} param must be {param.dtype} or float32)")
+        if array.shape != param.shape:
+            raise ValueError(f"{name} has shape {array.shape}, but its param has shape {param.shape}")
+        return np.require(array, requirements=["C", "A"])
     if array.dtype.kind not in "fiu" or array.dtype == np.dtype(object):
         raise TypeError(f"{name} must be a float array, got dtype {array.dtype}")
     if array.dtype.kind != "f" or array.dtype.itemsize != param.dtype.itemsize:

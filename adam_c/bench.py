@@ -741,7 +741,8 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for adam_c, torch and numba (default: adam_c's default)")
     parser.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
-    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS + ("mixed",), default=list(WORKLOADS),
+                        help="mixed (not in the default set): mixed precision vs torch's recipes, bench_mixed.py")
     parser.add_argument("--quick", action="store_true", help="fewer samples")
     parser.add_argument("--plot", metavar="OUT.png", help="also sweep sizes 1e3..1e7 and plot ns/element vs size")
     parser.add_argument("--json", metavar="OUT.json", help="save all results as JSON")
@@ -794,7 +795,7 @@ def main(argv=None):
         results = []
         for dtype in dtypes:
             for name in args.workloads:
-                if name == "loop":
+                if name in ("loop", "mixed"):
                     continue
                 workload_started = time.perf_counter()
                 records = run_workload(name, dtype, settings, impl_names, skipped)
@@ -804,6 +805,9 @@ def main(argv=None):
                                      f"{time.perf_counter() - workload_started:.0f} s")
         if "loop" in args.workloads:
             results.extend(run_training_loop(settings, skipped, threads))
+        if "mixed" in args.workloads:
+            from .bench_mixed import run_mixed
+            results.extend(run_mixed(settings, skipped, threads))
         for impl, why in skipped.items():
             print(f"{impl}: skipped ({why})")
         out["results"] = results

@@ -1,28 +1,38 @@
 """optim.py: Adam and AdamW for NumPy arrays with torch.optim's shape: param groups, step, state_dict."""
+import contextlib
 from collections.abc import Mapping
 
 import numpy as np
 
+from ._engine import ADAM_KEYS as _ADAM_KEYS
 from ._engine import STATE_KEYS as _STATE_KEYS
 from ._engine import Engine, ReleaseWhenSaved, build_layout, restore_layout
-from ._validation import HYPERPARAMETERS, check_hyperparameters, check_param, first_overlap, plain_hyperparameters
+from ._mixed import MixedOptions, check_step_extras
+from ._validation import (HYPERPARAMETERS, check_hyperparameters, check_param, compute_dtype, first_overlap,
+                          plain_hyperparameters)
 
 
 class Adam:
     """Adam (and AMSGrad, AdamW via decoupled_weight_decay) updating NumPy arrays in place.
 
     params: an iterable of arrays, or of dicts {"params": [...], <hyperparameter>: value} (param groups).
-    Each array: writable, C-contiguous, float32 or float64, any shape. One `step` is one C call over all params.
+    Each array: writable, C-contiguous, float32, float64, float16 or bfloat16 (ml_dtypes), any shape. One `step`
+    is one C call over all params.
+    Mixed precision (README, "Mixed precision"): master_weights=True keeps a float32 master copy of each
+    float16/bfloat16 param; rounding="stochastic" rounds bfloat16 params without master stochastically
+    (reproducible from `seed`); ema_decay=d keeps an EMA of the params (see ema_weights()).
     Editing param_groups[i]["params"] (replace, append, pop) takes effect at the next call, as in torch.optim: a
     new param starts with fresh state, a removed one drops its state, and opt.state's indices follow the params'
     current positions in group order.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
-                 maximize=False, decoupled_weight_decay=False):
+                 maximize=False, decoupled_weight_decay=False, master_weights=False, rounding="nearest",
+                 ema_decay=None, seed=0):
         self.defaults = check_hyperparameters(
             {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "amsgrad": amsgrad,
              "maximize": maximize, "decoupled_weight_decay": decoupled_weight_decay}, "")
+        mixed = MixedOptions.checked(master_weights, rounding, ema_decay, seed)
         if isinstance(params, (np.ndarray, Mapping)) or not _is_iterable(params):
             raise TypeError("params must be an iterable of arrays or of dicts (param groups), "
                             f"got {type(params).__name__}")
@@ -36,8 +46,13 @@ class Adam:
         else:
             groups = [self._checked_group({"params": entries}, 0, "params")]
         _check_distinct([p for g in groups for p in g["params"]])
+        for i, group in enumerate(groups):  # named as the caller wrote them (the engine checks edits again)
+            mixed.check_params(group["params"], "params" if len(groups) == 1 and not isinstance(entries[0], Mapping)
+                               else f"param_groups[{i}]['params']")
         self.param_groups = groups
-        self._engine = Engine(self.param_groups)
+        self._engine = Engine(self.param_groups, mixed)
+        self.last_step_skipped = False  # the last step found a non-finite grad and changed nothing
+        self.last_grad_norm = None      # global grad norm of the last step (when it was computed)
 
     # ------------------------------------------------------------ groups and params
 
@@ -71,7 +86,7 @@ class Adam:
             engine.sync(self.param_groups)
             index = len(self.param_groups)
             group = self._checked_group(param_group, index, f"param_groups[{index}]")
-            layout = build_layout(self.param_groups + [group], engine.layout, allocate=False)
+            layout = build_layout(self.param_groups + [group], engine.layout, allocate=False, mixed=engine.mixed)
             self.param_groups.append(group)
             engine.layout = layout
 
@@ -108,11 +123,19 @@ class Adam:
 
     # ------------------------------------------------------------ the step
 
-    def step(self, grads=None, closure=None):
+    def step(self, grads=None, closure=None, *, grad_scale=None, max_grad_norm=None, skip_nonfinite=None):
         """Update every param in place from `grads` (aligned with the params, in group order), or from
         opt.grads when grads is None. A grad of None skips its param. `closure`, if given, is called first and
         returns (loss, grads). Returns the loss, or None. Raises before changing anything; once the C call has
-        run, the step is kept whole even if an exception (Ctrl-C) arrives right after it."""
+        run, the step is kept whole even if an exception (Ctrl-C) arrives right after it.
+
+        Fused around the step (one extra read of the grads when any is used):
+        grad_scale: the loss scale; grads are multiplied by float32(1/grad_scale) in the kernel (GradScaler's
+        unscale_), and a non-finite grad skips the whole step (skip_nonfinite defaults to True with a
+        grad_scale). max_grad_norm: clip by the global L2 norm over all grads (clip_grad_norm_ semantics).
+        After the call, opt.last_step_skipped tells whether the step was skipped (nothing changed, step counts
+        included) and opt.last_grad_norm holds the global norm of the unscaled grads (None if not computed)."""
+        extras = check_step_extras(grad_scale, max_grad_norm, skip_nonfinite)
         loss = None
         if closure is not None:
             result = closure()
@@ -123,8 +146,27 @@ class Adam:
                 grads = closure_grads
         engine = self._engine
         with engine.lock.held("step()"):
-            engine.step(self.param_groups, grads)
+            skipped, norm, _coef = engine.step(self.param_groups, grads, extras)
+            self.last_step_skipped = bool(skipped)
+            self.last_grad_norm = norm
         return loss
+
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """Within the block the params hold their EMA (rounded to the param dtype); afterwards their own values
+        again, bit for bit (evaluate with the averaged weights, keep training with the others). Needs
+        ema_decay; params without an EMA yet (never stepped) keep their values."""
+        engine = self._engine
+        if engine.mixed.ema_decay is None:
+            raise ValueError("ema_weights() needs an optimizer built with ema_decay=")
+        with engine.lock.held("ema_weights()"):
+            engine.sync(self.param_groups)
+            saved = engine.params_to_ema()
+        try:
+            yield self
+        finally:
+            with engine.lock.held("ema_weights()"):
+                engine.restore_params(saved)
 
     def threading_info(self):
         """How this optimizer's steps use threads, as measured: {"threads": 1 (serial) or n, 0 before it has
@@ -139,8 +181,8 @@ class Adam:
 
     @property
     def state(self):
-        """{index: {"step", "exp_avg", "exp_avg_sq"[, "max_exp_avg_sq"]}} for params with state: live arrays.
-        Indices are the params' positions in group order."""
+        """{index: {"step", "exp_avg", "exp_avg_sq"[, "max_exp_avg_sq", "master", "ema"]}} for params with state:
+        live arrays. Indices are the params' positions in group order."""
         engine = self._engine
         if engine.lock.owned_here():
             return engine.state_view()
@@ -171,7 +213,8 @@ class Adam:
                 saved = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in entry.items()}
                 if amsgrad_of[i] and "max_exp_avg_sq" not in saved:
                     # amsgrad was turned on since the last step: the next step starts this buffer at zero
-                    saved["max_exp_avg_sq"] = np.zeros_like(layout.params[i])
+                    p = layout.params[i]
+                    saved["max_exp_avg_sq"] = np.zeros(p.shape, compute_dtype(p.dtype))
                 state[i] = saved
             return {"state": state, "param_groups": groups}
 
@@ -188,7 +231,8 @@ class Adam:
             buffers = {key: [None] * n for key in _STATE_KEYS}
             for i, entry in state.items():
                 steps[i] = entry["step"]
-                for key in _STATE_KEYS:
+                # a master or EMA this optimizer does not keep is not loaded
+                for key in _ADAM_KEYS + tuple(engine.mixed.extra_buffers(layout.params[i])):
                     if key in entry:
                         buffers[key][i] = entry[key]
             new = restore_layout(self.param_groups, layout.params, buffers, steps, layout.grads)
@@ -214,7 +258,7 @@ class Adam:
             token.release()
             raise
         saved = {"defaults": self.defaults, "param_groups": self.param_groups, "params": layout.params,
-                 "state": layout.state, "steps": layout.steps.copy(), "grads": layout.grads}
+                 "state": layout.state, "steps": layout.steps.copy(), "grads": layout.grads, "mixed": engine.mixed}
         return (_new_instance, (type(self),), (saved, token))
 
     def __setstate__(self, state):
@@ -228,11 +272,13 @@ class Adam:
         self.param_groups = saved["param_groups"]
         # state and grads buffers are the optimizer's own: unpickled read-only (protocol 5 out-of-band buffers),
         # they are copied; params are the user's, and a read-only one makes step() refuse with a clear error
-        state = {key: [_writable(b) for b in saved["state"][key]] for key in _STATE_KEYS}
+        state = {key: [_writable(b) for b in saved["state"][key]] for key in _STATE_KEYS if key in saved["state"]}
         grads = saved["grads"]
         if grads is not None:
             grads = [_writable(g) for g in grads]
-        self._engine = Engine.restored(self.param_groups, saved["params"], state, saved["steps"], grads)
+        self._engine = Engine.restored(self.param_groups, saved["params"], state, saved["steps"], grads,
+                                       saved.get("mixed"))
+        self.last_step_skipped, self.last_grad_norm = False, None
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -248,9 +294,10 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (param *= 1 - lr*weight_decay before the update)."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
-                 maximize=False):
+                 maximize=False, master_weights=False, rounding="nearest", ema_decay=None, seed=0):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                         maximize=maximize, decoupled_weight_decay=True)
+                         maximize=maximize, decoupled_weight_decay=True, master_weights=master_weights,
+                         rounding=rounding, ema_decay=ema_decay, seed=seed)
 
 
 def _new_instance(cls):

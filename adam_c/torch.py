@@ -8,6 +8,7 @@ from torch.optim.optimizer import Optimizer
 
 from . import _core
 from ._engine import CallLock
+from ._mixed import numpy_view
 from ._validation import check_hyperparameters, first_overlap
 
 try:  # the registries behind torch.optim.optimizer.register_optimizer_step_{pre,post}_hook
@@ -18,6 +19,15 @@ except ImportError:  # pragma: no cover - older torch
 __all__ = ["Adam", "AdamW"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
+_PARAM_DTYPES = _FLOAT_DTYPES + (torch.float16, torch.bfloat16)
+# the C core's adamc_dtype of each param dtype (the same codes as _validation.dtype_code)
+_DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+
+
+def _state_dtype(dtype):
+    """exp_avg/exp_avg_sq dtype of a param: float64 stays float64, else float32 (as adam_c.Adam's compute_dtype;
+    torch.optim keeps float16/bfloat16 state, which this optimizer upcasts exactly when it first meets it)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 _STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 _COMPAT_FLAGS = ("foreach", "capturable", "differentiable", "fused")
 _data_ptr = torch.Tensor.data_ptr   # unbound: called on each param and grad by the plan without a bound method
@@ -83,7 +93,7 @@ def _same_layout(a, b):
 
 
 def _check_tensor(t, name, what="tensor"):
-    """A tensor adam_c can step as one flat buffer: CPU, strided, dense, float32/float64."""
+    """A tensor adam_c can step as one flat buffer: CPU, strided, dense, float32/float64/float16/bfloat16."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.layout != torch.strided:
@@ -92,11 +102,11 @@ def _check_tensor(t, name, what="tensor"):
     if t.device.type != "cpu":
         raise ValueError(f"{name} is on device {t.device}; adam_c.torch steps CPU tensors only")
     if t.is_complex():
-        raise TypeError(f"{name} has complex dtype {t.dtype}; adam_c.torch supports float32 and float64 "
-                        "(optimize torch.view_as_real(...) of it instead)")
-    if t.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name} has dtype {t.dtype}; adam_c.torch supports float32 and float64 "
-                        "(bfloat16/float16 are not supported yet)")
+        raise TypeError(f"{name} has complex dtype {t.dtype}; adam_c.torch supports float32, float64, float16 "
+                        "and bfloat16 (optimize torch.view_as_real(...) of it instead)")
+    if t.dtype not in _PARAM_DTYPES:
+        raise TypeError(f"{name} has dtype {t.dtype}; adam_c.torch supports float32, float64, float16 and "
+                        "bfloat16")
     if t.is_quantized or not _is_dense(t):
         raise ValueError(f"{name} must be dense and non-overlapping (some permutation of its dims contiguous, "
                          f"e.g. contiguous or channels_last); got strides {tuple(t.stride())} for shape "
@@ -111,7 +121,7 @@ def _check_distinct(params, labels):
             raise ValueError(f"{labels(seen[id(p)])} and {labels(i)} are the same tensor: each param may "
                              "appear only once")
         seen[id(p)] = i
-    pair = first_overlap([(labels(i), p.detach().numpy()) for i, p in enumerate(params)])
+    pair = first_overlap([(labels(i), numpy_view(p)) for i, p in enumerate(params)])
     if pair is not None:
         raise ValueError(f"params overlap in memory ({pair[0]} and {pair[1]} are views of one storage)")
 
@@ -409,7 +419,7 @@ class Adam(Optimizer):
             written = [(f"state of {self._param_label(i)}[{key!r}]", info[8][k + 1].detach().numpy())
                        for i, info in enumerate(infos) if info[8] is not None
                        for k, key in enumerate(_STATE_KEYS) if info[8][k + 1] is not None]
-            pair = first_overlap([(self._param_label(i), p.detach().numpy()) for i, p in enumerate(params)]
+            pair = first_overlap([(self._param_label(i), numpy_view(p)) for i, p in enumerate(params)]
                                  + written)
             if pair is not None:
                 raise ValueError(f"{pair[0]} and {pair[1]} overlap in memory")
@@ -428,17 +438,18 @@ class Adam(Optimizer):
         has_grad = p.grad is not None
         if not state:
             if not has_grad:
-                return (gi, _data_ptr(p), p.numel(), p.dtype == torch.float64, p.dtype, p.shape, p.stride(),
+                return (gi, _data_ptr(p), p.numel(), _DTYPE_CODES[p.dtype], p.dtype, p.shape, p.stride(),
                         None, None, 0, False, 0, 0, 0)
             state = {"step": torch.zeros((), dtype=torch.float32)}
             for key in _STATE_KEYS[:3 if amsgrad else 2]:
-                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state[key] = torch.zeros_like(p, dtype=_state_dtype(p.dtype), memory_format=torch.preserve_format)
             created.append((p, self.state.get(p), None))
             self.state[p] = state
         elif amsgrad and state.get("max_exp_avg_sq") is None and has_grad:
             # amsgrad switched on for a param that has state: its running max starts from zeros
             created.append((p, state, "max_exp_avg_sq"))
-            state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["max_exp_avg_sq"] = torch.zeros_like(p, dtype=_state_dtype(p.dtype),
+                                                       memory_format=torch.preserve_format)
         where = f"state of {label}"
         if not isinstance(state, dict):
             raise TypeError(f"{where} must be a dict, got {type(state).__name__}")
@@ -465,17 +476,21 @@ class Adam(Optimizer):
                 continue
             name = f"{where}[{key!r}]"
             _check_tensor(t, name)
-            if t.dtype != p.dtype:
-                raise TypeError(f"{name} has dtype {t.dtype}, its param {p.dtype}")
+            want = _state_dtype(p.dtype)
+            if t.dtype != want and not (t.dtype == p.dtype and want == torch.float32):
+                raise TypeError(f"{name} has dtype {t.dtype}, its param {p.dtype} (state of a {p.dtype} param is "
+                                f"{want})")
             if t.shape != p.shape:
                 raise ValueError(f"{name} has shape {tuple(t.shape)}, its param {tuple(p.shape)}")
-            if not _same_layout(t, p):  # e.g. a contiguous checkpoint for a channels_last param
+            if t.dtype != want or not _same_layout(t, p):
+                # a contiguous checkpoint for a channels_last param, or torch.optim's float16/bfloat16 state
+                # (exact in float32)
                 with torch.no_grad():
-                    t = state[key] = torch.empty_like(p, memory_format=torch.preserve_format).copy_(t)
+                    t = state[key] = torch.empty_like(p, dtype=want, memory_format=torch.preserve_format).copy_(t)
             keep.append(t.untyped_storage())
             tensors.append(t)
             ptrs.append(_data_ptr(t))
-        return (gi, _data_ptr(p), p.numel(), p.dtype == torch.float64, p.dtype, p.shape, p.stride(), state,
+        return (gi, _data_ptr(p), p.numel(), _DTYPE_CODES[p.dtype], p.dtype, p.shape, p.stride(), state,
                 tuple(tensors), _data_ptr(step), step.dtype == torch.float64, ptrs[0], ptrs[1], ptrs[2])
 
     def _forget(self, created):

@@ -56,6 +56,8 @@ class _ParamStateRequired(TypedDict):
 class ParamState(_ParamStateRequired, total=False):
     """opt.state[i] and state_dict()["state"][i]; max_exp_avg_sq only where the group uses AMSGrad."""
     max_exp_avg_sq: FloatArray
+    master: FloatArray
+    ema: FloatArray
 
 
 class SavedParamGroup(Hyperparameters):

@@ -100,7 +100,7 @@ class ReferenceAdam:
 
 def _uint_view(a):
     a = np.ascontiguousarray(a)
-    return a.view({4: np.uint32, 8: np.uint64}[a.dtype.itemsize])
+    return a.view({2: np.uint16, 4: np.uint32, 8: np.uint64}[a.dtype.itemsize])
 
 
 def assert_bitwise_equal(actual, expected, what=""):

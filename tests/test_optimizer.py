@@ -74,14 +74,20 @@ def reference_for(groups, defaults=DEFAULTS):
 # ---------------------------------------------------------------- signatures and defaults
 
 
+# mixed precision (tests/test_mixed.py): keyword-only, off by default
+MIXED_DEFAULTS = {"master_weights": False, "rounding": "nearest", "ema_decay": None, "seed": 0}
+
+
 def test_adam_signature():
     sig = inspect.signature(adam_c.Adam)
     names = list(sig.parameters)
     assert names == ["params", "lr", "betas", "eps", "weight_decay", "amsgrad", "maximize",
-                     "decoupled_weight_decay"]
+                     "decoupled_weight_decay", "master_weights", "rounding", "ema_decay", "seed"]
     for key, value in DEFAULTS.items():
         assert sig.parameters[key].default == value, key
-    for key in ("maximize", "decoupled_weight_decay"):
+    for key, value in MIXED_DEFAULTS.items():
+        assert sig.parameters[key].default == value, key
+    for key in ("maximize", "decoupled_weight_decay", *MIXED_DEFAULTS):
         assert sig.parameters[key].kind is inspect.Parameter.KEYWORD_ONLY
     for key in ("params", "lr", "betas", "eps", "weight_decay", "amsgrad"):
         assert sig.parameters[key].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
@@ -89,7 +95,8 @@ def test_adam_signature():
 
 def test_adamw_signature():
     sig = inspect.signature(adam_c.AdamW)
-    assert list(sig.parameters) == ["params", "lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"]
+    assert list(sig.parameters) == ["params", "lr", "betas", "eps", "weight_decay", "amsgrad", "maximize",
+                                    *MIXED_DEFAULTS]
     assert sig.parameters["weight_decay"].default == 1e-2
     assert sig.parameters["maximize"].kind is inspect.Parameter.KEYWORD_ONLY
     for key in ("lr", "betas", "eps", "amsgrad", "maximize"):
@@ -690,7 +697,8 @@ BAD_CONSTRUCTIONS = [
     ("readonly", lambda: adam_c.Adam([_readonly()]), ValueError, r"params\[0\].*writ"),
     ("int", lambda: adam_c.Adam([np.zeros(3, np.int64)]), TypeError, r"params\[0\].*dtype"),
     ("complex", lambda: adam_c.Adam([np.zeros(3, np.complex128)]), TypeError, r"params\[0\].*dtype"),
-    ("float16", lambda: adam_c.Adam([np.zeros(3, np.float16)]), TypeError, r"params\[0\].*dtype"),
+    # float16 and bfloat16 params are mixed precision (tests/test_mixed.py)
+    ("int16", lambda: adam_c.Adam([np.zeros(3, np.int16)]), TypeError, r"params\[0\].*dtype"),
     ("bool", lambda: adam_c.Adam([np.zeros(3, bool)]), TypeError, r"params\[0\].*dtype"),
     ("byteswapped", lambda: adam_c.Adam([_byteswapped()]), (TypeError, ValueError), r"params\[0\]"),
     ("list-param", lambda: adam_c.Adam([[1.0, 2.0]]), TypeError, r"params\[0\]"),

@@ -892,7 +892,7 @@ static void test_bad_hparams(void)
 
 static void test_bad_dtype(void)
 {
-    const int bad_dtypes[] = {2, -1, 99, 0x7fffffff};
+    const int bad_dtypes[] = {4, -1, 99, 0x7fffffff}; /* 2 and 3 are float16 and bfloat16 since 0.2 */
     for (int entry = 1; entry < 3; entry++)
         for (int bi = 0; bi < 4; bi++) {
             const size_t zero_off[5] = {0, 0, 0, 0, 0};
@@ -1377,6 +1377,301 @@ static void test_impossible_sizes(void)
 
 /* ------------------------------------------------------------------ main */
 
+
+/* ------------------------------------------------------------------ mixed precision (0.2) */
+
+static uint32_t f32_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return u;
+}
+static float bits_f32(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* float16 -> float by arithmetic (an independent route from the library's bit operations). */
+static float ref_f16_to_f32(uint16_t h)
+{
+    const int sign = h >> 15, e = (h >> 10) & 31, mant = h & 1023;
+    double v;
+    if (e == 31)
+        return bits_f32((sign ? 0x80000000u : 0) | 0x7F800000u | (uint32_t)mant << 13 | (mant ? 0x400000u : 0));
+    v = e == 0 ? ldexp(mant, -24) : ldexp(1024 + mant, e - 25);
+    return (float)(sign ? -v : v);
+}
+
+/* float -> the nearer of the two neighbouring 16-bit patterns (ties to the even pattern), by exact double
+ * differences: an independent route for both float16 and bfloat16 (to_f32 decodes a pattern). */
+static uint16_t ref_round16(float x, float (*to_f32)(uint16_t), int f16)
+{
+    const uint32_t u = f32_bits(x);
+    const uint32_t sign16 = (u >> 16) & 0x8000u;
+    const float a = fabsf(x);
+    if (isnan(x))
+        return 0; /* handled by the caller */
+    /* largest pattern whose value is <= a: binary search over the positive patterns (monotonic in value) */
+    uint32_t lo = 0, hi = f16 ? 0x7C00u : 0x7F80u; /* +inf */
+    while (hi - lo > 1) {
+        const uint32_t mid = (lo + hi) / 2;
+        if ((double)to_f32((uint16_t)mid) <= (double)a)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    if ((double)to_f32((uint16_t)hi) <= (double)a)
+        lo = hi;
+    if ((double)to_f32((uint16_t)lo) == (double)a)
+        return (uint16_t)(sign16 | lo);
+    /* between lo and lo + 1; the step above the largest finite rounds as if the exponent continued */
+    const double below = to_f32((uint16_t)lo);
+    const double above = (lo + 1 == (f16 ? 0x7C00u : 0x7F80u)) ? (f16 ? 65536.0 : ldexp(1.0, 128))
+                                                                : (double)to_f32((uint16_t)(lo + 1));
+    const double d0 = (double)a - below, d1 = above - (double)a;
+    const uint32_t pick = d0 < d1 ? lo : d1 < d0 ? lo + 1 : ((lo & 1) ? lo + 1 : lo);
+    return (uint16_t)(sign16 | pick);
+}
+static float ref_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+static uint16_t ref_f32_to_f16(float x) { return ref_round16(x, ref_f16_to_f32, 1); }
+static uint16_t ref_f32_to_bf16(float x) { return ref_round16(x, ref_bf16_to_f32, 0); }
+
+/* All 65536 float16/bfloat16 values through adamc_convert, and float32 samples (ties, denormals, specials) back,
+ * against the references above; outputs land in guarded buffers at odd lengths. */
+static void test_conversions(void)
+{
+    enum { N = 65536 };
+    gbuf src, dst;
+    gbuf_init(&src, N * 4, 0);
+    gbuf_init(&dst, N * 4, 0);
+    for (int kind = 0; kind < 2; kind++) {
+        const int dtype = kind ? ADAMC_BFLOAT16 : ADAMC_FLOAT16;
+        float (*to_f32)(uint16_t) = kind ? ref_bf16_to_f32 : ref_f16_to_f32;
+        uint16_t (*from_f32)(float) = kind ? ref_f32_to_bf16 : ref_f32_to_f16;
+        const size_t offsets[2] = {0, 2};
+        for (int oi = 0; oi < 2; oi++) {
+            const size_t n = N - oi; /* also an odd length */
+            gbuf_place(&src, n * 2, offsets[oi]);
+            gbuf_place(&dst, n * 4, 0);
+            uint16_t *h = (uint16_t *)src.ptr;
+            for (size_t i = 0; i < n; i++)
+                h[i] = (uint16_t)i;
+            adamc_status st = adamc_convert(h, dtype, dst.ptr, ADAMC_FLOAT32, n);
+            const float *f = (const float *)dst.ptr;
+            long bad = 0;
+            for (size_t i = 0; i < n && st == ADAMC_OK; i++) {
+                const float want = to_f32((uint16_t)i);
+                const int nan = isnan(want);
+                if (nan ? !(isnan(f[i]) && (f32_bits(f[i]) | 0x400000u) == (f32_bits(want) | 0x400000u))
+                        : f32_bits(f[i]) != f32_bits(want))
+                    bad++;
+            }
+            CHECK(st == ADAMC_OK && bad == 0 && gbuf_guards_ok(&src) && gbuf_guards_ok(&dst),
+                  "dtype %d -> float32, n=%zu: status %d, %ld wrong", dtype, n, (int)st, bad);
+        }
+        /* float32 -> 16 bits: every 16-bit neighbourhood's ties and near-ties, plus random patterns */
+        const size_t n = N - 1;
+        gbuf_place(&src, n * 4, 0);
+        gbuf_place(&dst, n * 2, 2);
+        float *x = (float *)src.ptr;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u = (uint32_t)rng_next();
+            if (i % 3 == 0)
+                u = (u & (kind ? 0xFFFF0000u : 0xFFFFE000u)) | (kind ? 0x8000u : 0x1000u); /* exact tie */
+            if (i % 5 == 0 && !kind)
+                u = 0x33000000u + (uint32_t)(rng_next() % 0x14800000u); /* float16's range incl. denormals */
+            x[i] = bits_f32(u);
+        }
+        x[0] = bits_f32(0x477FF000u), x[1] = bits_f32(0x7F7FFFFFu), x[2] = INFINITY, x[3] = -0.0f;
+        x[4] = bits_f32(0x00000001u), x[5] = bits_f32(0x33000000u), x[6] = bits_f32(0x7F7F8000u);
+        adamc_status st = adamc_convert(x, ADAMC_FLOAT32, dst.ptr, dtype, n);
+        const uint16_t *y = (const uint16_t *)dst.ptr;
+        long bad = 0;
+        size_t first = 0;
+        for (size_t i = 0; i < n && st == ADAMC_OK; i++) {
+            const int ok = isnan(x[i]) ? isnan(to_f32(y[i])) : y[i] == from_f32(x[i]);
+            if (!ok && bad++ == 0)
+                first = i;
+        }
+        CHECK(st == ADAMC_OK && bad == 0 && gbuf_guards_ok(&src) && gbuf_guards_ok(&dst),
+              "float32 -> dtype %d: status %d, %ld wrong (first: 0x%08x -> 0x%04x, want 0x%04x)", dtype, (int)st,
+              bad, f32_bits(x[first]), y[first], from_f32(x[first]));
+    }
+    CHECK(adamc_convert(canary_block, ADAMC_FLOAT64, canary_block + 64, ADAMC_FLOAT16, 1) == ADAMC_ERR_DTYPE,
+          "float64 -> float16 is refused");
+    gbuf_free(&src);
+    gbuf_free(&dst);
+}
+
+/* A mixed-precision table (bf16 + master + EMA, f16 with float32 grads, bf16 stochastic, f32 + EMA) stepped with
+ * loss scale and clipping: buffers guarded, results identical on every target and for 1 and 3 threads, and an
+ * inf grad skips the whole step. The per-element numerics are checked against the NumPy oracle in Python. */
+enum { MIX_T = 4, MIX_BUFS = 7 };
+static const size_t MIX_N[MIX_T] = {1001, 37, 513, 20011};
+static unsigned char *mix_expected[MIX_T][MIX_BUFS];
+static double mix_expected_norm;
+
+static void mix_run(int threads, int pass)
+{
+    adamc_hparams hp;
+    adamc_hparams_init(&hp);
+    hp.amsgrad = 1, hp.weight_decay = 0.01, hp.decoupled_weight_decay = 1;
+    const int dtypes[MIX_T] = {ADAMC_BFLOAT16, ADAMC_FLOAT16, ADAMC_BFLOAT16, ADAMC_FLOAT32};
+    gbuf bufs[MIX_T][MIX_BUFS];
+    adamc_tensor table[MIX_T];
+    uint64_t saved_state = rng_state;
+    rng_state = 12345; /* the same inputs every run */
+    for (int k = 0; k < MIX_T; k++) {
+        const size_t n = MIX_N[k];
+        const size_t psize = dtypes[k] == ADAMC_FLOAT32 ? 4 : 2;
+        const size_t sizes[MIX_BUFS] = {psize, k == 1 ? 4 : psize, 4, 4, 4, 4, 4};
+        for (int b = 0; b < MIX_BUFS; b++) {
+            gbuf_init(&bufs[k][b], n * sizes[b], (size_t)(b * 2 + k * 6) % 64 / sizes[b] * sizes[b]);
+            for (size_t i = 0; i < n; i++) {
+                const float v = b == 3 || b == 4 ? (float)(rng_unit() * 1e-3) : (float)(rng_unit() - 0.5);
+                if (sizes[b] == 4)
+                    memcpy(bufs[k][b].ptr + 4 * i, &v, 4);
+                else {
+                    const uint16_t h = dtypes[k] == ADAMC_FLOAT16 ? ref_f32_to_f16(v) : ref_f32_to_bf16(v);
+                    memcpy(bufs[k][b].ptr + 2 * i, &h, 2);
+                }
+            }
+        }
+        adamc_tensor_init(&table[k]);
+        table[k].param = bufs[k][0].ptr, table[k].grad = bufs[k][1].ptr, table[k].exp_avg = bufs[k][2].ptr;
+        table[k].exp_avg_sq = bufs[k][3].ptr, table[k].max_exp_avg_sq = bufs[k][4].ptr, table[k].n = n;
+        table[k].step = 3, table[k].hp = &hp, table[k].dtype = dtypes[k], table[k].index = (uint64_t)k;
+        table[k].grad_float32 = k == 1;
+        table[k].master = k == 0 ? bufs[k][5].ptr : NULL;
+        table[k].ema = k == 0 || k == 3 ? bufs[k][6].ptr : NULL;
+        table[k].rounding = k == 2 ? ADAMC_ROUND_STOCHASTIC : ADAMC_ROUND_NEAREST;
+    }
+    rng_state = saved_state;
+    adamc_step_options opts;
+    adamc_step_options_init(&opts);
+    opts.grad_scale = 8.0, opts.max_grad_norm = 0.5, opts.skip_nonfinite = 1, opts.ema_decay = 0.9, opts.seed = 7;
+    adamc_step_result res;
+    adamc_set_num_threads(threads);
+    adamc_set_parallel_threshold(8);
+    if (pass == 1) { /* an inf in the last tensor: nothing may change */
+        float inf = INFINITY;
+        memcpy(bufs[3][1].ptr + 4 * 17, &inf, 4);
+        unsigned char *snap[MIX_T][MIX_BUFS];
+        for (int k = 0; k < MIX_T; k++)
+            for (int b = 0; b < MIX_BUFS; b++)
+                snap[k][b] = gbuf_snapshot(&bufs[k][b]);
+        adamc_status st = adamc_step_multi_ex(table, MIX_T, &opts, &res, NULL);
+        int same = 1;
+        for (int k = 0; k < MIX_T; k++)
+            for (int b = 0; b < MIX_BUFS; b++) {
+                same &= gbuf_same(&bufs[k][b], snap[k][b]);
+                free(snap[k][b]);
+            }
+        CHECK(st == ADAMC_OK && res.skipped == 1 && same && isinf(res.grad_norm),
+              "mixed: an inf grad skips the step (status %d, skipped %d, norm %g, unchanged %d)", (int)st,
+              res.skipped, res.grad_norm, same);
+    } else {
+        adamc_status st = adamc_step_multi_ex(table, MIX_T, &opts, &res, NULL);
+        int guards = 1;
+        for (int k = 0; k < MIX_T; k++)
+            for (int b = 0; b < MIX_BUFS; b++)
+                guards &= gbuf_guards_ok(&bufs[k][b]);
+        CHECK(st == ADAMC_OK && !res.skipped && guards && res.grad_norm > 0 && res.clip_coef < 1.0,
+              "mixed step: status %d, skipped %d, guards %d, norm %g, coef %g", (int)st, res.skipped, guards,
+              res.grad_norm, res.clip_coef);
+        int same = 1;
+        for (int k = 0; k < MIX_T; k++)
+            for (int b = 0; b < MIX_BUFS; b++) {
+                if (!mix_expected[k][b])
+                    mix_expected[k][b] = gbuf_snapshot(&bufs[k][b]);
+                else
+                    same &= gbuf_same(&bufs[k][b], mix_expected[k][b]);
+            }
+        if (mix_expected_norm == 0.0)
+            mix_expected_norm = res.grad_norm;
+        CHECK(same && res.grad_norm == mix_expected_norm,
+              "mixed step with %d threads: the same bits as the first target/thread count (norm %.17g vs %.17g)",
+              threads, res.grad_norm, mix_expected_norm);
+    }
+    adamc_set_num_threads(0);
+    adamc_set_parallel_threshold(16384);
+    for (int k = 0; k < MIX_T; k++)
+        for (int b = 0; b < MIX_BUFS; b++)
+            gbuf_free(&bufs[k][b]);
+}
+
+static void test_mixed_step(void)
+{
+    mix_run(1, 0);
+    mix_run(3, 0);
+    mix_run(2, 1);
+}
+
+/* A program built against the 0.1 header passes a table of 0.1-sized entries (no mixed-precision fields): it
+ * must keep working, with the new fields read as their defaults, and give the same bits as the new layout. */
+typedef struct tensor_v1 {
+    size_t struct_size;
+    void *param;
+    const void *grad;
+    void *exp_avg;
+    void *exp_avg_sq;
+    void *max_exp_avg_sq;
+    size_t n;
+    int64_t step;
+    const adamc_hparams *hp;
+    int dtype;
+} tensor_v1;
+
+static void test_old_tensor_layout(void)
+{
+    enum { N = 77 };
+    static float a[2][4][N], b[2][4][N];
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < 4; j++)
+            for (int i = 0; i < N; i++)
+                a[k][j][i] = b[k][j][i] = (float)(j == 3 ? rng_unit() : rng_unit() - 0.5);
+    adamc_hparams hp;
+    adamc_hparams_init(&hp);
+    tensor_v1 old[2];
+    adamc_tensor now[2];
+    for (int k = 0; k < 2; k++) {
+        old[k] = (tensor_v1){sizeof(tensor_v1), a[k][0], a[k][1], a[k][2], a[k][3], NULL, N, 2, &hp, ADAMC_FLOAT32};
+        adamc_tensor_init(&now[k]);
+        now[k].param = b[k][0], now[k].grad = b[k][1], now[k].exp_avg = b[k][2], now[k].exp_avg_sq = b[k][3];
+        now[k].n = N, now[k].step = 2, now[k].hp = &hp;
+    }
+    CHECK(sizeof(tensor_v1) < sizeof(adamc_tensor), "the 0.1 layout is smaller");
+    adamc_status s1 = adamc_step_multi((const adamc_tensor *)(const void *)old, 2);
+    adamc_status s2 = adamc_step_multi(now, 2);
+    CHECK(s1 == ADAMC_OK && s2 == ADAMC_OK && memcmp(a, b, sizeof a) == 0,
+          "a table of 0.1-sized entries steps like the new layout (status %d, %d)", (int)s1, (int)s2);
+}
+
+static void test_bad_options(void)
+{
+    adamc_step_options o;
+    const double bad_scales[] = {0.0, -1.0, NAN, INFINITY};
+    for (int i = 0; i < 4; i++) {
+        adamc_step_options_init(&o);
+        o.grad_scale = bad_scales[i];
+        CHECK(adamc_step_multi_ex(NULL, 0, &o, NULL, NULL) == ADAMC_ERR_OPTION, "grad_scale %g refused",
+              bad_scales[i]);
+    }
+    adamc_step_options_init(&o);
+    o.max_grad_norm = NAN;
+    CHECK(adamc_step_multi_ex(NULL, 0, &o, NULL, NULL) == ADAMC_ERR_OPTION, "max_grad_norm NaN refused");
+    adamc_step_options_init(&o);
+    o.ema_decay = 1.5;
+    CHECK(adamc_step_multi_ex(NULL, 0, &o, NULL, NULL) == ADAMC_ERR_OPTION, "ema_decay 1.5 refused");
+    adamc_step_options_init(&o);
+    o.struct_size = 0;
+    CHECK(adamc_step_multi_ex(NULL, 0, &o, NULL, NULL) == ADAMC_ERR_STRUCT_SIZE, "options struct_size 0");
+}
+
+/* ------------------------------------------------------------------ main */
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -1423,6 +1718,8 @@ int main(void)
         RUN(test_large);
         RUN(test_parallel_small);
         RUN(test_multi);
+        RUN(test_conversions);
+        RUN(test_mixed_step);
         printf("target %s: kernels %s\n", name, n_failed == before ? "ok" : "FAILED");
         ran++;
     }
@@ -1434,6 +1731,8 @@ int main(void)
     RUN(test_overlap);
     RUN(test_bad_hparams);
     RUN(test_bad_dtype);
+    RUN(test_bad_options);
+    RUN(test_old_tensor_layout);
     RUN(test_struct_size_and_version);
     RUN(test_fork_after_parallel);
     RUN(test_impossible_sizes);

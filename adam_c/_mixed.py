@@ -1,0 +1,103 @@
+"""_mixed.py: the mixed-precision options of an optimizer (master weights, rounding, EMA) and of a step (loss
+scale, inf skip, global-norm clipping), validated; every error names its argument."""
+import math
+import numbers
+
+import numpy as np
+
+from ._validation import BFLOAT16, LOW_PRECISION_DTYPES, flag, real
+
+ROUNDINGS = ("nearest", "stochastic")
+
+
+def low_precision(array):
+    return array.dtype in LOW_PRECISION_DTYPES
+
+
+class MixedOptions:
+    """Optimizer-wide mixed-precision settings (plain data, picklable)."""
+
+    def __init__(self, master_weights, rounding, ema_decay, seed):
+        self.master_weights = master_weights
+        self.rounding = rounding
+        self.ema_decay = ema_decay
+        self.seed = seed
+
+    @classmethod
+    def default(cls):
+        """No master weights, round to nearest, no EMA."""
+        return cls(False, "nearest", None, 0)
+
+    @classmethod
+    def checked(cls, master_weights, rounding, ema_decay, seed):
+        master_weights = flag(master_weights, "master_weights")
+        if not isinstance(rounding, str) or rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be 'nearest' or 'stochastic', got {rounding!r}")
+        if rounding == "stochastic" and master_weights:
+            raise ValueError("rounding='stochastic' is for bfloat16 params without master weights; "
+                             "with master_weights=True the params are rounded to nearest from the master")
+        if ema_decay is not None:
+            ema_decay = real(ema_decay, "ema_decay")
+            if not 0.0 <= ema_decay <= 1.0:
+                raise ValueError(f"ema_decay={ema_decay!r} must be in [0, 1]")
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        if not 0 <= int(seed) < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        return cls(master_weights, rounding, ema_decay, int(seed))
+
+    def check_params(self, params, where):
+        """Refuse combinations the kernels cannot run, naming the param."""
+        for j, p in enumerate(params):
+            if self.rounding == "stochastic" and p.dtype != BFLOAT16 and p.dtype != np.float32 \
+                    and p.dtype != np.float64:
+                raise ValueError(f"{where}[{j}] has dtype {p.dtype}: rounding='stochastic' is for bfloat16 "
+                                 "params (float16 params round to nearest; use master_weights=True)")
+
+    def extra_buffers(self, param):
+        """Which of "master", "ema" a param needs."""
+        keys = []
+        if self.master_weights and low_precision(param):
+            keys.append("master")
+        if self.ema_decay is not None:
+            keys.append("ema")
+        return keys
+
+    def run_options(self):
+        return {"ema_decay": 0.0 if self.ema_decay is None else self.ema_decay, "seed": self.seed}
+
+
+def check_step_extras(grad_scale, max_grad_norm, skip_nonfinite):
+    """StepPlan.run's keyword arguments for step(grad_scale=, max_grad_norm=, skip_nonfinite=)."""
+    out = {}
+    if grad_scale is not None:
+        if hasattr(grad_scale, "item") and not isinstance(grad_scale, np.ndarray):
+            grad_scale = grad_scale.item()  # a 0-d torch tensor, as GradScaler keeps its scale
+        scale = real(grad_scale, "grad_scale")
+        if not (math.isfinite(scale) and scale > 0.0):
+            raise ValueError(f"grad_scale={grad_scale!r} must be finite and > 0")
+        out["grad_scale"] = scale
+    if max_grad_norm is not None:
+        norm = real(max_grad_norm, "max_grad_norm")
+        if not norm > 0.0:  # NaN too
+            raise ValueError(f"max_grad_norm={max_grad_norm!r} must be > 0")
+        out["max_grad_norm"] = norm
+    if skip_nonfinite is None:
+        skip_nonfinite = grad_scale is not None
+    if flag(skip_nonfinite, "skip_nonfinite"):
+        out["skip_nonfinite"] = True  # False is StepPlan.run's default: a plain step passes no options at all
+    return out
+
+
+def numpy_view(tensor):
+    """Hook for adam_c.torch (issue 9 asks for torch half/bfloat16 params): a NumPy array sharing the memory of a
+    contiguous CPU torch tensor, float16 and bfloat16 included (NumPy has no bfloat16, so the bits are viewed as
+    ml_dtypes.bfloat16). The optimizer then updates the tensor in place through the array. Not a copy: keep the
+    tensor alive as long as the array is used."""
+    import torch  # only called with torch tensors
+
+    if tensor.dtype == torch.bfloat16:
+        if BFLOAT16 is None:
+            raise TypeError("bfloat16 tensors need the ml_dtypes package (pip install ml_dtypes)")
+        return tensor.detach().view(torch.int16).numpy().view(BFLOAT16)
+    return tensor.detach().numpy()
