@@ -463,6 +463,7 @@ static size_t chunk_bytes_for(size_t total_bytes)
 /* ------------------------------------------------------------------ measured threading decisions */
 
 #define TUNE_SAMPLES 5       /* recent times kept per mode; their median decides */
+#define TUNE_FIRST 3         /* samples of each mode before the first decision (a median of 3 survives an outlier) */
 #define TUNE_RECHECK 50      /* after deciding, the other mode is re-tried after this many steps ... */
 #define TUNE_RECHECK_MAX 3200 /* ... doubling (up to this) each time it loses again, so a mode that cannot win
                               * (threads on a busy core: one slow step each) costs less and less */
@@ -475,7 +476,7 @@ struct adamc_autotune {
     unsigned next[2];
     int choice;                            /* 0 serial, 1 threads; valid once both modes have samples */
     int threads;                           /* thread count of the last threaded run */
-    uint64_t interval;                     /* steps between re-tries of the mode not chosen */
+    uint64_t backoff;                      /* steps between re-tries of the mode not chosen while it loses */
     uint64_t next_check;                   /* the step that re-tries it */
 };
 
@@ -508,43 +509,41 @@ void adamc_autotune_get(const adamc_autotune *tune, adamc_autotune_info *info)
     info->serial_ns = tune_median(tune, 0);
     info->parallel_ns = tune_median(tune, 1);
     info->steps = tune->steps;
-    if (tune->filled[0] && tune->filled[1])
+    if (tune->filled[0] >= TUNE_FIRST && tune->filled[1] >= TUNE_FIRST)
         info->threads = tune->choice ? tune->threads : 1;
 }
 
 /* Which mode this step runs: explore both modes first (alternating), then the faster, re-trying the other one
- * every TUNE_RECHECK steps. */
+ * after TUNE_RECHECK steps, then less and less often while it keeps losing (see adamc_autotune_record). */
 int adamc_autotune_pick(const adamc_autotune *tune)
 {
     if (tune->steps == 0)
         return 1; /* untimed warm-up step */
-    if (tune->filled[0] < 2 || tune->filled[1] < 2)
+    if (tune->filled[0] < TUNE_FIRST || tune->filled[1] < TUNE_FIRST)
         return tune->filled[1] <= tune->filled[0];
     return tune->steps >= tune->next_check ? !tune->choice : tune->choice;
 }
 
 void adamc_autotune_record(adamc_autotune *tune, int mode, double ns)
 {
-    const int decided = tune->filled[0] >= 2 && tune->filled[1] >= 2;
+    const int decided = tune->filled[0] >= TUNE_FIRST && tune->filled[1] >= TUNE_FIRST;
     if (decided && mode != tune->choice) {
         /* a re-try of the mode not chosen: if it now looks faster, re-try it on the next steps too, so the median
          * can follow quickly; if it lost again, wait twice as long before the next re-try */
         const double chosen = tune_median(tune, tune->choice);
         const int promising = mode ? ns < TUNE_MARGIN * chosen : TUNE_MARGIN * ns < chosen;
-        if (promising)
-            tune->interval = 1;
-        else
-            tune->interval = tune->interval >= TUNE_RECHECK_MAX / 2 ? TUNE_RECHECK_MAX : 2 * tune->interval;
-        tune->next_check = tune->steps + tune->interval;
+        if (!promising)
+            tune->backoff = tune->backoff >= TUNE_RECHECK_MAX / 2 ? TUNE_RECHECK_MAX : 2 * tune->backoff;
+        tune->next_check = tune->steps + (promising ? 1 : tune->backoff);
     }
     tune->samples[mode][tune->next[mode]] = ns;
     tune->next[mode] = (tune->next[mode] + 1) % TUNE_SAMPLES;
     if (tune->filled[mode] < TUNE_SAMPLES)
         tune->filled[mode]++;
-    if (tune->filled[0] && tune->filled[1]) {
+    if (tune->filled[0] >= TUNE_FIRST && tune->filled[1] >= TUNE_FIRST) {
         const int choice = tune_median(tune, 1) < TUNE_MARGIN * tune_median(tune, 0);
         if (choice != tune->choice || !decided) { /* a new decision: re-check it after the base interval */
-            tune->interval = TUNE_RECHECK;
+            tune->backoff = TUNE_RECHECK;
             tune->next_check = tune->steps + TUNE_RECHECK;
         }
         tune->choice = choice;

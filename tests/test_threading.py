@@ -61,6 +61,34 @@ def test_autotune_retries_a_losing_mode_less_and_less():
     assert late.count(1) <= 4, "late in the run, re-tries are at most every 3200 steps"
 
 
+def test_autotune_one_lucky_sample_does_not_bring_frequent_retries():
+    # threads lose, but one re-try in five happens to look fast (noise): a lucky sample is confirmed at once and
+    # then the back-off goes on where it was, never back to re-trying every few steps
+    calls = {"threaded": 0}
+
+    def times(k, mode):
+        if not mode:
+            return 100_000
+        calls["threaded"] += 1
+        return 50_000 if calls["threaded"] % 5 == 0 else 3_000_000
+    modes, choice = _core.autotune_trace(times, 20_000)
+    assert choice == 1
+    assert modes[10:].count(1) <= 40, modes[10:].count(1)
+
+
+def test_autotune_decides_on_three_samples_each():
+    # one outlier among the first threaded samples must not decide: threads are clearly faster otherwise
+    calls = {"threaded": 0}
+
+    def times(k, mode):
+        if not mode:
+            return 100_000
+        calls["threaded"] += 1
+        return 9_000_000 if calls["threaded"] == 1 else 50_000
+    modes, choice = _core.autotune_trace(times, 12)
+    assert choice == 2, modes
+
+
 def test_autotune_needs_a_clear_win_for_threads():
     _, choice = _core.autotune_trace(lambda k, mode: 98_500 if mode else 100_000, 300)
     assert choice == 1, "a 1.5% gain is within noise: stay serial"
