@@ -194,8 +194,8 @@ size_t adamc_get_parallel_threshold(void);
 void adamc_set_parallel_threshold(size_t n);
 /* 1 if built with OpenMP (used for the thread count only: omp_get_max_threads). */
 int adamc_has_openmp(void);
-/* Number of times this process started over its worker pool after fork() (0 in a process that never forked
- * with workers running). A fork child gets a fresh pool, so its steps use threads too. */
+/* In a fork() child: 1 if the parent had started worker threads (then 0 in the parent, and in a child of a
+ * process that had none). A fork child runs its steps serially: it never waits for threads it does not have. */
 int adamc_pool_restarts(void);
 
 /* ---- Measured threading decisions for recurring workloads.

@@ -8,8 +8,8 @@
  * caller has claimed the last chunk it waits only for chunks that another thread has already claimed, i.e. is
  * running. A worker that wakes up late finds nothing to claim and goes back to sleep.
  *
- * Other things an OpenMP runtime does not give us: a fork() child gets a fresh pool (GNU OpenMP can hang a child
- * whose parent, or any library in it, had started a team); failing to create a thread means fewer helpers, never
+ * Other things an OpenMP runtime does not give us: a fork() child never waits for threads it does not have (GNU
+ * OpenMP can hang a child whose parent, or any library in it, had started a team): its steps run serially; failing to create a thread means fewer helpers, never
  * exit(); and every chunk runs with the caller's floating-point mode (MXCSR: FTZ/DAZ, rounding), which is per
  * thread, so results never depend on which thread ran a chunk.
  *
@@ -185,13 +185,18 @@ static int ensure_workers(pool *pl, int wanted)
 }
 
 /* fork(): the child has none of the workers, and a lock held by another thread of the parent stays held in the
- * child's copy. Start over; workers are created again on the child's first parallel step. */
+ * child's copy. Start over with fresh locks, and run the child's steps serially (see in_fork_child). */
 static int restarts = 0;
+/* Set in a fork() child: its steps run serially. Creating threads there is only as safe as every library's fork
+ * handling (a sanitizer's thread registry, say, may have been locked by a thread that does not exist in the
+ * child); a serial step needs nothing from the parent's threads. */
+static int in_fork_child = 0;
 static void pool_after_fork_in_child(void)
 {
     pool *pl = &the_pool;
     if (pl->created > 0)
         restarts++;
+    in_fork_child = 1;
     atomic_store(&pl->state, 0);
     atomic_store(&pl->completed, 0);
     atomic_store(&pl->sleepers, 0);
@@ -210,7 +215,8 @@ int adamc_pool_run(adamc_chunk_fn run, const void *ctx, size_t nchunks, int thre
     pool *pl = &the_pool;
     if (threads > ADAMC_MAX_THREADS)
         threads = ADAMC_MAX_THREADS;
-    if (threads <= 1 || nchunks <= 1 || nchunks > ADAMC_MAX_CHUNKS || pthread_mutex_trylock(&pl->caller_lock) != 0) {
+    if (threads <= 1 || nchunks <= 1 || nchunks > ADAMC_MAX_CHUNKS || in_fork_child ||
+        pthread_mutex_trylock(&pl->caller_lock) != 0) {
         /* serial: the same chunks in order (a busy pool means the cores are busy with another step anyway) */
         for (size_t c = 0; c < nchunks; c++)
             run(ctx, c);

@@ -269,7 +269,7 @@ FORK_SCRIPT = textwrap.dedent(r"""
         opt.step([g])
     assert adam_c.cpu_info()["pool_restarts_after_fork"] == 0, "the parent is not a forked child"
 
-    # 3. os.fork() child steps (with a fresh pool, threads 2, threshold 0) and exits 0
+    # 3. os.fork() child steps (serially, though threads 2 and threshold 0 ask for threads) and exits 0
     pid = os.fork()
     if pid == 0:
         try:
@@ -299,8 +299,9 @@ FORK_SCRIPT = textwrap.dedent(r"""
 
 
 def test_fork_after_parallel_steps_does_not_hang(tmp_path):
-    """GNU OpenMP hangs a forked child that enters a parallel region; adam_c's own pool starts over in a fork
-    child (fresh workers, fresh locks), so the child steps with threads. Run in a subprocess so that a hang fails this test (timeout) instead of hanging pytest."""
+    """GNU OpenMP hangs a forked child that enters a parallel region; adam_c's pool starts over in a fork child
+    (fresh locks, steps run serially), which never waits for threads it does not have. Run in a subprocess so
+    that a hang fails this test (timeout) instead of hanging pytest."""
     env = dict(os.environ, OMP_NUM_THREADS="2")
     try:
         # cwd outside the checkout: `python -c` puts the cwd first on sys.path, where adam_c is not built

@@ -1282,8 +1282,8 @@ static int run_in_child(int (*fn)(void), int timeout_s, int *signal_out)
 
 static int child_reports_not_forked(void) { return adamc_pool_restarts() == 0 ? 0 : 1; }
 
-/* After the parent ran threaded steps: the child got a fresh worker pool (one restart), and a threaded step
- * (2 threads, threshold 0) runs in it instead of hanging, with the same results. */
+/* After the parent ran threaded steps: the child's pool started over (one restart), and a step asking for threads
+ * (2 threads, threshold 0) runs serially instead of hanging, with the same results. */
 static int child_steps_after_fork(void)
 {
     if (adamc_pool_restarts() != 1)
