@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import adam_c
+from _forking import wait_for_child
 from reference import adam_step_reference, assert_bitwise_equal
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -374,17 +375,7 @@ def body_fork_during_c_call_is_refused_or_clean():
                     code = 4 if "forked" in str(exc) else 5
                 finally:
                     os._exit(code)
-            deadline = time.monotonic() + 30
-            while True:
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    break
-                if time.monotonic() > deadline:
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                    raise AssertionError("a forked child hung")
-                time.sleep(0.02)
-            outcomes.append(os.waitstatus_to_exitcode(status))
+            outcomes.append(wait_for_child(pid, 30, "a forked child"))
     finally:
         stop.set()
         t.join()

@@ -5,9 +5,7 @@ import copy
 import json
 import os
 import pickle
-import signal
 import threading
-import time
 import traceback
 from fractions import Fraction
 
@@ -17,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import adam_c
+from _forking import wait_for_child
 from reference import adam_step_reference, assert_bitwise_equal
 
 LRS = [1e-3, 0.1, np.float32(0.01), Fraction(1, 8), np.array(0.05)]
@@ -171,17 +170,8 @@ class OptimizerMachine(RuleBasedStateMachine):
                 traceback.print_exc()
             finally:
                 os._exit(code)
-        deadline = time.monotonic() + 60
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise AssertionError("the fork child's step hung")
-            time.sleep(0.005)
-        assert os.waitstatus_to_exitcode(status) == 0, "the fork child's step did not match the oracle"
+        code = wait_for_child(pid, 60, "the fork child's step")
+        assert code == 0, "the fork child's step did not match the oracle"
         self.assert_unchanged(before, "the parent after the child stepped")
 
     @rule(data=st.data())
