@@ -18,22 +18,13 @@ def make_spirals(n_per_class, n_classes, rng):
     return np.concatenate(xs).astype(np.float32), np.concatenate(ys)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m adam_c", description=__doc__)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-
-    try:  # this model's matrices are tiny: BLAS threads cost more than they give, on a busy machine a lot more
-        import threadpoolctl
-        threadpoolctl.threadpool_limits(1, user_api="blas")
-        blas_note = "BLAS limited to 1 thread (threadpoolctl)"
-    except ImportError:
-        blas_note = "BLAS threads as configured (pip install threadpoolctl lets the demo limit them)"
-
-    rng = np.random.default_rng(args.seed)
+def train_mlp(epochs=30, hidden=128, lr=1e-2, seed=0, optimizer_options=None, after_step=None, log=print,
+              header_note=""):
+    """Train the demo MLP; returns {"epoch_losses", "test_acc", "opt", "steps", "step_seconds", "n_params"}.
+    optimizer_options: extra keyword arguments for adam_c.Adam; after_step(opt, step): called after every step
+    (the quality harness uses it); log: where progress lines go (None: silent)."""
+    log = log or (lambda *a, **k: None)
+    rng = np.random.default_rng(seed)
     n_classes = 5
     X, y = make_spirals(800, n_classes, rng)
     order = rng.permutation(len(X))
@@ -41,7 +32,7 @@ def main(argv=None):
     split = int(0.8 * len(X))
     X_train, y_train, X_test, y_test = X[:split], y[:split], X[split:], y[split:]
 
-    H = args.hidden
+    H = hidden
     W1 = (rng.standard_normal((2, H)) * np.sqrt(2 / 2)).astype(np.float32)
     b1 = np.zeros(H, np.float32)
     W2 = (rng.standard_normal((H, H)) * np.sqrt(2 / H)).astype(np.float32)
@@ -49,11 +40,12 @@ def main(argv=None):
     W3 = (rng.standard_normal((H, n_classes)) * np.sqrt(1 / H)).astype(np.float32)
     b3 = np.zeros(n_classes, np.float32)
     params = [W1, b1, W2, b2, W3, b3]
-    opt = adam_c.Adam([{"params": [W1, W2, W3], "weight_decay": 1e-4}, {"params": [b1, b2, b3]}], lr=args.lr)
+    opt = adam_c.Adam([{"params": [W1, W2, W3], "weight_decay": 1e-4}, {"params": [b1, b2, b3]}], lr=lr,
+                      **(optimizer_options or {}))
     # optimizer-owned gradient buffers, aligned with the params in group order, written with out=
     gW1, gW2, gW3, gb1, gb2, gb3 = opt.grads
-    print(f"adam_c {adam_c.__version__}: {adam_c.cpu_info()['target']} kernels, "
-          f"{adam_c.get_num_threads()} threads; {sum(p.size for p in params)} parameters; {blas_note}")
+    log(f"adam_c {adam_c.__version__}: {adam_c.cpu_info()['target']} kernels, "
+        f"{adam_c.get_num_threads()} threads; {sum(p.size for p in params)} parameters{header_note}")
 
     def forward(xb):
         h1 = np.maximum(xb @ W1 + b1, 0)
@@ -67,7 +59,8 @@ def main(argv=None):
     start = time.perf_counter()
     step_seconds, steps = 0.0, 0
     batch = 128
-    for epoch in range(1, args.epochs + 1):
+    epoch_losses = []
+    for epoch in range(1, epochs + 1):
         perm = rng.permutation(len(X_train))
         total_loss = 0.0
         for i in range(0, len(perm), batch):
@@ -93,15 +86,39 @@ def main(argv=None):
             opt.step()  # grads=None: uses opt.grads
             step_seconds += time.perf_counter() - t0
             steps += 1
-        if epoch == 1 or epoch % 5 == 0 or epoch == args.epochs:
-            print(f"epoch {epoch:3d}  loss {total_loss / len(X_train):.4f}  "
-                  f"train acc {accuracy(X_train, y_train):.3f}  test acc {accuracy(X_test, y_test):.3f}  "
-                  f"({time.perf_counter() - start:.1f} s)")
-        if epoch == int(args.epochs * 0.75):
+            if after_step is not None:
+                after_step(opt, steps)
+        epoch_losses.append(total_loss / len(X_train))
+        if epoch == 1 or epoch % 5 == 0 or epoch == epochs:
+            log(f"epoch {epoch:3d}  loss {total_loss / len(X_train):.4f}  "
+                f"train acc {accuracy(X_train, y_train):.3f}  test acc {accuracy(X_test, y_test):.3f}  "
+                f"({time.perf_counter() - start:.1f} s)")
+        if epoch == int(epochs * 0.75):
             for group in opt.param_groups:  # a learning-rate schedule: decay by 10x for the last quarter
                 group["lr"] *= 0.1
-    test_acc = accuracy(X_test, y_test)
-    print(f"done: test accuracy {test_acc:.3f} after {args.epochs} epochs, {time.perf_counter() - start:.1f} s")
+    return {"epoch_losses": epoch_losses, "test_acc": accuracy(X_test, y_test), "opt": opt, "steps": steps,
+            "step_seconds": step_seconds, "n_params": sum(p.size for p in params),
+            "elapsed": time.perf_counter() - start}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m adam_c", description=__doc__)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    try:  # this model's matrices are tiny: BLAS threads cost more than they give, on a busy machine a lot more
+        import threadpoolctl
+        threadpoolctl.threadpool_limits(1, user_api="blas")
+        blas_note = "BLAS limited to 1 thread (threadpoolctl)"
+    except ImportError:
+        blas_note = "BLAS threads as configured (pip install threadpoolctl lets the demo limit them)"
+
+    result = train_mlp(args.epochs, args.hidden, args.lr, args.seed, header_note=f"; {blas_note}")
+    opt, steps, step_seconds, test_acc = result["opt"], result["steps"], result["step_seconds"], result["test_acc"]
+    print(f"done: test accuracy {test_acc:.3f} after {args.epochs} epochs, {result['elapsed']:.1f} s")
     info = opt.threading_info()
     if info["steps"]:
         timed = ", ".join(f"{name} {info[key]:.1f} us" for name, key in (("serial", "serial_us"), ("threads",
