@@ -3,6 +3,7 @@
 #include "adam_internal.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,16 +19,17 @@
 static int always_supported(void) { return 1; }
 
 /* Best last: the loader picks the last one the CPU supports. */
+#define ADAMC_TARGET_ENTRY(name, suffix, supports)                                                                \
+    {name, adamc_kernel_f32_##suffix, adamc_kernel_f64_##suffix, adamc_sumsq_f32_##suffix,                        \
+     adamc_sumsq_f64_##suffix, adamc_probe_f32_##suffix, adamc_probe_f64_##suffix, adamc_convert_##suffix,       \
+     supports}
 static const adamc_target targets[] = {
-    {"baseline", adamc_kernel_f32_baseline, adamc_kernel_f64_baseline, adamc_probe_f32_baseline,
-     adamc_probe_f64_baseline, always_supported},
+    ADAMC_TARGET_ENTRY("baseline", baseline, always_supported),
 #ifdef ADAMC_HAVE_AVX2
-    {"avx2", adamc_kernel_f32_avx2, adamc_kernel_f64_avx2, adamc_probe_f32_avx2, adamc_probe_f64_avx2,
-     adamc_cpu_has_avx2_fma},
+    ADAMC_TARGET_ENTRY("avx2", avx2, adamc_cpu_has_avx2_fma),
 #endif
 #ifdef ADAMC_HAVE_AVX512
-    {"avx512", adamc_kernel_f32_avx512, adamc_kernel_f64_avx512, adamc_probe_f32_avx512,
-     adamc_probe_f64_avx512, adamc_cpu_has_avx512},
+    ADAMC_TARGET_ENTRY("avx512", avx512, adamc_cpu_has_avx512),
 #endif
 };
 #define TARGET_COUNT ((int)(sizeof(targets) / sizeof(targets[0])))
@@ -141,6 +143,7 @@ const char *adamc_status_message(adamc_status status)
     case ADAMC_ERR_UNKNOWN_TARGET: return "unknown or unsupported SIMD target";
     case ADAMC_ERR_NO_MEMORY: return "out of memory";
     case ADAMC_ERR_STRUCT_SIZE: return "struct_size of adamc_hparams/adamc_tensor is not this library's (use *_init)";
+    case ADAMC_ERR_OPTION: return "invalid step option (grad_scale, max_grad_norm, ema_decay, rounding or master)";
     }
     return "unknown status";
 }
@@ -161,47 +164,121 @@ static adamc_status check_hparams(const adamc_hparams *hp, int64_t step)
     return ADAMC_OK;
 }
 
-static int ranges_overlap(const void *a, const void *b, size_t bytes)
+static size_t dtype_size(int dtype)
 {
-    uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
-    /* by distance, not by end address: y + bytes can wrap for absurd n and hide an overlap */
-    return x <= y ? y - x < bytes : x - y < bytes;
+    switch (dtype) {
+    case ADAMC_FLOAT64: return sizeof(double);
+    case ADAMC_FLOAT16:
+    case ADAMC_BFLOAT16: return 2;
+    default: return sizeof(float);
+    }
 }
+static int is_low_precision(int dtype) { return dtype == ADAMC_FLOAT16 || dtype == ADAMC_BFLOAT16; }
+/* The param's element size: chunks are cut in param bytes. */
+static size_t element_size(const adamc_tensor *t) { return dtype_size(t->dtype); }
+/* State, master and ema: float64 for float64 params, else float32. */
+static size_t compute_size(const adamc_tensor *t) { return t->dtype == ADAMC_FLOAT64 ? sizeof(double) : sizeof(float); }
+static int grad_type_of(const adamc_tensor *t) { return t->grad_float32 ? ADAMC_FLOAT32 : t->dtype; }
 
-static size_t element_size(const adamc_tensor *t) { return t->dtype == ADAMC_FLOAT32 ? sizeof(float) : sizeof(double); }
+/* The 0.1 layout of adamc_tensor ended with `dtype`; its size is that end rounded up to the struct's alignment. */
+#define TENSOR_V1_FIELDS offsetof(adamc_tensor, grad_float32)
+#define TENSOR_V1_SIZE ((offsetof(adamc_tensor, dtype) + sizeof(int) + _Alignof(adamc_tensor) - 1) / \
+                        _Alignof(adamc_tensor) * _Alignof(adamc_tensor))
+
+/* Copies entry i of a caller's table (whose entries are struct_size bytes apart) into *out, with the fields its
+ * layout lacks set to their defaults. */
+static adamc_status read_entry(const adamc_tensor *tensors, size_t i, size_t stride, adamc_tensor *out)
+{
+    const unsigned char *src = (const unsigned char *)tensors + i * stride;
+    size_t size;
+    memcpy(&size, src, sizeof size);
+    if (size != stride)
+        return ADAMC_ERR_STRUCT_SIZE;
+    adamc_tensor_init(out);
+    memcpy(out, src, stride == sizeof(adamc_tensor) ? sizeof(adamc_tensor) : TENSOR_V1_FIELDS);
+    out->struct_size = sizeof(adamc_tensor);
+    return ADAMC_OK;
+}
 
 static adamc_status check_tensor(const adamc_tensor *t)
 {
     if (t->struct_size != sizeof(adamc_tensor))
         return ADAMC_ERR_STRUCT_SIZE;
-    if (t->dtype != ADAMC_FLOAT32 && t->dtype != ADAMC_FLOAT64)
+    if (t->dtype < ADAMC_FLOAT32 || t->dtype > ADAMC_BFLOAT16)
         return ADAMC_ERR_DTYPE;
+    if (t->grad_float32 != 0 && !(t->grad_float32 == 1 && is_low_precision(t->dtype)))
+        return ADAMC_ERR_DTYPE;
+    const int gtype = grad_type_of(t);
+    if (t->rounding != ADAMC_ROUND_NEAREST && t->rounding != ADAMC_ROUND_STOCHASTIC)
+        return ADAMC_ERR_OPTION;
+    if (t->rounding == ADAMC_ROUND_STOCHASTIC && (t->dtype != ADAMC_BFLOAT16 || t->master))
+        return ADAMC_ERR_OPTION;
+    if (t->master && !is_low_precision(t->dtype))
+        return ADAMC_ERR_OPTION;
     adamc_status s = check_hparams(t->hp, t->step);
     if (s != ADAMC_OK || t->n == 0)
         return s;
     const int ams = t->hp->amsgrad != 0;
-    const void *bufs[5] = {t->param, t->grad, t->exp_avg, t->exp_avg_sq, t->max_exp_avg_sq};
-    const int nbufs = ams ? 5 : 4;
-    const size_t elsize = element_size(t);
-    if (t->n > SIZE_MAX / elsize)
+    const void *bufs[7] = {t->param, t->grad, t->exp_avg, t->exp_avg_sq, NULL, NULL, NULL};
+    size_t sizes[7] = {element_size(t), dtype_size(gtype), compute_size(t), compute_size(t), 0, 0, 0};
+    int nbufs = 4;
+    if (ams) {
+        bufs[nbufs] = t->max_exp_avg_sq;
+        sizes[nbufs++] = compute_size(t);
+    }
+    if (t->master) {
+        bufs[nbufs] = t->master;
+        sizes[nbufs++] = sizeof(float);
+    }
+    if (t->ema) {
+        bufs[nbufs] = t->ema;
+        sizes[nbufs++] = compute_size(t);
+    }
+    size_t largest = 0;
+    for (int i = 0; i < nbufs; i++)
+        largest = sizes[i] > largest ? sizes[i] : largest;
+    if (t->n > SIZE_MAX / largest)
         return ADAMC_ERR_OVERLAP; /* no real buffer is that large */
-    const size_t bytes = t->n * elsize;
     for (int i = 0; i < nbufs; i++) {
         if (!bufs[i])
             return ADAMC_ERR_NULL_POINTER;
-        if ((uintptr_t)bufs[i] % elsize)
+        if ((uintptr_t)bufs[i] % sizes[i])
             return ADAMC_ERR_MISALIGNED;
     }
     for (int i = 0; i < nbufs; i++)
-        for (int j = i + 1; j < nbufs; j++)
-            if (ranges_overlap(bufs[i], bufs[j], bytes))
+        for (int j = i + 1; j < nbufs; j++) {
+            const uintptr_t x = (uintptr_t)bufs[i], y = (uintptr_t)bufs[j];
+            /* by distance, not by end address: an end address can wrap for absurd n and hide an overlap */
+            if (x <= y ? y - x < t->n * sizes[i] : x - y < t->n * sizes[j])
                 return ADAMC_ERR_OVERLAP;
+        }
+    return ADAMC_OK;
+}
+
+static adamc_status check_options(const adamc_step_options *o)
+{
+    if (o->struct_size != sizeof(adamc_step_options))
+        return ADAMC_ERR_STRUCT_SIZE;
+    if (!(o->grad_scale > 0.0) || !isfinite(o->grad_scale))
+        return ADAMC_ERR_OPTION;
+    if (!(o->max_grad_norm >= 0.0)) /* NaN fails too; +inf is allowed (never clips) */
+        return ADAMC_ERR_OPTION;
+    if (!(o->ema_decay >= 0.0 && o->ema_decay <= 1.0))
+        return ADAMC_ERR_OPTION;
     return ADAMC_OK;
 }
 
 /* ------------------------------------------------------------------ the step */
 
-static void compute_coeffs(const adamc_tensor *t, adamc_coeffs *c)
+static uint64_t mix64(uint64_t z)
+{
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static void compute_coeffs(const adamc_tensor *t, const adamc_step_options *o, adamc_coeffs *c)
 {
     const adamc_hparams *hp = t->hp;
     const double step = (double)t->step;
@@ -217,41 +294,60 @@ static void compute_coeffs(const adamc_tensor *t, adamc_coeffs *c)
     c->eps = hp->eps;
     c->weight_decay = hp->weight_decay;
     c->decay_keep = 1.0 - hp->lr * hp->weight_decay;
+    /* torch's GradScaler: inv_scale = float32(1 / scale) multiplies the grads (float64 grads too) */
+    c->inv_scale = (double)(float)(1.0 / o->grad_scale);
+    c->grad_mul1 = hp->maximize ? -c->inv_scale : c->inv_scale; /* -(g*s) == g*(-s): the sign is exact */
+    c->grad_mul2 = 1.0;                                           /* the clip coefficient, set after the norm */
+    c->ema_keep = t->step == 1 ? 0.0 : o->ema_decay;              /* Keras: the first update copies the param */
+    c->ema_weight = 1.0 - c->ema_keep;
+    const uint64_t key = mix64(o->seed ^ mix64((uint64_t)t->step ^ mix64(t->index)));
+    c->sr_key_lo = (uint32_t)key;
+    c->sr_key_hi = (uint32_t)(key >> 32);
+    c->grad_type = grad_type_of(t);
     int variant = 0;
     if (hp->amsgrad)
         variant |= ADAMC_VARIANT_AMSGRAD;
     if (hp->weight_decay != 0.0)
         variant |= hp->decoupled_weight_decay ? ADAMC_VARIANT_DECOUPLED : ADAMC_VARIANT_L2;
-    if (hp->maximize)
-        variant |= ADAMC_VARIANT_MAXIMIZE;
-    /* torch decides lerp's form on the weight in the element type: |w| < 0.5 */
-    const int lerp_small = t->dtype == ADAMC_FLOAT32 ? (float)c->lerp_weight < 0.5f : c->lerp_weight < 0.5;
+    if (hp->maximize || o->grad_scale != 1.0 || o->max_grad_norm > 0.0)
+        variant |= ADAMC_VARIANT_GRAD_MUL;
+    /* torch decides lerp's form on the weight in the compute type: |w| < 0.5 */
+    const int lerp_small = t->dtype == ADAMC_FLOAT64 ? c->lerp_weight < 0.5 : (float)c->lerp_weight < 0.5f;
     if (!lerp_small)
         variant |= ADAMC_VARIANT_LERP_LARGE;
     c->variant = variant;
+    /* the kernel: the same-type one for float32/float64 without EMA, else the general one of this storage mode */
+    int mode = ADAMC_MODE_PLAIN;
+    if (t->dtype == ADAMC_FLOAT16)
+        mode = t->master ? ADAMC_MODE_F16_MASTER : ADAMC_MODE_F16;
+    else if (t->dtype == ADAMC_BFLOAT16)
+        mode = t->master ? ADAMC_MODE_BF16_MASTER
+                         : t->rounding == ADAMC_ROUND_STOCHASTIC ? ADAMC_MODE_BF16_SR : ADAMC_MODE_BF16;
+    if (mode == ADAMC_MODE_PLAIN && !t->ema)
+        c->kind = -1;
+    else
+        c->kind = ADAMC_KIND(mode, c->grad_type == t->dtype, hp->amsgrad != 0, t->ema != NULL);
 }
 
 /* Runs elements [begin, end) of tensor t with the active target's kernel. */
 static void run_segment(const adamc_target *target, const adamc_tensor *t, const adamc_coeffs *c, size_t begin,
                         size_t end)
 {
-    const size_t n = end - begin;
-    if (n == 0)
-        return;
-    const int ams = t->hp->amsgrad != 0;
-    if (t->dtype == ADAMC_FLOAT32) {
-        target->step_f32((float *)t->param + begin, (const float *)t->grad + begin, (float *)t->exp_avg + begin,
-                         (float *)t->exp_avg_sq + begin, ams ? (float *)t->max_exp_avg_sq + begin : NULL, n, c);
-    } else {
-        target->step_f64((double *)t->param + begin, (const double *)t->grad + begin,
-                         (double *)t->exp_avg + begin, (double *)t->exp_avg_sq + begin,
-                         ams ? (double *)t->max_exp_avg_sq + begin : NULL, n, c);
-    }
+    if (end > begin)
+        (t->dtype == ADAMC_FLOAT64 ? target->step_f64 : target->step_f32)(t, c, begin, end);
+}
+
+/* Elements a cut inside tensor t must be a multiple of (relative to the tensor's start): 1 so far. Blockwise
+ * quantised state (issue 10) returns its block size here, so a block is never split between chunks. */
+static size_t cut_granule(const adamc_tensor *t)
+{
+    (void)t;
+    return 1;
 }
 
 /* Where byte `cut` of the concatenated work lands: tensor index and element offset, moved forward to the next
- * 64-byte boundary of the param buffer so neighbouring chunks never share a cache line. Both chunks beside a cut
- * compute it with this same function, so the chunks tile the work exactly. */
+ * 64-byte boundary of the param buffer so neighbouring chunks never share a cache line (then to the tensor's cut
+ * granule). Both chunks beside a cut compute it with this same function, so the chunks tile the work exactly. */
 static void locate_cut(const adamc_tensor *tensors, const size_t *byte_start, size_t count, size_t cut,
                        size_t *tensor_out, size_t *offset_out)
 {
@@ -270,40 +366,62 @@ static void locate_cut(const adamc_tensor *tensors, const size_t *byte_start, si
     size_t misalign = addr % CACHE_LINE;
     if (misalign && offset > 0)
         offset += (CACHE_LINE - misalign) / elsize;
+    const size_t granule = cut_granule(t);
+    if (granule > 1 && offset % granule)
+        offset += granule - offset % granule;
     if (offset > t->n)
         offset = t->n;
     *tensor_out = lo;
     *offset_out = offset;
 }
 
-/* What one thread does with elements [begin, end) of tensor i: the Adam kernel, or the bandwidth probe. */
-typedef void (*segment_fn)(const adamc_target *target, const adamc_tensor *t, const adamc_coeffs *c, size_t begin,
-                           size_t end);
-
-static void probe_segment(const adamc_target *target, const adamc_tensor *t, const adamc_coeffs *c, size_t begin,
-                          size_t end)
-{
-    (void)c;
-    const size_t n = end - begin;
-    if (t->dtype == ADAMC_FLOAT32)
-        target->probe_f32((float *)t->param + begin, (const float *)t->grad + begin, (float *)t->exp_avg + begin,
-                          (float *)t->exp_avg_sq + begin, n);
-    else
-        target->probe_f64((double *)t->param + begin, (const double *)t->grad + begin,
-                          (double *)t->exp_avg + begin, (double *)t->exp_avg_sq + begin, n);
-}
+struct step_job;
+/* What one thread does with elements [begin, end) of tensor i within chunk `chunk`. */
+typedef void (*segment_fn)(const struct step_job *job, size_t chunk, size_t i, size_t begin, size_t end);
 
 /* One step's work, cut into chunks of `chunk_bytes` of the concatenated params (the last one shorter). */
 typedef struct step_job {
     const adamc_target *target;
-    const adamc_tensor *tensors;
+    const adamc_tensor *tensors; /* normalised copies of the caller's entries */
     const adamc_coeffs *coeffs;
     const size_t *byte_start;
     size_t count;
     size_t total_bytes;
     size_t chunk_bytes;
     segment_fn segment;
+    double *partial;             /* norm pass: 2 doubles per chunk (sum of squares, non-finite marker) */
 } step_job;
+
+static void step_segment(const step_job *job, size_t chunk, size_t i, size_t begin, size_t end)
+{
+    (void)chunk;
+    run_segment(job->target, &job->tensors[i], &job->coeffs[i], begin, end);
+}
+
+static void probe_segment(const step_job *job, size_t chunk, size_t i, size_t begin, size_t end)
+{
+    (void)chunk;
+    const adamc_tensor *t = &job->tensors[i];
+    const size_t n = end - begin;
+    if (t->dtype == ADAMC_FLOAT32)
+        job->target->probe_f32((float *)t->param + begin, (const float *)t->grad + begin,
+                               (float *)t->exp_avg + begin, (float *)t->exp_avg_sq + begin, n);
+    else if (t->dtype == ADAMC_FLOAT64)
+        job->target->probe_f64((double *)t->param + begin, (const double *)t->grad + begin,
+                               (double *)t->exp_avg + begin, (double *)t->exp_avg_sq + begin, n);
+}
+
+/* The grads' sum of squares of this segment, added to its chunk's partial (segments of a chunk run in order on
+ * one thread, so the sum's order is fixed by the chunking alone). */
+static void norm_segment(const step_job *job, size_t chunk, size_t i, size_t begin, size_t end)
+{
+    const adamc_tensor *t = &job->tensors[i];
+    double bad = 0.0;
+    const double sq = (t->dtype == ADAMC_FLOAT64 ? job->target->sumsq_f64 : job->target->sumsq_f32)(
+        t, &job->coeffs[i], begin, end, &bad);
+    job->partial[2 * chunk] += sq;
+    job->partial[2 * chunk + 1] += bad;
+}
 
 static void run_chunk(const void *ctx, size_t chunk)
 {
@@ -321,7 +439,7 @@ static void run_chunk(const void *ctx, size_t chunk)
         const size_t begin = i == t0 ? off0 : 0;
         const size_t end = i == t1 ? off1 : job->tensors[i].n;
         if (begin < end)
-            job->segment(job->target, &job->tensors[i], &job->coeffs[i], begin, end);
+            job->segment(job, chunk, i, begin, end);
     }
 }
 
@@ -424,53 +542,118 @@ static double elapsed_ns(const struct timespec *start)
 
 /* ------------------------------------------------------------------ running a table */
 
-/* Validates the table, computes per-tensor constants once, then runs `segment` over all elements as fixed
- * chunks of the concatenated tensors: serially below the threshold, else on the worker pool (see
- * thread_pool.c), where the caller never waits for a thread that is not running. */
-static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment_fn segment, adamc_autotune *tune)
+/* Validates the table and the options, computes per-tensor constants once, then runs `segment` over all elements
+ * as fixed chunks of the concatenated tensors: serially below the threshold, else on the worker pool (see
+ * thread_pool.c), where the caller never waits for a thread that is not running. With norm/inf options, a first
+ * pass over the grads (same chunks) decides whether the step runs and with which clip factor. */
+static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment_fn segment,
+                              const adamc_step_options *opts, adamc_step_result *result, adamc_autotune *tune)
 {
+    adamc_step_options defaults;
+    adamc_step_options_init(&defaults);
+    const adamc_step_options *o = opts ? opts : &defaults;
+    if (result) {
+        result->skipped = 0;
+        result->grad_norm = NAN;
+        result->clip_coef = 1.0;
+    }
+    adamc_status s = check_options(o);
+    if (s != ADAMC_OK)
+        return s;
     if (count == 0)
         return ADAMC_OK;
     if (!tensors)
         return ADAMC_ERR_NULL_POINTER;
-    size_t total_bytes = 0;
-    for (size_t i = 0; i < count; i++) {
-        adamc_status s = check_tensor(&tensors[i]);
-        if (s != ADAMC_OK)
-            return s;
-        total_bytes += tensors[i].n * element_size(&tensors[i]);
-    }
-    if (total_bytes == 0)
-        return ADAMC_OK;
+    size_t stride = 0;
+    memcpy(&stride, tensors, sizeof stride);
+    if (stride != sizeof(adamc_tensor) && stride != TENSOR_V1_SIZE)
+        return ADAMC_ERR_STRUCT_SIZE;
 
     /* small tables live on the stack; large ones cost one allocation per step */
     enum { STACK_TENSORS = 32 };
     adamc_coeffs coeff_stack[STACK_TENSORS];
     size_t start_stack[STACK_TENSORS];
+    adamc_tensor entry_stack[STACK_TENSORS];
     adamc_coeffs *coeffs = coeff_stack;
     size_t *byte_start = start_stack;
+    adamc_tensor *entries = entry_stack;
     void *heap = NULL;
     if (count > STACK_TENSORS) {
-        heap = malloc(count * (sizeof(adamc_coeffs) + sizeof(size_t)));
+        if (count > SIZE_MAX / (sizeof(adamc_coeffs) + sizeof(adamc_tensor) + sizeof(size_t)))
+            return ADAMC_ERR_NO_MEMORY;
+        heap = malloc(count * (sizeof(adamc_coeffs) + sizeof(adamc_tensor) + sizeof(size_t)));
         if (!heap)
             return ADAMC_ERR_NO_MEMORY;
         coeffs = (adamc_coeffs *)heap;
-        byte_start = (size_t *)(coeffs + count);
+        entries = (adamc_tensor *)(coeffs + count);
+        byte_start = (size_t *)(entries + count);
     }
-    size_t running = 0;
+    size_t total_bytes = 0;
     for (size_t i = 0; i < count; i++) {
-        compute_coeffs(&tensors[i], &coeffs[i]);
-        byte_start[i] = running;
-        running += tensors[i].n * element_size(&tensors[i]);
+        s = read_entry(tensors, i, stride, &entries[i]);
+        if (s == ADAMC_OK)
+            s = check_tensor(&entries[i]);
+        if (s == ADAMC_OK && segment == probe_segment && is_low_precision(entries[i].dtype))
+            s = ADAMC_ERR_DTYPE; /* the probe models the float32/float64 step only */
+        if (s != ADAMC_OK) {
+            free(heap);
+            return s;
+        }
+        byte_start[i] = total_bytes;
+        total_bytes += entries[i].n * element_size(&entries[i]);
     }
+    if (total_bytes == 0) {
+        free(heap);
+        return ADAMC_OK;
+    }
+    for (size_t i = 0; i < count; i++)
+        compute_coeffs(&entries[i], o, &coeffs[i]);
 
     const size_t chunk_bytes = chunk_bytes_for(total_bytes);
-    const step_job job = {active_target, tensors, coeffs, byte_start, count, total_bytes, chunk_bytes, segment};
+    step_job job = {active_target, entries, coeffs, byte_start, count, total_bytes, chunk_bytes, segment, NULL};
     const size_t nchunks = (total_bytes + chunk_bytes - 1) / chunk_bytes;
     int nthreads = adamc_get_num_threads();
     /* the threshold is in float32 elements; a float64 element counts double (divided, so no overflow) */
     if (total_bytes / sizeof(float) < parallel_threshold || nchunks < 2)
         nthreads = 1;
+
+    const int clip = o->max_grad_norm > 0.0;
+    if (segment == step_segment && (clip || o->skip_nonfinite || o->compute_norm)) {
+        double *partial = (double *)calloc(2 * nchunks, sizeof(double));
+        if (!partial) {
+            free(heap);
+            return ADAMC_ERR_NO_MEMORY;
+        }
+        step_job norm_job = job;
+        norm_job.segment = norm_segment;
+        norm_job.partial = partial;
+        adamc_pool_run(run_chunk, &norm_job, nchunks, nthreads);
+        double sumsq = 0.0, bad = 0.0;
+        for (size_t k = 0; k < nchunks; k++) { /* chunk order: the same bits for any thread count */
+            sumsq += partial[2 * k];
+            bad += partial[2 * k + 1];
+        }
+        free(partial);
+        const double norm = sqrt(sumsq); /* inf or NaN when a grad is (squares are >= 0, so no inf - inf) */
+        if (result)
+            result->grad_norm = norm;
+        if (isnan(bad) && o->skip_nonfinite) {
+            if (result)
+                result->skipped = 1;
+            free(heap);
+            return ADAMC_OK;
+        }
+        if (clip) {
+            /* torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), clamped to 1 */
+            double coef = o->max_grad_norm / (norm + 1e-6);
+            if (coef > 1.0)
+                coef = 1.0;
+            if (result)
+                result->clip_coef = coef;
+            for (size_t i = 0; i < count; i++)
+                coeffs[i].grad_mul2 = coef;
+        }
+    }
 
     if (nthreads > 1 && tune && autotune_enabled) {
         const int mode = adamc_autotune_pick(tune);
@@ -487,31 +670,52 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
     return ADAMC_OK;
 }
 
+adamc_status adamc_step_multi_ex(const adamc_tensor *tensors, size_t count, const adamc_step_options *opts,
+                                 adamc_step_result *result, adamc_autotune *tune)
+{
+    return run_table(tensors, count, step_segment, opts, result, tune);
+}
+
 adamc_status adamc_step_multi_tuned(const adamc_tensor *tensors, size_t count, adamc_autotune *tune)
 {
-    return run_table(tensors, count, run_segment, tune);
+    return run_table(tensors, count, step_segment, NULL, NULL, tune);
 }
 
 adamc_status adamc_step_multi(const adamc_tensor *tensors, size_t count)
 {
-    return run_table(tensors, count, run_segment, NULL);
+    return run_table(tensors, count, step_segment, NULL, NULL, NULL);
 }
 
 adamc_status adamc_memory_probe(const adamc_tensor *tensors, size_t count)
 {
-    return run_table(tensors, count, probe_segment, NULL);
+    return run_table(tensors, count, probe_segment, NULL, NULL, NULL);
+}
+
+adamc_status adamc_convert(const void *src, int src_dtype, void *dst, int dst_dtype, size_t n)
+{
+    if (n == 0)
+        return ADAMC_OK;
+    if (!src || !dst)
+        return ADAMC_ERR_NULL_POINTER;
+    return active_target->convert(src, src_dtype, dst, dst_dtype, n) ? ADAMC_OK : ADAMC_ERR_DTYPE;
 }
 
 adamc_status adamc_step_f32(float *p, const float *g, float *m, float *v, float *vmax, size_t n, int64_t step,
                             const adamc_hparams *hp)
 {
-    const adamc_tensor t = {sizeof(adamc_tensor), p, g, m, v, vmax, n, step, hp, ADAMC_FLOAT32};
+    adamc_tensor t;
+    adamc_tensor_init(&t);
+    t.param = p, t.grad = g, t.exp_avg = m, t.exp_avg_sq = v, t.max_exp_avg_sq = vmax, t.n = n, t.step = step;
+    t.hp = hp, t.dtype = ADAMC_FLOAT32;
     return adamc_step_multi(&t, 1);
 }
 
 adamc_status adamc_step_f64(double *p, const double *g, double *m, double *v, double *vmax, size_t n,
                             int64_t step, const adamc_hparams *hp)
 {
-    const adamc_tensor t = {sizeof(adamc_tensor), p, g, m, v, vmax, n, step, hp, ADAMC_FLOAT64};
+    adamc_tensor t;
+    adamc_tensor_init(&t);
+    t.param = p, t.grad = g, t.exp_avg = m, t.exp_avg_sq = v, t.max_exp_avg_sq = vmax, t.n = n, t.step = step;
+    t.hp = hp, t.dtype = ADAMC_FLOAT64;
     return adamc_step_multi(&t, 1);
 }

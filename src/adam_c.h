@@ -25,10 +25,22 @@ typedef enum adamc_status {
     ADAMC_ERR_DTYPE = 5,          /* dtype is not ADAMC_FLOAT32 or ADAMC_FLOAT64 */
     ADAMC_ERR_UNKNOWN_TARGET = 6, /* a SIMD target name that is unknown or not supported by this CPU */
     ADAMC_ERR_NO_MEMORY = 7,      /* a table of over 32 tensors needed scratch memory that malloc refused */
-    ADAMC_ERR_STRUCT_SIZE = 8     /* a struct's struct_size is not one this library knows: set it with *_init */
+    ADAMC_ERR_STRUCT_SIZE = 8,    /* a struct's struct_size is not one this library knows: set it with *_init */
+    ADAMC_ERR_OPTION = 9          /* a step option is invalid: grad_scale <= 0 or not finite, max_grad_norm < 0 or
+                                   * NaN, ema_decay outside [0, 1], a rounding mode the dtype cannot use */
 } adamc_status;
 
-typedef enum adamc_dtype { ADAMC_FLOAT32 = 0, ADAMC_FLOAT64 = 1 } adamc_dtype;
+/* Element types. float16 is IEEE binary16, bfloat16 the upper half of a float32. Low-precision params compute in
+ * float32 with float32 state; their grads are in the param's dtype or float32. */
+typedef enum adamc_dtype { ADAMC_FLOAT32 = 0, ADAMC_FLOAT64 = 1, ADAMC_FLOAT16 = 2, ADAMC_BFLOAT16 = 3 } adamc_dtype;
+
+/* How a float32 result is written to a low-precision param without a master copy. */
+typedef enum adamc_rounding {
+    ADAMC_ROUND_NEAREST = 0,   /* round to nearest, ties to even (NaN stays NaN, quiet) */
+    ADAMC_ROUND_STOCHASTIC = 1 /* bfloat16 only: rounds up with probability equal to the distance; the random bits
+                                * come from a counter-based hash of (seed, step, index, element), so results do
+                                * not depend on threads or SIMD target */
+} adamc_rounding;
 
 /* Growing structs: adamc_hparams and adamc_tensor start with struct_size, which must be sizeof the struct in the
  * header the caller was compiled with. Set it with adamc_hparams_init / adamc_tensor_init (or the *_INIT macros),
@@ -51,9 +63,15 @@ typedef struct adamc_hparams {
     int decoupled_weight_decay; /* AdamW: param *= 1 - lr*weight_decay first; else L2: grad += weight_decay*param */
 } adamc_hparams;
 
-/* One buffer set of a multi-tensor step. All buffers have n elements of `dtype`, are contiguous and do not
- * overlap each other nor any buffer of another entry (param == grad aliasing is not allowed either).
- * max_exp_avg_sq is read only when hp->amsgrad is set. */
+/* One buffer set of a multi-tensor step. All buffers have n elements, are contiguous and do not overlap each other
+ * nor any buffer of another entry (param == grad aliasing is not allowed either). param has `dtype`, grad has
+ * the param's dtype, or float32 when grad_float32 is set (float16/bfloat16 params only); exp_avg, exp_avg_sq,
+ * max_exp_avg_sq, master and ema hold the compute type: float64 for float64 params, else float32.
+ * max_exp_avg_sq is read only when hp->amsgrad is set.
+ * master (optional, float16/bfloat16 params only): the float32 master weights. The step reads and updates the
+ * master and writes the param as the master rounded to nearest even, in the same pass.
+ * ema (optional): an exponential moving average of the updated params (the master where there is one), updated in
+ * the same pass with adamc_step_options.ema_decay: ema = ema*d + param*(1 - d), d = 0 on step 1 (Keras' use_ema). */
 typedef struct adamc_tensor {
     size_t struct_size;        /* sizeof(adamc_tensor), the same in every entry of a table; set by adamc_tensor_init */
     void *param;
@@ -65,12 +83,19 @@ typedef struct adamc_tensor {
     int64_t step;              /* 1-based number of this update (t in the formulas), >= 1 */
     const adamc_hparams *hp;   /* hyperparameters of this tensor's group; shared between entries is fine */
     int dtype;                 /* adamc_dtype */
+    /* ---- appended in 0.2: every default is 0/NULL, and an entry of the 0.1 size reads them as defaults */
+    int grad_float32;          /* 1: the grad is float32 (for a float16/bfloat16 param); 0 (default): param's dtype */
+    int rounding;              /* adamc_rounding of a low-precision param without master; default nearest */
+    void *master;              /* float32 master copy, or NULL (default) */
+    void *ema;                 /* EMA buffer in the compute type, or NULL (default) */
+    uint64_t index;            /* stable number of this tensor, keys stochastic rounding; default 0 */
 } adamc_tensor;
 
 /* torch.optim.Adam's defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8, no weight decay, every flag off. */
 #define ADAMC_HPARAMS_INIT {sizeof(adamc_hparams), 1e-3, 0.9, 0.999, 1e-8, 0.0, 0, 0, 0}
 /* An empty float32 entry (NULL buffers, n 0, step 1, no hparams): fill in the buffers, n, step, hp and dtype. */
-#define ADAMC_TENSOR_INIT {sizeof(adamc_tensor), NULL, NULL, NULL, NULL, NULL, 0, 1, NULL, ADAMC_FLOAT32}
+#define ADAMC_TENSOR_INIT {sizeof(adamc_tensor), NULL, NULL, NULL, NULL, NULL, 0, 1, NULL, ADAMC_FLOAT32,          \
+                           0, ADAMC_ROUND_NEAREST, NULL, NULL, 0}
 
 /* Set *hp to ADAMC_HPARAMS_INIT (struct_size included). */
 void adamc_hparams_init(adamc_hparams *hp);
@@ -94,6 +119,43 @@ adamc_status adamc_step_f64(double *p, const double *g, double *m, double *v, do
  * Per-element results are bit-identical to adamc_step_f32/f64 and independent of the thread count.
  * Overlap BETWEEN entries is the caller's duty (checking it costs a sort); overlap within an entry is checked. */
 adamc_status adamc_step_multi(const adamc_tensor *tensors, size_t count);
+
+typedef struct adamc_autotune adamc_autotune; /* see "Measured threading decisions" below */
+
+/* What happens around a step, fused with it (adamc_step_multi_ex). */
+typedef struct adamc_step_options {
+    size_t struct_size;     /* sizeof(adamc_step_options); set by adamc_step_options_init */
+    double grad_scale;      /* loss scale: grads are multiplied by inv_scale = float32(1/grad_scale) in the kernel
+                             * (torch GradScaler's unscale_); 1 (default) = none. Must be finite and > 0. */
+    double max_grad_norm;   /* > 0: clip by the global L2 norm of the (unscaled) grads of the whole table, as
+                             * torch.nn.utils.clip_grad_norm_: coef = min(1, max_grad_norm / (norm + 1e-6)) folded
+                             * into the grad multiplier. 0 (default) = no clipping. */
+    int skip_nonfinite;     /* 1: if any grad holds an inf or NaN, write nothing and report skipped (GradScaler) */
+    int compute_norm;       /* 1: compute and report the global grad norm even without clipping */
+    double ema_decay;       /* d in [0, 1] for entries with an ema buffer; default 0.999 */
+    uint64_t seed;          /* key of stochastic rounding; default 0 */
+} adamc_step_options;
+#define ADAMC_STEP_OPTIONS_INIT {sizeof(adamc_step_options), 1.0, 0.0, 0, 0, 0.999, 0}
+void adamc_step_options_init(adamc_step_options *opts);
+
+/* What the options found. */
+typedef struct adamc_step_result {
+    int skipped;            /* 1 if a non-finite grad made the step write nothing (skip_nonfinite) */
+    double grad_norm;       /* global L2 norm of the unscaled grads (double sums in a fixed order, the same bits
+                             * for any thread count); NaN when not computed */
+    double clip_coef;       /* the factor the grads were multiplied with for clipping (1 when not clipped) */
+} adamc_step_result;
+
+/* adamc_step_multi_tuned with options (opts NULL: defaults; result may be NULL; tune may be NULL). With
+ * skip_nonfinite, max_grad_norm or compute_norm, the grads are read once before the step (a parallel pass with
+ * the step's fixed chunks); the step is skipped as a whole or runs with the clip factor folded in. */
+adamc_status adamc_step_multi_ex(const adamc_tensor *tensors, size_t count, const adamc_step_options *opts,
+                                 adamc_step_result *result, adamc_autotune *tune);
+
+/* Converts n elements between float32 and float16/bfloat16 (either direction, or float32 to float32) with the
+ * active target's conversions: round to nearest even, exact for float16 (denormals, inf, NaN quieted). Every
+ * target gives the same bits. ADAMC_ERR_DTYPE for any other pair. */
+adamc_status adamc_convert(const void *src, int src_dtype, void *dst, int dst_dtype, size_t n);
 
 /* Benchmark helper: the memory floor of a step. Same table, validation, threading and work split as
  * adamc_step_multi, but each element only does p += g, m += g, v += g (the same 4 reads and 3 writes, no math).

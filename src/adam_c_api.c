@@ -18,3 +18,11 @@ void adamc_tensor_init(adamc_tensor *t)
         *t = empty;
     }
 }
+
+void adamc_step_options_init(adamc_step_options *opts)
+{
+    if (opts) {
+        const adamc_step_options defaults = ADAMC_STEP_OPTIONS_INIT;
+        *opts = defaults;
+    }
+}

@@ -3,6 +3,9 @@
 #define ADAM_INTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+#include "adam_c.h" /* before the visibility pragma: its functions stay exported */
 
 /* Everything declared here is internal: hidden from the shared library's exported symbols (only adam_c.h's are). */
 #if defined(__GNUC__) && !defined(_WIN32)
@@ -10,7 +13,7 @@
 #endif
 
 /* Per-tensor constants of one step, computed once in double by the dispatcher (bias corrections, step size)
- * and rounded to the element type once at the top of the kernel. */
+ * and rounded to the compute type once at the top of the kernel. */
 typedef struct adamc_coeffs {
     double decay_keep;       /* AdamW: 1 - lr*weight_decay */
     double weight_decay;     /* Adam L2: grad += weight_decay*param */
@@ -20,43 +23,72 @@ typedef struct adamc_coeffs {
     double bias_correction2_sqrt;
     double neg_step_size;    /* -lr / (1 - beta1^t) */
     double eps;
-    int variant;             /* ADAMC_VARIANT_* flags: which specialised loop runs */
+    double grad_mul1;        /* grad = (grad * grad_mul1) * grad_mul2: +-inv_scale (the sign is maximize) ... */
+    double grad_mul2;        /* ... and the clip coefficient; exact no-ops when 1 */
+    double inv_scale;        /* float32(1/grad_scale) (or 1), for the norm pass */
+    double ema_keep;         /* ema = ema*ema_keep + param*ema_weight */
+    double ema_weight;
+    uint32_t sr_key_lo;      /* stochastic rounding key of (seed, step, tensor index) */
+    uint32_t sr_key_hi;
+    int variant;             /* ADAMC_VARIANT_* flags */
+    int kind;                /* -1: the plain same-type kernel picked by `variant`; else ADAMC_KIND(...) */
+    int grad_type;           /* resolved adamc_dtype of the grad */
 } adamc_coeffs;
 
 enum {
     ADAMC_VARIANT_AMSGRAD = 1,
     ADAMC_VARIANT_L2 = 2,        /* weight_decay != 0 and not decoupled */
     ADAMC_VARIANT_DECOUPLED = 4, /* weight_decay != 0 and decoupled (AdamW) */
-    ADAMC_VARIANT_MAXIMIZE = 8,
+    ADAMC_VARIANT_GRAD_MUL = 8,  /* grads are multiplied (maximize, loss scale, clipping) */
     ADAMC_VARIANT_LERP_LARGE = 16 /* lerp weight >= 0.5: torch's other lerp form */
 };
 
-typedef void (*adamc_kernel_f32_fn)(float *p, const float *g, float *m, float *v, float *vmax, size_t n,
-                                    const adamc_coeffs *c);
-typedef void (*adamc_kernel_f64_fn)(double *p, const double *g, double *m, double *v, double *vmax, size_t n,
-                                    const adamc_coeffs *c);
+/* The general kernels: which param storage (mode), whether the grad has the param's type (else float32),
+ * AMSGrad and EMA are compile-time; weight decay, lerp form and grad multipliers are uniform run-time values. */
+enum {
+    ADAMC_MODE_PLAIN = 0,        /* param in the compute type (float32 / float64): used with an EMA buffer */
+    ADAMC_MODE_F16 = 1,          /* float16 param, rounded to nearest even */
+    ADAMC_MODE_F16_MASTER = 2,   /* float16 param written from a float32 master */
+    ADAMC_MODE_BF16 = 3,         /* bfloat16 param, rounded to nearest even */
+    ADAMC_MODE_BF16_SR = 4,      /* bfloat16 param, stochastic rounding */
+    ADAMC_MODE_BF16_MASTER = 5,  /* bfloat16 param written from a float32 master */
+    ADAMC_MODE_COUNT = 6
+};
+#define ADAMC_KIND(mode, grad_same, ams, ema) ((((mode) * 2 + (grad_same)) * 2 + (ams)) * 2 + (ema))
 
+/* One thread's share of one tensor: elements [begin, end) (indices into the whole tensor's buffers). */
+typedef void (*adamc_kernel_fn)(const adamc_tensor *t, const adamc_coeffs *c, size_t begin, size_t end);
+/* The grads' sum of squares over [begin, end) (after the loss-scale multiply), in double with 8 fixed lanes
+ * summed in a fixed order; *nonfinite becomes NaN if any grad is inf or NaN. Same bits on every target. */
+typedef double (*adamc_sumsq_fn)(const adamc_tensor *t, const adamc_coeffs *c, size_t begin, size_t end,
+                                 double *nonfinite);
 /* The memory-floor probe: the step's 4 reads and 3 writes with trivial arithmetic (p += g, m += g, v += g). */
 typedef void (*adamc_probe_f32_fn)(float *p, const float *g, float *m, float *v, size_t n);
 typedef void (*adamc_probe_f64_fn)(double *p, const double *g, double *m, double *v, size_t n);
+/* float32 <-> float16/bfloat16 (adamc_convert); returns 0 for an unsupported pair. */
+typedef int (*adamc_convert_fn)(const void *src, int src_dtype, void *dst, int dst_dtype, size_t n);
 
 /* One compiled SIMD target: the same kernel source built with that target's ISA flags. */
 typedef struct adamc_target {
     const char *name;
-    adamc_kernel_f32_fn step_f32;
-    adamc_kernel_f64_fn step_f64;
+    adamc_kernel_fn step_f32;    /* float32 compute: float32, float16 and bfloat16 params */
+    adamc_kernel_fn step_f64;
+    adamc_sumsq_fn sumsq_f32;
+    adamc_sumsq_fn sumsq_f64;
     adamc_probe_f32_fn probe_f32;
     adamc_probe_f64_fn probe_f64;
+    adamc_convert_fn convert;
     int (*cpu_supports)(void);
 } adamc_target;
 
 #define ADAMC_DECLARE_TARGET(suffix)                                                                              \
-    void adamc_kernel_f32_##suffix(float *, const float *, float *, float *, float *, size_t,                   \
-                                   const adamc_coeffs *);                                                         \
-    void adamc_kernel_f64_##suffix(double *, const double *, double *, double *, double *, size_t,             \
-                                   const adamc_coeffs *);                                                         \
+    void adamc_kernel_f32_##suffix(const adamc_tensor *, const adamc_coeffs *, size_t, size_t);                   \
+    void adamc_kernel_f64_##suffix(const adamc_tensor *, const adamc_coeffs *, size_t, size_t);                   \
+    double adamc_sumsq_f32_##suffix(const adamc_tensor *, const adamc_coeffs *, size_t, size_t, double *);         \
+    double adamc_sumsq_f64_##suffix(const adamc_tensor *, const adamc_coeffs *, size_t, size_t, double *);         \
     void adamc_probe_f32_##suffix(float *, const float *, float *, float *, size_t);                               \
-    void adamc_probe_f64_##suffix(double *, const double *, double *, double *, size_t);
+    void adamc_probe_f64_##suffix(double *, const double *, double *, double *, size_t);                           \
+    int adamc_convert_##suffix(const void *, int, void *, int, size_t);
 
 ADAMC_DECLARE_TARGET(baseline)
 #ifdef ADAMC_HAVE_AVX2

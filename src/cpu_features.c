@@ -29,7 +29,7 @@ int adamc_cpu_has_avx2_fma(void)
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d))
         return 0;
-    if (!(c & bit_AVX) || !(c & bit_FMA))
+    if (!(c & bit_AVX) || !(c & bit_FMA) || !(c & bit_F16C)) /* F16C: float16 tiles */
         return 0;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
         return 0;

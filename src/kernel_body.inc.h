@@ -1,14 +1,100 @@
-/* kernel_body.inc.h: THE Adam kernel, written once; included per element type by kernel_target.inc.h.
- * Expects ADAMC_T (element type), ADAMC_SQRT, ADAMC_NAME(x) (x + type + target suffix). */
+/* kernel_body.inc.h: THE Adam kernel, written once; included per compute type by kernel_target.inc.h.
+ * Expects ADAMC_T (compute type), ADAMC_IS_F64 (0/1), ADAMC_SQRT, ADAMC_NAME(x) (x + type + target suffix). */
+/*
+ * Structure: the body walks its range in tiles of ADAMC_TILE elements. Per tile, every buffer goes through a
+ * per-type helper: load_* gives a pointer to compute-type values (the buffer itself when it already has the
+ * compute type, else a converted copy in an L1 tile), out_* the place the math writes to (the buffer or a tile),
+ * store_* converts a tile back (rounding to nearest even, or stochastically). The math loop in between is the same
+ * for every storage type. The type and mode arguments are compile-time constants at every instantiation below, so
+ * each combination is its own branch-free loop and the helpers fold away for float32 (no copies); nothing is
+ * decided per element. Multiply-adds are separate operations and the build uses -ffp-contract=off, so every
+ * target rounds exactly like the others (and like PyTorch's unfused formulas).
+ *
+ * State hooks (issue 10): load_state / out_state / store_state take the state's storage type `stype`; only the
+ * compute type exists so far. A new state type adds a case to those three helpers (and a stype argument value at
+ * the instantiations). Tiles start at `begin` and advance by ADAMC_TILE, so when `begin` is a multiple of 256 every
+ * tile is one 256-element block (blockwise quantisation can read its scale per tile).
+ */
 
-/* One specialised single pass. The flags are compile-time constants at every call site below, so each
- * combination becomes its own branch-free loop; nothing is decided per element. Multiply-adds are written as
- * separate operations and the build uses -ffp-contract=off, so every target rounds exactly like the others
- * (and like PyTorch's unfused formulas): results are bit-identical across targets and thread counts. */
+/* Values of buffer `src` (storage type `type`) at elements [i, i + k), as compute-type values. */
+static inline __attribute__((always_inline)) const ADAMC_T *ADAMC_NAME(load)(const int type, const void *src,
+                                                                             size_t i, size_t k, ADAMC_T *tile)
+{
+#if ADAMC_IS_F64
+    (void)type, (void)k, (void)tile;
+    return (const double *)src + i;
+#else
+    if (type == ADAMC_FLOAT16) {
+        adamc_tile_f16_to_f32(tile, (const uint16_t *)src + i, k);
+        return tile;
+    }
+    if (type == ADAMC_BFLOAT16) {
+        adamc_tile_bf16_to_f32(tile, (const uint16_t *)src + i, k);
+        return tile;
+    }
+    return (const float *)src + i;
+#endif
+}
+
+/* Where the math writes results for buffer `dst`: the buffer itself if it has the compute type, else the tile. */
+static inline __attribute__((always_inline)) ADAMC_T *ADAMC_NAME(out)(const int type, void *dst, size_t i,
+                                                                      ADAMC_T *tile)
+{
+#if ADAMC_IS_F64
+    (void)type, (void)tile;
+    return (double *)dst + i;
+#else
+    return type == ADAMC_FLOAT32 ? (float *)dst + i : tile;
+#endif
+}
+
+/* Writes k compute-type values to buffer `dst` of storage type `type` (nothing to do for the compute type). */
+static inline __attribute__((always_inline)) void ADAMC_NAME(store)(const int type, const int stochastic, void *dst,
+                                                                    size_t i, size_t k, const ADAMC_T *vals,
+                                                                    const adamc_coeffs *c)
+{
+#if ADAMC_IS_F64
+    (void)type, (void)stochastic, (void)dst, (void)i, (void)k, (void)vals, (void)c;
+#else
+    if (type == ADAMC_FLOAT16)
+        adamc_tile_f32_to_f16((uint16_t *)dst + i, vals, k);
+    else if (type == ADAMC_BFLOAT16 && stochastic)
+        adamc_tile_f32_to_bf16_sr((uint16_t *)dst + i, vals, k, (uint64_t)i, c->sr_key_lo, c->sr_key_hi);
+    else if (type == ADAMC_BFLOAT16)
+        adamc_tile_f32_to_bf16((uint16_t *)dst + i, vals, k);
+#endif
+}
+
+/* The state's hooks (see the note at the top): for now the state has the compute type. */
+#define ADAMC_STATE_COMPUTE (-2) /* stype: the compute type */
+static inline __attribute__((always_inline)) const ADAMC_T *ADAMC_NAME(load_state)(const int stype, const void *src,
+                                                                                   size_t i, size_t k,
+                                                                                   ADAMC_T *tile)
+{
+    (void)stype, (void)k, (void)tile;
+    return (const ADAMC_T *)src + i;
+}
+static inline __attribute__((always_inline)) ADAMC_T *ADAMC_NAME(out_state)(const int stype, void *dst, size_t i,
+                                                                            ADAMC_T *tile)
+{
+    (void)stype, (void)tile;
+    return (ADAMC_T *)dst + i;
+}
+static inline __attribute__((always_inline)) void ADAMC_NAME(store_state)(const int stype, void *dst, size_t i,
+                                                                          size_t k, const ADAMC_T *vals)
+{
+    (void)stype, (void)dst, (void)i, (void)k, (void)vals;
+}
+
+/* One specialised pass over elements [begin, end) of tensor t.
+ * ptype/gtype/stype: storage types of param, grad, state. master: param is written from t->master (read and
+ * updated in the compute type). stochastic: stochastic rounding of the param. ema: update t->ema. amsgrad.
+ * decay: 0 none, 1 L2, 2 decoupled, -1 read from c->variant. lerp_large: 0/1, or -1 read from c->variant.
+ * grad_mul: multiply grads by c->grad_mul1 then c->grad_mul2. */
 static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
-    ADAMC_T *restrict p, const ADAMC_T *restrict g, ADAMC_T *restrict m, ADAMC_T *restrict v,
-    ADAMC_T *restrict vmax, size_t n, const adamc_coeffs *c, const int amsgrad, const int l2,
-    const int decoupled, const int maximize, const int lerp_large)
+    const adamc_tensor *t, const adamc_coeffs *c, size_t begin, size_t end, const int ptype, const int gtype,
+    const int stype, const int master, const int stochastic, const int ema, const int amsgrad, const int decay,
+    const int lerp_large, const int grad_mul)
 {
     const ADAMC_T decay_keep = (ADAMC_T)c->decay_keep;
     const ADAMC_T weight_decay = (ADAMC_T)c->weight_decay;
@@ -19,62 +105,188 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
     const ADAMC_T bc2_sqrt = (ADAMC_T)c->bias_correction2_sqrt;
     const ADAMC_T neg_step_size = (ADAMC_T)c->neg_step_size;
     const ADAMC_T eps = (ADAMC_T)c->eps;
+    const ADAMC_T grad_mul1 = (ADAMC_T)c->grad_mul1;
+    const ADAMC_T grad_mul2 = (ADAMC_T)c->grad_mul2;
+    const ADAMC_T ema_keep = (ADAMC_T)c->ema_keep;
+    const ADAMC_T ema_weight = (ADAMC_T)c->ema_weight;
+    /* uniform over the pass; constants where the instantiation fixes them */
+    const int l2 = decay >= 0 ? decay == 1 : (c->variant & ADAMC_VARIANT_L2) != 0;
+    const int decoupled = decay >= 0 ? decay == 2 : (c->variant & ADAMC_VARIANT_DECOUPLED) != 0;
+    const int large = lerp_large >= 0 ? lerp_large : (c->variant & ADAMC_VARIANT_LERP_LARGE) != 0;
+
+    ADAMC_T gtile[ADAMC_TILE], ptile[ADAMC_TILE], mtile[ADAMC_TILE], vtile[ADAMC_TILE], xtile[ADAMC_TILE];
+    for (size_t i = begin; i < end; i += ADAMC_TILE) {
+        const size_t k = end - i < ADAMC_TILE ? end - i : ADAMC_TILE;
+        const ADAMC_T *gp = ADAMC_NAME(load)(gtype, t->grad, i, k, gtile);
+        const ADAMC_T *pin = master ? (const ADAMC_T *)t->master + i : ADAMC_NAME(load)(ptype, t->param, i, k, ptile);
+        ADAMC_T *pout = master ? (ADAMC_T *)t->master + i : ADAMC_NAME(out)(ptype, t->param, i, ptile);
+        const ADAMC_T *min = ADAMC_NAME(load_state)(stype, t->exp_avg, i, k, mtile);
+        ADAMC_T *mout = ADAMC_NAME(out_state)(stype, t->exp_avg, i, mtile);
+        const ADAMC_T *vin = ADAMC_NAME(load_state)(stype, t->exp_avg_sq, i, k, vtile);
+        ADAMC_T *vout = ADAMC_NAME(out_state)(stype, t->exp_avg_sq, i, vtile);
+        const ADAMC_T *xin = amsgrad ? ADAMC_NAME(load_state)(stype, t->max_exp_avg_sq, i, k, xtile) : NULL;
+        ADAMC_T *xout = amsgrad ? ADAMC_NAME(out_state)(stype, t->max_exp_avg_sq, i, xtile) : NULL;
+        ADAMC_T *eb = ema ? (ADAMC_T *)t->ema + i : NULL;
 
 #pragma omp simd
-    for (size_t i = 0; i < n; i++) {
-        ADAMC_T grad = maximize ? -g[i] : g[i];
-        ADAMC_T param = p[i];
-        if (l2)
-            grad = grad + weight_decay * param;
-        if (decoupled)
-            param = param * decay_keep;
-        const ADAMC_T avg = m[i];
-        const ADAMC_T diff = grad - avg;
-        /* torch's lerp: start + w*(end - start) for w < 0.5, else end - (end - start)*(1 - w) */
-        const ADAMC_T new_avg = lerp_large ? grad - diff * lerp_weight_comp : avg + lerp_weight * diff;
-        const ADAMC_T new_sq = v[i] * beta2 + one_minus_beta2 * grad * grad;
-        ADAMC_T denom_sq = new_sq;
-        if (amsgrad) {
-            const ADAMC_T old_max = vmax[i];
-            /* torch.maximum propagates NaN from either side */
-            const ADAMC_T new_max = (new_sq > old_max || new_sq != new_sq) ? new_sq : old_max;
-            vmax[i] = new_max;
-            denom_sq = new_max;
+        for (size_t j = 0; j < k; j++) {
+            ADAMC_T grad = gp[j];
+            if (grad_mul)
+                grad = grad * grad_mul1 * grad_mul2; /* (g * mul1) * mul2: torch's unscale_, then clip */
+            ADAMC_T param = pin[j];
+            if (decay < 0) { /* run-time choice: both computed, one selected (bit-identical to the fixed forms) */
+                const ADAMC_T g_l2 = grad + weight_decay * param;
+                const ADAMC_T p_dec = param * decay_keep;
+                grad = l2 ? g_l2 : grad;
+                param = decoupled ? p_dec : param;
+            } else {
+                if (l2)
+                    grad = grad + weight_decay * param;
+                if (decoupled)
+                    param = param * decay_keep;
+            }
+            const ADAMC_T avg = min[j];
+            const ADAMC_T diff = grad - avg;
+            /* torch's lerp: start + w*(end - start) for w < 0.5, else end - (end - start)*(1 - w) */
+            ADAMC_T new_avg;
+            if (lerp_large < 0) {
+                const ADAMC_T small_form = avg + lerp_weight * diff;
+                const ADAMC_T large_form = grad - diff * lerp_weight_comp;
+                new_avg = large ? large_form : small_form;
+            } else {
+                new_avg = large ? grad - diff * lerp_weight_comp : avg + lerp_weight * diff;
+            }
+            const ADAMC_T new_sq = vin[j] * beta2 + one_minus_beta2 * grad * grad;
+            ADAMC_T denom_sq = new_sq;
+            if (amsgrad) {
+                const ADAMC_T old_max = xin[j];
+                /* torch.maximum propagates NaN from either side */
+                const ADAMC_T new_max = (new_sq > old_max || new_sq != new_sq) ? new_sq : old_max;
+                xout[j] = new_max;
+                denom_sq = new_max;
+            }
+            const ADAMC_T denom = ADAMC_SQRT(denom_sq) / bc2_sqrt + eps;
+            const ADAMC_T new_param = param + neg_step_size * new_avg / denom;
+            mout[j] = new_avg;
+            vout[j] = new_sq;
+            pout[j] = new_param;
+            if (ema)
+                eb[j] = eb[j] * ema_keep + new_param * ema_weight;
         }
-        const ADAMC_T denom = ADAMC_SQRT(denom_sq) / bc2_sqrt + eps;
-        m[i] = new_avg;
-        v[i] = new_sq;
-        p[i] = param + neg_step_size * new_avg / denom;
+
+        ADAMC_NAME(store)(ptype, stochastic, t->param, i, k, pout, c);
+        ADAMC_NAME(store_state)(stype, t->exp_avg, i, k, mout);
+        ADAMC_NAME(store_state)(stype, t->exp_avg_sq, i, k, vout);
+        if (amsgrad)
+            ADAMC_NAME(store_state)(stype, t->max_exp_avg_sq, i, k, xout);
     }
 }
 
+/* The same-type kernels (param, grad and state in the compute type, no EMA): every option compile-time. */
 #define ADAMC_CASE(flags)                                                                                         \
     case flags:                                                                                                   \
-        ADAMC_NAME(pass)(p, g, m, v, vmax, n, c, (flags) & ADAMC_VARIANT_AMSGRAD, (flags) & ADAMC_VARIANT_L2,    \
-                         (flags) & ADAMC_VARIANT_DECOUPLED, (flags) & ADAMC_VARIANT_MAXIMIZE,                     \
-                         (flags) & ADAMC_VARIANT_LERP_LARGE);                                                     \
+        ADAMC_NAME(pass)(t, c, begin, end, ADAMC_SELF, ADAMC_SELF, ADAMC_STATE_COMPUTE, 0, 0, 0,                  \
+                         ((flags) & ADAMC_VARIANT_AMSGRAD) != 0,                                                  \
+                         ((flags) & ADAMC_VARIANT_L2) ? 1 : ((flags) & ADAMC_VARIANT_DECOUPLED) ? 2 : 0,          \
+                         ((flags) & ADAMC_VARIANT_LERP_LARGE) != 0, ((flags) & ADAMC_VARIANT_GRAD_MUL) != 0);     \
         return;
 #define ADAMC_CASES_DECAY(base) ADAMC_CASE(base) ADAMC_CASE((base) | ADAMC_VARIANT_L2) \
                                 ADAMC_CASE((base) | ADAMC_VARIANT_DECOUPLED)
 #define ADAMC_CASES_AMS(base) ADAMC_CASES_DECAY(base) ADAMC_CASES_DECAY((base) | ADAMC_VARIANT_AMSGRAD)
-#define ADAMC_CASES_MAX(base) ADAMC_CASES_AMS(base) ADAMC_CASES_AMS((base) | ADAMC_VARIANT_MAXIMIZE)
+#define ADAMC_CASES_MUL(base) ADAMC_CASES_AMS(base) ADAMC_CASES_AMS((base) | ADAMC_VARIANT_GRAD_MUL)
 
-/* Entry point of this type and target: one switch per call (per tensor segment), then one specialised loop. */
-void ADAMC_NAME(adamc_kernel)(ADAMC_T *p, const ADAMC_T *g, ADAMC_T *m, ADAMC_T *v, ADAMC_T *vmax, size_t n,
-                              const adamc_coeffs *c)
+/* The general kernels: storage mode, grad type, AMSGrad and EMA compile-time; the rest run-time (see pass). */
+#define ADAMC_GCASE(mode, ptype, master, stochastic, gsame, ams, ema)                                            \
+    case ADAMC_KIND(mode, gsame, ams, ema):                                                                       \
+        ADAMC_NAME(pass)(t, c, begin, end, ptype, (gsame) ? (ptype) : ADAMC_SELF, ADAMC_STATE_COMPUTE, master,     \
+                         stochastic, ema, ams, -1, -1, 1);                                                        \
+        return;
+#define ADAMC_GCASES(mode, ptype, master, stochastic, gsame)                                                      \
+    ADAMC_GCASE(mode, ptype, master, stochastic, gsame, 0, 0) ADAMC_GCASE(mode, ptype, master, stochastic, gsame, 0, 1) \
+    ADAMC_GCASE(mode, ptype, master, stochastic, gsame, 1, 0) ADAMC_GCASE(mode, ptype, master, stochastic, gsame, 1, 1)
+
+/* Entry point of this compute type and target: one switch per call (per tensor segment), then one loop. */
+void ADAMC_NAME(adamc_kernel)(const adamc_tensor *t, const adamc_coeffs *c, size_t begin, size_t end)
 {
-    switch (c->variant) {
-        ADAMC_CASES_MAX(0)
-        ADAMC_CASES_MAX(ADAMC_VARIANT_LERP_LARGE)
+    if (c->kind < 0) {
+        switch (c->variant) {
+            ADAMC_CASES_MUL(0)
+            ADAMC_CASES_MUL(ADAMC_VARIANT_LERP_LARGE)
+        default:
+            return; /* unreachable: the dispatcher only builds the variants above */
+        }
+    }
+    switch (c->kind) {
+        ADAMC_GCASES(ADAMC_MODE_PLAIN, ADAMC_SELF, 0, 0, 1)
+#if !ADAMC_IS_F64
+        ADAMC_GCASES(ADAMC_MODE_F16, ADAMC_FLOAT16, 0, 0, 0)
+        ADAMC_GCASES(ADAMC_MODE_F16, ADAMC_FLOAT16, 0, 0, 1)
+        ADAMC_GCASES(ADAMC_MODE_F16_MASTER, ADAMC_FLOAT16, 1, 0, 0)
+        ADAMC_GCASES(ADAMC_MODE_F16_MASTER, ADAMC_FLOAT16, 1, 0, 1)
+        ADAMC_GCASES(ADAMC_MODE_BF16, ADAMC_BFLOAT16, 0, 0, 0)
+        ADAMC_GCASES(ADAMC_MODE_BF16, ADAMC_BFLOAT16, 0, 0, 1)
+        ADAMC_GCASES(ADAMC_MODE_BF16_SR, ADAMC_BFLOAT16, 0, 1, 0)
+        ADAMC_GCASES(ADAMC_MODE_BF16_SR, ADAMC_BFLOAT16, 0, 1, 1)
+        ADAMC_GCASES(ADAMC_MODE_BF16_MASTER, ADAMC_BFLOAT16, 1, 0, 0)
+        ADAMC_GCASES(ADAMC_MODE_BF16_MASTER, ADAMC_BFLOAT16, 1, 0, 1)
+#endif
     default:
-        return; /* unreachable: the dispatcher only builds the variants above */
+        return; /* unreachable: the dispatcher only builds the kinds above */
     }
 }
 
 #undef ADAMC_CASE
 #undef ADAMC_CASES_DECAY
 #undef ADAMC_CASES_AMS
-#undef ADAMC_CASES_MAX
+#undef ADAMC_CASES_MUL
+#undef ADAMC_GCASE
+#undef ADAMC_GCASES
+#undef ADAMC_STATE_COMPUTE
+
+/* Sum of squares of the unscaled grads over [begin, end): 8 double lanes, lane = (element - begin) % 8, each a
+ * sequential sum, combined in a fixed order, so every target gives the same bits for the same range. */
+static inline __attribute__((always_inline)) double ADAMC_NAME(sumsq_pass)(const adamc_tensor *t,
+                                                                           const adamc_coeffs *c, size_t begin,
+                                                                           size_t end, const int gtype,
+                                                                           double *nonfinite)
+{
+    const ADAMC_T inv_scale = (ADAMC_T)c->inv_scale;
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, bad[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    ADAMC_T gtile[ADAMC_TILE];
+    for (size_t i = begin; i < end; i += ADAMC_TILE) {
+        const size_t k = end - i < ADAMC_TILE ? end - i : ADAMC_TILE;
+        const ADAMC_T *gp = ADAMC_NAME(load)(gtype, t->grad, i, k, gtile);
+        size_t j = 0;
+        for (; j + 8 <= k; j += 8) {
+            for (int l = 0; l < 8; l++) {
+                const double x = (double)(gp[j + l] * inv_scale);
+                acc[l] += x * x;
+                bad[l] += x * 0.0; /* NaN for inf or NaN, else +-0 */
+            }
+        }
+        for (int l = 0; j + (size_t)l < k; l++) { /* only in the last tile: k is a multiple of 8 before */
+            const double x = (double)(gp[j + l] * inv_scale);
+            acc[l] += x * x;
+            bad[l] += x * 0.0;
+        }
+    }
+    *nonfinite = ((bad[0] + bad[1]) + (bad[2] + bad[3])) + ((bad[4] + bad[5]) + (bad[6] + bad[7]));
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+double ADAMC_NAME(adamc_sumsq)(const adamc_tensor *t, const adamc_coeffs *c, size_t begin, size_t end,
+                               double *nonfinite)
+{
+#if ADAMC_IS_F64
+    return ADAMC_NAME(sumsq_pass)(t, c, begin, end, ADAMC_FLOAT64, nonfinite);
+#else
+    switch (c->grad_type) {
+    case ADAMC_FLOAT16: return ADAMC_NAME(sumsq_pass)(t, c, begin, end, ADAMC_FLOAT16, nonfinite);
+    case ADAMC_BFLOAT16: return ADAMC_NAME(sumsq_pass)(t, c, begin, end, ADAMC_BFLOAT16, nonfinite);
+    default: return ADAMC_NAME(sumsq_pass)(t, c, begin, end, ADAMC_FLOAT32, nonfinite);
+    }
+#endif
+}
 
 /* The memory-floor probe of this type and target: the same bytes as a step (read p, g, m, v; write p, m, v)
  * with no math, so benchmarks can report a step as a fraction of what the memory system allows. */

@@ -1,23 +1,53 @@
-/* kernel_target.inc.h: instantiates the kernel for float32 and float64 under one target suffix.
+/* kernel_target.inc.h: instantiates the kernel for float32 and float64 compute under one target suffix.
  * Each kernel_<target>.c defines ADAMC_TARGET_SUFFIX and includes this; CMake gives each its ISA flags. */
 #include <math.h>
 #include "adam_internal.h"
+#include "convert.inc.h"
 
 #define ADAMC_CAT3_(a, b, c) a##_##b##_##c
 #define ADAMC_CAT3(a, b, c) ADAMC_CAT3_(a, b, c)
+#define ADAMC_CAT2_(a, b) a##_##b
+#define ADAMC_CAT2(a, b) ADAMC_CAT2_(a, b)
 
+/* float32 compute: float32, float16 and bfloat16 params */
 #define ADAMC_T float
+#define ADAMC_IS_F64 0
+#define ADAMC_SELF ADAMC_FLOAT32
 #define ADAMC_SQRT sqrtf
 #define ADAMC_NAME(x) ADAMC_CAT3(x, f32, ADAMC_TARGET_SUFFIX)
 #include "kernel_body.inc.h"
 #undef ADAMC_T
+#undef ADAMC_IS_F64
+#undef ADAMC_SELF
 #undef ADAMC_SQRT
 #undef ADAMC_NAME
 
 #define ADAMC_T double
+#define ADAMC_IS_F64 1
+#define ADAMC_SELF ADAMC_FLOAT64
 #define ADAMC_SQRT sqrt
 #define ADAMC_NAME(x) ADAMC_CAT3(x, f64, ADAMC_TARGET_SUFFIX)
 #include "kernel_body.inc.h"
 #undef ADAMC_T
+#undef ADAMC_IS_F64
+#undef ADAMC_SELF
 #undef ADAMC_SQRT
 #undef ADAMC_NAME
+
+/* Whole-buffer conversions with this target's tile helpers (adamc_convert). */
+int ADAMC_CAT2(adamc_convert, ADAMC_TARGET_SUFFIX)(const void *src, int src_dtype, void *dst, int dst_dtype, size_t n)
+{
+    if (src_dtype == ADAMC_FLOAT32 && dst_dtype == ADAMC_FLOAT32)
+        memmove(dst, src, n * sizeof(float));
+    else if (src_dtype == ADAMC_FLOAT16 && dst_dtype == ADAMC_FLOAT32)
+        adamc_tile_f16_to_f32((float *)dst, (const uint16_t *)src, n);
+    else if (src_dtype == ADAMC_BFLOAT16 && dst_dtype == ADAMC_FLOAT32)
+        adamc_tile_bf16_to_f32((float *)dst, (const uint16_t *)src, n);
+    else if (src_dtype == ADAMC_FLOAT32 && dst_dtype == ADAMC_FLOAT16)
+        adamc_tile_f32_to_f16((uint16_t *)dst, (const float *)src, n);
+    else if (src_dtype == ADAMC_FLOAT32 && dst_dtype == ADAMC_BFLOAT16)
+        adamc_tile_f32_to_bf16((uint16_t *)dst, (const float *)src, n);
+    else
+        return 0;
+    return 1;
+}

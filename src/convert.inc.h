@@ -1,0 +1,163 @@
+/* convert.inc.h: float32 <-> float16/bfloat16 conversions (scalar bit operations and per-target tile loops). */
+/*
+ * Included once by kernel_target.inc.h per SIMD target. The scalar functions are pure integer/bit operations (plus
+ * exact float operations), so they vectorise under `omp simd` on every target and give the same bits everywhere.
+ * Where the file is compiled with F16C (avx2, avx512), float16 tiles use vcvtph2ps/vcvtps2ph with an explicit
+ * round-to-nearest-even immediate; tests/c/test_kernels.c checks all 65536 float16 values and a large sample of
+ * float32 values give identical bits on every target.
+ * AVX512-BF16's vcvtneps2bf16 is NOT used: it flushes float32 denormals to zero, so it would not match the
+ * other targets (bfloat16 is cheap in bit operations anyway).
+ */
+#include <stdint.h>
+#include <string.h>
+#if defined(__F16C__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+/* Elements per tile: the kernel converts low-precision inputs into float32 tiles of this size (L1-resident), runs
+ * the math on them and converts the results back. A multiple of every vector width and of 256 (the block of
+ * blockwise-quantised state, issue 10). */
+#define ADAMC_TILE 256
+
+static inline uint32_t adamc_f32_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+static inline float adamc_bits_f32(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+static inline float adamc_bf16_to_f32(uint16_t h) { return adamc_bits_f32((uint32_t)h << 16); }
+
+/* Round to nearest, ties to even; a NaN keeps its sign and upper payload and becomes quiet. */
+static inline uint16_t adamc_f32_to_bf16(float x)
+{
+    const uint32_t u = adamc_f32_bits(x);
+    const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t nan = (u >> 16) | 0x40u;
+    return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
+}
+
+/* Stochastic rounding: adds 16 random bits below the kept ones, then truncates, so the magnitude rounds up with
+ * probability equal to the distance to the lower neighbour. NaN as in adamc_f32_to_bf16. */
+static inline uint16_t adamc_f32_to_bf16_sr(float x, uint32_t random16)
+{
+    const uint32_t u = adamc_f32_bits(x);
+    const uint32_t rounded = (u + random16) >> 16;
+    const uint32_t nan = (u >> 16) | 0x40u;
+    return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
+}
+
+/* Exact: every float16 (denormals, inf, NaN made quiet as vcvtph2ps does) is a float32. */
+static inline float adamc_f16_to_f32(uint16_t h)
+{
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    const uint32_t em = h & 0x7FFFu;
+    const uint32_t normal = (em << 13) + ((127u - 15u) << 23);
+    const uint32_t special = ((em << 13) + ((255u - 31u) << 23)) | (em > 0x7C00u ? 0x400000u : 0u);
+    /* denormal: mantissa * 2^-24, exact (a power-of-two scale of an integer below 2^10) and a normal float32 */
+    const uint32_t denormal = adamc_f32_bits((float)(int32_t)em * 0x1p-24f);
+    const uint32_t r = em < 0x0400u ? denormal : (em >= 0x7C00u ? special : normal);
+    return adamc_bits_f32(r | sign);
+}
+
+/* Round to nearest even, overflow to inf, float16 denormals exact; NaN quiet with its upper payload. */
+static inline uint16_t adamc_f32_to_f16(float x)
+{
+    const uint32_t u = adamc_f32_bits(x);
+    const uint32_t sign = (u >> 16) & 0x8000u;
+    const uint32_t a = u & 0x7FFFFFFFu;
+    const uint32_t nan = 0x7E00u | ((a >> 13) & 0x3FFu);
+    /* rebias the exponent (127 -> 15) and round the 13 dropped bits to nearest even; a carry moves the exponent */
+    const uint32_t normal = ((a - ((127u - 15u) << 23)) + 0xFFFu + ((a >> 13) & 1u)) >> 13;
+    /* below 2^-14: scale to units of 2^-24 (exact) and round to an integer with the float adder (the default
+     * round-to-nearest-even mode); 1024 units becomes the smallest normal, 0x0400, as it should */
+    const float scaled = adamc_bits_f32(a) * 0x1p24f;
+    const uint32_t denormal = adamc_f32_bits(scaled + 0x1p23f) - 0x4B000000u;
+    const uint32_t r = a > 0x7F800000u ? nan
+                       : a >= 0x47800000u ? 0x7C00u
+                       : a >= 0x38800000u ? normal
+                                          : denormal;
+    return (uint16_t)(r | sign);
+}
+
+/* ---- tiles (and the whole-buffer conversions of adamc_convert) */
+
+static inline void adamc_tile_bf16_to_f32(float *restrict dst, const uint16_t *restrict src, size_t n)
+{
+#pragma omp simd
+    for (size_t i = 0; i < n; i++)
+        dst[i] = adamc_bf16_to_f32(src[i]);
+}
+
+static inline void adamc_tile_f32_to_bf16(uint16_t *restrict dst, const float *restrict src, size_t n)
+{
+#pragma omp simd
+    for (size_t i = 0; i < n; i++)
+        dst[i] = adamc_f32_to_bf16(src[i]);
+}
+
+static inline void adamc_tile_f16_to_f32(float *restrict dst, const uint16_t *restrict src, size_t n)
+{
+    size_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
+#endif
+#if defined(__F16C__)
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+#endif
+#pragma omp simd
+    for (size_t j = i; j < n; j++)
+        dst[j] = adamc_f16_to_f32(src[j]);
+}
+
+static inline void adamc_tile_f32_to_f16(uint16_t *restrict dst, const float *restrict src, size_t n)
+{
+    size_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+#if defined(__F16C__)
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+#pragma omp simd
+    for (size_t j = i; j < n; j++)
+        dst[j] = adamc_f32_to_f16(src[j]);
+}
+
+/* A 32-bit integer hash with good avalanche (the "lowbias32" constants), in 32-bit lanes so it vectorises. */
+static inline uint32_t adamc_hash32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7FEB352Du;
+    x ^= x >> 15;
+    x *= 0x846CA68Bu;
+    x ^= x >> 16;
+    return x;
+}
+
+/* Stochastic rounding of a tile whose first element is element `first` of its tensor: the random bits of element
+ * e are hash(hash(lo32(e) ^ key_lo) ^ key_hi ^ hi32(e)), key from (seed, step, tensor index): a counter, not a
+ * stream, so they do not depend on which thread or target ran the element. */
+static inline void adamc_tile_f32_to_bf16_sr(uint16_t *restrict dst, const float *restrict src, size_t n,
+                                             uint64_t first, uint32_t key_lo, uint32_t key_hi)
+{
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t e = first + i;
+        const uint32_t h = adamc_hash32(adamc_hash32((uint32_t)e ^ key_lo) ^ key_hi ^ (uint32_t)(e >> 32));
+        dst[i] = adamc_f32_to_bf16_sr(src[i], h & 0xFFFFu);
+    }
+}
