@@ -5,6 +5,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._compressed import load_saved
 from ._validation import HYPERPARAMETERS, check_hyperparameters
 
 _MAX_STEP = 2**62
@@ -113,8 +114,10 @@ def validate_state_dict(opt, state_dict):
             if entry.get(key) is None:
                 raise ValueError(f"{where} is missing the key {key!r}")
         checked = {"step": _step_value(entry["step"], f"{where}['step']")}
+        layout = opt._layouts[i]
         for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
             if key in entry and entry[key] is not None:
-                checked[key] = _state_array(entry[key], param, f"{where}[{key!r}]")
+                # (buffer, absmax or None) in this optimizer's state layout, converted from the saved one
+                checked[key] = load_saved(entry, key, param, layout, where, _state_array)
         state[i] = checked
     return groups, state

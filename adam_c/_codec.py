@@ -119,7 +119,10 @@ def absmax_blocks(x, block=BLOCK):
     nb = -(-n // block)
     pad = np.zeros(nb * block, np.float32)
     pad[:n] = np.abs(x)
-    return pad.reshape(nb, block).max(axis=1)
+    blocks = pad.reshape(nb, block)
+    with np.errstate(invalid="ignore"):
+        # a block holding inf or NaN gets a NaN scale: the whole block decodes as NaN (as in C)
+        return np.where(np.isfinite(blocks).all(axis=1), blocks.max(axis=1), np.float32(np.nan)).astype(np.float32)
 
 
 def quantize_blockwise(x, signed, keep_nonzero=False, block=BLOCK):
@@ -127,16 +130,18 @@ def quantize_blockwise(x, signed, keep_nonzero=False, block=BLOCK):
     x = np.ascontiguousarray(x, np.float32).reshape(-1)
     absmax = absmax_blocks(x, block)
     # 1/absmax in float32 (0 for an all-zero block, and for inf/NaN: such a block decodes as NaN)
-    finite = (absmax > 0) & (absmax < np.inf)
+    finite = (absmax > 0) & (absmax < np.inf)  # NaN fails both
     inv = np.where(finite, np.float32(1) / np.where(finite, absmax, np.float32(1)), np.float32(0))
     per_el = np.repeat(inv, block)[:x.size]
-    return encode_normalized(x * per_el, signed, keep_nonzero), absmax.astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        return encode_normalized(x * per_el, signed, keep_nonzero), absmax.astype(np.float32)
 
 
 def dequantize(codes, absmax, signed, block=BLOCK):
     """(codes uint8 [n], absmax float32 [blocks]) -> flat float32 with the signed or unsigned map."""
     codes = np.ascontiguousarray(codes, np.uint8).reshape(-1)
-    return decode_normalized(codes, signed) * np.repeat(np.asarray(absmax, np.float32), block)[:codes.size]
+    with np.errstate(invalid="ignore"):
+        return decode_normalized(codes, signed) * np.repeat(np.asarray(absmax, np.float32), block)[:codes.size]
 
 
 # ---------------------------------------------------------------- bfloat16
@@ -165,22 +170,32 @@ def hash32(x):
     return x
 
 
-def stream_key(seed, step, stream):
-    """One key per (seed, step, buffer stream), mixed in 32-bit pieces."""
-    seed = int(seed) & 0xFFFFFFFFFFFFFFFF
-    k = hash32(np.uint32(stream & 0xFFFFFFFF))
-    k = hash32(np.uint32(int(step) & 0xFFFFFFFF) ^ k)
-    k = hash32(np.uint32(seed >> 32) ^ k)
-    return hash32(np.uint32(seed & 0xFFFFFFFF) ^ k)
+def mix64(z):
+    """splitmix64's finaliser (Python ints, 64-bit wraparound): keys of the stochastic-rounding streams."""
+    m = 0xFFFFFFFFFFFFFFFF
+    z = (z + 0x9E3779B97F4A7C15) & m
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return z ^ (z >> 31)
 
 
-def bf16_stochastic_bits(x, seed, step, stream, offset=0):
-    """float32 -> bfloat16 bits, rounding up with probability equal to the dropped fraction: add 16 random bits
-    (hash of the element index and the key) and truncate. Non-finite values round to nearest."""
+def state_key(seed, step, index, stream):
+    """The kernel's key of a state buffer's random stream: stream 0 exp_avg, 1 exp_avg_sq, 2 max_exp_avg_sq,
+    derived from the param's key mix64(seed ^ mix64(step ^ mix64(index)))."""
+    key = mix64((int(seed) ^ mix64((int(step) ^ mix64(int(index))) & 0xFFFFFFFFFFFFFFFF)) & 0xFFFFFFFFFFFFFFFF)
+    return mix64((key + 1 + stream) & 0xFFFFFFFFFFFFFFFF)
+
+
+def bf16_stochastic_bits(x, key, first=0):
+    """float32 -> bfloat16 bits, rounding up with probability equal to the dropped fraction: the 16 random bits
+    of element e (= first + position) are hash32(hash32(lo32(e) ^ key_lo) ^ key_hi ^ hi32(e)), added below the
+    kept bits before truncating. NaN stays NaN (quiet); inf stays inf."""
     x = np.ascontiguousarray(x, np.float32).reshape(-1)
     u = x.view(np.uint32)
-    idx = (np.arange(x.size, dtype=np.uint64) + np.uint64(offset)).astype(np.uint32)
-    r = hash32(idx ^ stream_key(seed, step, stream)) & np.uint32(0xFFFF)
+    e = np.arange(x.size, dtype=np.uint64) + np.uint64(first)
+    lo, hi = np.uint32(key & 0xFFFFFFFF), np.uint32(key >> 32)
+    h = hash32(hash32((e & np.uint64(0xFFFFFFFF)).astype(np.uint32) ^ lo) ^ hi ^ (e >> np.uint64(32)).astype(np.uint32))
     with np.errstate(over="ignore"):
-        sr = ((u + r) >> np.uint32(16)).astype(np.uint16)
-    return np.where(np.isfinite(x), sr, bf16_round_bits(x))
+        sr = ((u + (h & np.uint32(0xFFFF))) >> np.uint32(16)).astype(np.uint16)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    return np.where(nan, ((u >> np.uint32(16)) | np.uint32(0x40)).astype(np.uint16), sr)

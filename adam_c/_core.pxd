@@ -39,6 +39,12 @@ cdef extern from "adam_c.h" nogil:
         int64_t step
         const adamc_hparams *hp
         int dtype
+        unsigned long long index
+        int state_dtype
+        int state_rounding
+        float *exp_avg_absmax
+        float *exp_avg_sq_absmax
+        float *max_exp_avg_sq_absmax
 
     const char *adamc_version()
     void adamc_hparams_init(adamc_hparams *hp)

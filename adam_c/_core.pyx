@@ -124,6 +124,7 @@ cdef class StepPlan:
     cdef int64_t[::1] steps
     cdef list group_sizes
     cdef list group_has_vmax
+    cdef list scales              # int8 state's block scales (absmax arrays), kept alive with the plan
     cdef adamc_autotune *tune     # this plan's measured serial-or-threads decision (same workload every step)
 
     def __cinit__(self):
@@ -137,7 +138,8 @@ cdef class StepPlan:
         self.typenums = NULL
 
     def __init__(self, list params, list exp_avgs, list exp_avg_sqs, list max_exp_avg_sqs, list group_sizes,
-                 int64_t[::1] steps):
+                 int64_t[::1] steps, list state_codes=None, list exp_avg_absmax=None, list exp_avg_sq_absmax=None,
+                 list max_exp_avg_sq_absmax=None, int state_rounding=0):
         cdef Py_ssize_t n = len(params)
         cdef Py_ssize_t i, gi, start
         cdef cnp.ndarray p
@@ -149,6 +151,8 @@ cdef class StepPlan:
         self.n_groups = len(group_sizes)
         self.params = list(params)
         self.buffers = [list(exp_avgs), list(exp_avg_sqs), list(max_exp_avg_sqs)]
+        self.scales = [list(exp_avg_absmax or [None] * n), list(exp_avg_sq_absmax or [None] * n),
+                       list(max_exp_avg_sq_absmax or [None] * n)]
         self.steps = steps
         self.group_sizes = list(group_sizes)
         self.table = <adamc_tensor *>calloc(max(n, 1), sizeof(adamc_tensor))
@@ -174,6 +178,17 @@ cdef class StepPlan:
                 self.table[i].n = cnp.PyArray_SIZE(p)
                 self.table[i].hp = &self.hparams[gi]
                 self.table[i].dtype = ADAMC_FLOAT32 if self.typenums[i] == cnp.NPY_FLOAT32 else ADAMC_FLOAT64
+                self.table[i].index = i  # keys stochastic rounding: stable while the param list is
+                if state_codes is not None:  # compressed state (adamc_state_dtype)
+                    self.table[i].state_dtype = state_codes[i]
+                    self.table[i].state_rounding = state_rounding
+                    if self.scales[0][i] is not None:
+                        self.table[i].exp_avg_absmax = <float *>cnp.PyArray_DATA(<cnp.ndarray?>self.scales[0][i])
+                        self.table[i].exp_avg_sq_absmax = <float *>cnp.PyArray_DATA(
+                            <cnp.ndarray?>self.scales[1][i])
+                    if self.scales[2][i] is not None:
+                        self.table[i].max_exp_avg_sq_absmax = <float *>cnp.PyArray_DATA(
+                            <cnp.ndarray?>self.scales[2][i])
                 i += 1
             self.group_has_vmax.append(all(max_exp_avg_sqs[j] is not None for j in range(start, i)))
 

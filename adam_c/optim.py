@@ -4,7 +4,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import _core
+from . import _compressed, _core
 from ._validation import HYPERPARAMETERS, check_hyperparameters, check_param, first_overlap
 
 _STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
@@ -15,10 +15,14 @@ class Adam:
 
     params: an iterable of arrays, or of dicts {"params": [...], <hyperparameter>: value} (param groups).
     Each array: writable, C-contiguous, float32 or float64, any shape. One `step` is one C call over all params.
+    state_dtype: "float32" (default), "bfloat16" or "int8": how exp_avg/exp_avg_sq(/max_exp_avg_sq) are stored
+    (float32 params only); compressed state is decoded, updated in float32 and re-encoded inside the one pass.
+    state_rounding: "nearest" (default) or "stochastic" (bfloat16 state only; reproducible: a counter-based hash
+    of the step, the param's position and the element).
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
-                 maximize=False, decoupled_weight_decay=False):
+                 maximize=False, decoupled_weight_decay=False, state_dtype=None, state_rounding="nearest"):
         self.defaults = check_hyperparameters(
             {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "amsgrad": amsgrad,
              "maximize": maximize, "decoupled_weight_decay": decoupled_weight_decay}, "")
@@ -35,7 +39,12 @@ class Adam:
         else:
             groups = [self._checked_group({"params": entries}, 0, "params")]
         _check_distinct([p for g in groups for p in g["params"]])
+        self.state_dtype = _compressed.check_state_dtype(state_dtype)
+        self.state_rounding = _compressed.check_state_rounding(state_rounding, self.state_dtype)
+        _compressed.check_params_support(self.state_dtype, [p for g in groups for p in g["params"]])
         self.param_groups = []
+        self._layouts = []  # per param: the state layout it really uses (int8 keeps small params in float32)
+        self._absmax = {key: [] for key in _STATE_KEYS}
         self._params = []
         self._state = {key: [] for key in _STATE_KEYS}
         self._steps = np.zeros(0, np.int64)
@@ -73,8 +82,10 @@ class Adam:
         n_new = len(group["params"])
         self.param_groups.append(group)
         self._params.extend(group["params"])
+        self._layouts.extend(_compressed.layout_for(self.state_dtype, p) for p in group["params"])
         for key in _STATE_KEYS:
             self._state[key].extend([None] * n_new)
+            self._absmax[key].extend([None] * n_new)
         self._steps = np.concatenate([self._steps, np.zeros(n_new, np.int64)])
         if self._grads is not None:
             self._grads.extend(np.zeros_like(p) for p in group["params"])
@@ -86,6 +97,7 @@ class Adam:
             group = self._checked_group(param_group, len(self.param_groups),
                                         f"param_groups[{len(self.param_groups)}]")
             _check_distinct(self._params + group["params"])
+            _compressed.check_params_support(self.state_dtype, group["params"])
             self._append_group(group)
 
     # ------------------------------------------------------------ grads
@@ -145,16 +157,20 @@ class Adam:
             for p in group["params"]:
                 for key in _STATE_KEYS if ams else _STATE_KEYS[:2]:
                     if self._state[key][i] is None:
-                        self._state[key][i] = np.zeros_like(p)
+                        self._state[key][i], self._absmax[key][i] = _compressed.zeros(self._layouts[i], p)
                         added.append((key, i))
                 i += 1
         sizes = [len(g["params"]) for g in self.param_groups]
-        self._plan = _core.StepPlan(self._params, *(self._state[k] for k in _STATE_KEYS), sizes, self._steps)
+        self._plan = _core.StepPlan(self._params, *(self._state[k] for k in _STATE_KEYS), sizes, self._steps,
+                                    [_compressed.KERNEL_CODE[layout] for layout in self._layouts],
+                                    *(self._absmax[k] for k in _STATE_KEYS),
+                                    state_rounding=int(self.state_rounding == "stochastic"))
         return added
 
     def _forget(self, added):
         for key, i in added:
             self._state[key][i] = None
+            self._absmax[key][i] = None
         self._plan = None
 
     def threading_info(self):
@@ -170,17 +186,40 @@ class Adam:
 
     @property
     def state(self):
-        """{index: {"step", "exp_avg", "exp_avg_sq"[, "max_exp_avg_sq"]}} for params with state: live arrays."""
+        """{index: {"step", "exp_avg", "exp_avg_sq"[, "max_exp_avg_sq"]}} for params with state: live arrays.
+        Compressed state (see state_dtype) adds "state_dtype"; bfloat16 state holds uint16 bit patterns, int8
+        state uint8 codes plus "<key>_absmax" (float32, one per 256-element block)."""
         out = {}
         for i in range(len(self._params)):
             if self._state["exp_avg"][i] is None:
                 continue
             entry = {"step": int(self._steps[i])}
+            if self._layouts[i] != "float32":
+                entry["state_dtype"] = self._layouts[i]
             for key in _STATE_KEYS:
                 if self._state[key][i] is not None:
                     entry[key] = self._state[key][i]
+                    if self._absmax[key][i] is not None:
+                        entry[key + "_absmax"] = self._absmax[key][i]
             out[i] = entry
         return out
+
+    def state_float32(self):
+        """{index: {"step", "exp_avg", ...}} with every state buffer decoded to float32 copies (any state_dtype)."""
+        out = {}
+        for i, entry in self.state.items():
+            layout = self._layouts[i]
+            decoded = {"step": entry["step"]}
+            for key in _STATE_KEYS:
+                if key in entry:
+                    decoded[key] = _compressed.to_float32(layout, key, entry[key], entry.get(key + "_absmax"))
+            out[i] = decoded
+        return out
+
+    def state_bytes(self):
+        """Bytes the optimizer state takes now (state buffers and int8 block scales; not params or grads)."""
+        return _compressed.state_nbytes(a for key in _STATE_KEYS for lst in (self._state[key], self._absmax[key])
+                                        for a in lst)
 
     def state_dict(self):
         """{"state": {i: {...copies...}}, "param_groups": [{hyperparameters, "params": [i, ...]}]}, with
@@ -210,18 +249,20 @@ class Adam:
             self._steps = np.zeros(n, np.int64)
             for key in _STATE_KEYS:
                 self._state[key] = [None] * n
+                self._absmax[key] = [None] * n
             for i, entry in state.items():
                 self._steps[i] = entry["step"]
                 for key in _STATE_KEYS:
                     if key in entry:
-                        self._state[key][i] = entry[key]
+                        self._state[key][i], self._absmax[key][i] = entry[key]
             self._plan = None
 
     # ------------------------------------------------------------ pickling, repr
 
     def __getstate__(self):
         return {"defaults": self.defaults, "param_groups": self.param_groups, "params": self._params,
-                "state": self._state, "steps": self._steps, "grads": self._grads}
+                "state": self._state, "steps": self._steps, "grads": self._grads, "state_dtype": self.state_dtype,
+                "layouts": self._layouts, "absmax": self._absmax, "state_rounding": self.state_rounding}
 
     def __setstate__(self, saved):
         self.defaults = saved["defaults"]
@@ -230,6 +271,10 @@ class Adam:
         self._state = saved["state"]
         self._steps = saved["steps"]
         self._grads = saved["grads"]
+        self.state_dtype = saved.get("state_dtype", "float32")
+        self.state_rounding = saved.get("state_rounding", "nearest")
+        self._layouts = saved.get("layouts", ["float32"] * len(self._params))
+        self._absmax = saved.get("absmax", {key: [None] * len(self._params) for key in _STATE_KEYS})
         self._plan = None
         self._lock = threading.Lock()
 
@@ -247,9 +292,10 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (param *= 1 - lr*weight_decay before the update)."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
-                 maximize=False):
+                 maximize=False, state_dtype=None, state_rounding="nearest"):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                         maximize=maximize, decoupled_weight_decay=True)
+                         maximize=maximize, decoupled_weight_decay=True, state_dtype=state_dtype,
+                         state_rounding=state_rounding)
 
 
 def _is_iterable(obj):

@@ -65,25 +65,50 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(store)(const int ty
 #endif
 }
 
-/* The state's hooks (see the note at the top): for now the state has the compute type. */
-#define ADAMC_STATE_COMPUTE (-2) /* stype: the compute type */
+/* The state's hooks: stype is the state's adamc_state_dtype. Compute type: the buffer itself. bfloat16 and int8
+ * (float32 compute only): decoded into the tile, the math writes the tile, store_state encodes it. For int8 the
+ * tile is one 256-element block (the pass starts on a block boundary, see cut_granule in adam_c.c): its absmax is
+ * scale[i / 256]. sgn: exp_avg (signed map); the others are unsigned and never round a nonzero value to 0. */
 static inline __attribute__((always_inline)) const ADAMC_T *ADAMC_NAME(load_state)(const int stype, const void *src,
-                                                                                   size_t i, size_t k,
-                                                                                   ADAMC_T *tile)
+                                                                                   const float *scale,
+                                                                                   const int sgn, size_t i,
+                                                                                   size_t k, ADAMC_T *tile)
 {
-    (void)stype, (void)k, (void)tile;
+#if ADAMC_IS_F64
+    (void)stype, (void)scale, (void)sgn, (void)k, (void)tile;
+#else
+    if (stype == ADAMC_STATE_BFLOAT16) {
+        adamc_tile_bf16_to_f32(tile, (const uint16_t *)src + i, k);
+        return tile;
+    }
+    if (stype == ADAMC_STATE_INT8) {
+        adamc_q8_decode_tile(tile, (const uint8_t *)src + i, k, scale[i / ADAMC_Q8_BLOCK], sgn);
+        return tile;
+    }
+#endif
     return (const ADAMC_T *)src + i;
 }
 static inline __attribute__((always_inline)) ADAMC_T *ADAMC_NAME(out_state)(const int stype, void *dst, size_t i,
                                                                             ADAMC_T *tile)
 {
-    (void)stype, (void)tile;
-    return (ADAMC_T *)dst + i;
+    return stype == ADAMC_STATE_COMPUTE ? (ADAMC_T *)dst + i : tile;
 }
-static inline __attribute__((always_inline)) void ADAMC_NAME(store_state)(const int stype, void *dst, size_t i,
-                                                                          size_t k, const ADAMC_T *vals)
+static inline __attribute__((always_inline)) void ADAMC_NAME(store_state)(const int stype, void *dst, float *scale,
+                                                                          const int sgn, size_t i, size_t k,
+                                                                          const ADAMC_T *vals, const int stochastic,
+                                                                          uint32_t key_lo, uint32_t key_hi)
 {
-    (void)stype, (void)dst, (void)i, (void)k, (void)vals;
+#if ADAMC_IS_F64
+    (void)stype, (void)dst, (void)scale, (void)sgn, (void)i, (void)k, (void)vals, (void)stochastic, (void)key_lo,
+        (void)key_hi;
+#else
+    if (stype == ADAMC_STATE_BFLOAT16 && stochastic)
+        adamc_tile_f32_to_bf16_sr((uint16_t *)dst + i, vals, k, (uint64_t)i, key_lo, key_hi);
+    else if (stype == ADAMC_STATE_BFLOAT16)
+        adamc_tile_f32_to_bf16((uint16_t *)dst + i, vals, k);
+    else if (stype == ADAMC_STATE_INT8)
+        adamc_q8_encode_tile((uint8_t *)dst + i, &scale[i / ADAMC_Q8_BLOCK], vals, k, sgn, !sgn);
+#endif
 }
 
 /* One specialised pass over elements [begin, end) of tensor t.
@@ -120,11 +145,13 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
         const ADAMC_T *gp = ADAMC_NAME(load)(gtype, t->grad, i, k, gtile);
         const ADAMC_T *pin = master ? (const ADAMC_T *)t->master + i : ADAMC_NAME(load)(ptype, t->param, i, k, ptile);
         ADAMC_T *pout = master ? (ADAMC_T *)t->master + i : ADAMC_NAME(out)(ptype, t->param, i, ptile);
-        const ADAMC_T *min = ADAMC_NAME(load_state)(stype, t->exp_avg, i, k, mtile);
+        const ADAMC_T *min = ADAMC_NAME(load_state)(stype, t->exp_avg, t->exp_avg_absmax, 1, i, k, mtile);
         ADAMC_T *mout = ADAMC_NAME(out_state)(stype, t->exp_avg, i, mtile);
-        const ADAMC_T *vin = ADAMC_NAME(load_state)(stype, t->exp_avg_sq, i, k, vtile);
+        const ADAMC_T *vin = ADAMC_NAME(load_state)(stype, t->exp_avg_sq, t->exp_avg_sq_absmax, 0, i, k, vtile);
         ADAMC_T *vout = ADAMC_NAME(out_state)(stype, t->exp_avg_sq, i, vtile);
-        const ADAMC_T *xin = amsgrad ? ADAMC_NAME(load_state)(stype, t->max_exp_avg_sq, i, k, xtile) : NULL;
+        const ADAMC_T *xin = amsgrad ? ADAMC_NAME(load_state)(stype, t->max_exp_avg_sq, t->max_exp_avg_sq_absmax, 0,
+                                                             i, k, xtile)
+                                     : NULL;
         ADAMC_T *xout = amsgrad ? ADAMC_NAME(out_state)(stype, t->max_exp_avg_sq, i, xtile) : NULL;
         ADAMC_T *eb = ema ? (ADAMC_T *)t->ema + i : NULL;
 
@@ -175,10 +202,16 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
         }
 
         ADAMC_NAME(store)(ptype, stochastic, t->param, i, k, pout, c);
-        ADAMC_NAME(store_state)(stype, t->exp_avg, i, k, mout);
-        ADAMC_NAME(store_state)(stype, t->exp_avg_sq, i, k, vout);
-        if (amsgrad)
-            ADAMC_NAME(store_state)(stype, t->max_exp_avg_sq, i, k, xout);
+        if (stype != ADAMC_STATE_COMPUTE) {
+            const int sr = t->state_rounding == ADAMC_ROUND_STOCHASTIC; /* uniform: a branch per tile */
+            ADAMC_NAME(store_state)(stype, t->exp_avg, t->exp_avg_absmax, 1, i, k, mout, sr, c->state_key_lo[0],
+                                    c->state_key_hi[0]);
+            ADAMC_NAME(store_state)(stype, t->exp_avg_sq, t->exp_avg_sq_absmax, 0, i, k, vout, sr,
+                                    c->state_key_lo[1], c->state_key_hi[1]);
+            if (amsgrad)
+                ADAMC_NAME(store_state)(stype, t->max_exp_avg_sq, t->max_exp_avg_sq_absmax, 0, i, k, xout, sr,
+                                        c->state_key_lo[2], c->state_key_hi[2]);
+        }
     }
 }
 
@@ -198,12 +231,34 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
 /* The general kernels: storage mode, grad type, AMSGrad and EMA compile-time; the rest run-time (see pass). */
 #define ADAMC_GCASE(mode, ptype, master, stochastic, gsame, ams, ema)                                            \
     case ADAMC_KIND(mode, gsame, ams, ema):                                                                       \
-        ADAMC_NAME(pass)(t, c, begin, end, ptype, (gsame) ? (ptype) : ADAMC_SELF, ADAMC_STATE_COMPUTE, master,     \
+        ADAMC_NAME(pass)(t, c, begin, end, ptype, (gsame) ? (ptype) : ADAMC_SELF, ADAMC_GSTATE, master,            \
                          stochastic, ema, ams, -1, -1, 1);                                                        \
         return;
 #define ADAMC_GCASES(mode, ptype, master, stochastic, gsame)                                                      \
     ADAMC_GCASE(mode, ptype, master, stochastic, gsame, 0, 0) ADAMC_GCASE(mode, ptype, master, stochastic, gsame, 0, 1) \
     ADAMC_GCASE(mode, ptype, master, stochastic, gsame, 1, 0) ADAMC_GCASE(mode, ptype, master, stochastic, gsame, 1, 1)
+
+/* The float32-compute storage modes of the general kernels (low-precision params, with or without master). */
+#define ADAMC_LOW_PRECISION_CASES \
+    ADAMC_GCASES(ADAMC_MODE_F16, ADAMC_FLOAT16, 0, 0, 0) \
+    ADAMC_GCASES(ADAMC_MODE_F16, ADAMC_FLOAT16, 0, 0, 1) \
+    ADAMC_GCASES(ADAMC_MODE_F16_MASTER, ADAMC_FLOAT16, 1, 0, 0) \
+    ADAMC_GCASES(ADAMC_MODE_F16_MASTER, ADAMC_FLOAT16, 1, 0, 1) \
+    ADAMC_GCASES(ADAMC_MODE_BF16, ADAMC_BFLOAT16, 0, 0, 0) \
+    ADAMC_GCASES(ADAMC_MODE_BF16, ADAMC_BFLOAT16, 0, 0, 1) \
+    ADAMC_GCASES(ADAMC_MODE_BF16_SR, ADAMC_BFLOAT16, 0, 1, 0) \
+    ADAMC_GCASES(ADAMC_MODE_BF16_SR, ADAMC_BFLOAT16, 0, 1, 1) \
+    ADAMC_GCASES(ADAMC_MODE_BF16_MASTER, ADAMC_BFLOAT16, 1, 0, 0) \
+    ADAMC_GCASES(ADAMC_MODE_BF16_MASTER, ADAMC_BFLOAT16, 1, 0, 1)
+
+/* The storage modes compressed state supports: float32 params, and float16/bfloat16 params with a float32 master
+ * (each instantiation is a large loop: the other low-precision modes are refused by check_tensor). */
+#define ADAMC_COMPRESSED_STATE_CASES \
+    ADAMC_GCASES(ADAMC_MODE_PLAIN, ADAMC_SELF, 0, 0, 1) \
+    ADAMC_GCASES(ADAMC_MODE_F16_MASTER, ADAMC_FLOAT16, 1, 0, 0) \
+    ADAMC_GCASES(ADAMC_MODE_F16_MASTER, ADAMC_FLOAT16, 1, 0, 1) \
+    ADAMC_GCASES(ADAMC_MODE_BF16_MASTER, ADAMC_BFLOAT16, 1, 0, 0) \
+    ADAMC_GCASES(ADAMC_MODE_BF16_MASTER, ADAMC_BFLOAT16, 1, 0, 1)
 
 /* Entry point of this compute type and target: one switch per call (per tensor segment), then one loop. */
 void ADAMC_NAME(adamc_kernel)(const adamc_tensor *t, const adamc_coeffs *c, size_t begin, size_t end)
@@ -216,19 +271,32 @@ void ADAMC_NAME(adamc_kernel)(const adamc_tensor *t, const adamc_coeffs *c, size
             return; /* unreachable: the dispatcher only builds the variants above */
         }
     }
+#if !ADAMC_IS_F64
+    /* compressed state: the general kernels once more per state type (float32 compute only) */
+    if (c->state == ADAMC_STATE_BFLOAT16) {
+#define ADAMC_GSTATE ADAMC_STATE_BFLOAT16
+        switch (c->kind) {
+            ADAMC_COMPRESSED_STATE_CASES
+        default:
+            return;
+        }
+#undef ADAMC_GSTATE
+    }
+    if (c->state == ADAMC_STATE_INT8) {
+#define ADAMC_GSTATE ADAMC_STATE_INT8
+        switch (c->kind) {
+            ADAMC_COMPRESSED_STATE_CASES
+        default:
+            return;
+        }
+#undef ADAMC_GSTATE
+    }
+#endif
+#define ADAMC_GSTATE ADAMC_STATE_COMPUTE
     switch (c->kind) {
         ADAMC_GCASES(ADAMC_MODE_PLAIN, ADAMC_SELF, 0, 0, 1)
 #if !ADAMC_IS_F64
-        ADAMC_GCASES(ADAMC_MODE_F16, ADAMC_FLOAT16, 0, 0, 0)
-        ADAMC_GCASES(ADAMC_MODE_F16, ADAMC_FLOAT16, 0, 0, 1)
-        ADAMC_GCASES(ADAMC_MODE_F16_MASTER, ADAMC_FLOAT16, 1, 0, 0)
-        ADAMC_GCASES(ADAMC_MODE_F16_MASTER, ADAMC_FLOAT16, 1, 0, 1)
-        ADAMC_GCASES(ADAMC_MODE_BF16, ADAMC_BFLOAT16, 0, 0, 0)
-        ADAMC_GCASES(ADAMC_MODE_BF16, ADAMC_BFLOAT16, 0, 0, 1)
-        ADAMC_GCASES(ADAMC_MODE_BF16_SR, ADAMC_BFLOAT16, 0, 1, 0)
-        ADAMC_GCASES(ADAMC_MODE_BF16_SR, ADAMC_BFLOAT16, 0, 1, 1)
-        ADAMC_GCASES(ADAMC_MODE_BF16_MASTER, ADAMC_BFLOAT16, 1, 0, 0)
-        ADAMC_GCASES(ADAMC_MODE_BF16_MASTER, ADAMC_BFLOAT16, 1, 0, 1)
+        ADAMC_LOW_PRECISION_CASES
 #endif
     default:
         return; /* unreachable: the dispatcher only builds the kinds above */
@@ -241,7 +309,9 @@ void ADAMC_NAME(adamc_kernel)(const adamc_tensor *t, const adamc_coeffs *c, size
 #undef ADAMC_CASES_MUL
 #undef ADAMC_GCASE
 #undef ADAMC_GCASES
-#undef ADAMC_STATE_COMPUTE
+#undef ADAMC_GSTATE
+#undef ADAMC_LOW_PRECISION_CASES
+#undef ADAMC_COMPRESSED_STATE_CASES
 
 /* Sum of squares of the unscaled grads over [begin, end): 8 double lanes, lane = (element - begin) % 8, each a
  * sequential sum, combined in a fixed order, so every target gives the same bits for the same range. */

@@ -10,7 +10,7 @@ import numpy as np
 from adam_c import _codec
 from reference import adam_step_reference
 
-STREAMS = {"exp_avg": 1, "exp_avg_sq": 2, "max_exp_avg_sq": 3}
+STREAMS = {"exp_avg": 0, "exp_avg_sq": 1, "max_exp_avg_sq": 2}
 SIGNED = {"exp_avg": True, "exp_avg_sq": False, "max_exp_avg_sq": False}
 
 
@@ -44,10 +44,11 @@ def decode_state(stored, key, state_dtype):
     return np.array(stored, np.float32)
 
 
-def encode_state(x, key, state_dtype, rounding="nearest", seed=0, step=1):
+def encode_state(x, key, state_dtype, rounding="nearest", seed=0, step=1, index=0):
     if state_dtype == "bfloat16":
         if rounding == "stochastic":
-            return _codec.bf16_stochastic_bits(x, seed, step, STREAMS[key]).reshape(np.shape(x))
+            stream_key = _codec.state_key(seed, step, index, STREAMS[key])
+            return _codec.bf16_stochastic_bits(x, stream_key).reshape(np.shape(x))
         return bf16_round(x)
     if state_dtype == "int8":
         codes, absmax = int8_quantize(x, key)
@@ -56,7 +57,7 @@ def encode_state(x, key, state_dtype, rounding="nearest", seed=0, step=1):
 
 
 def compressed_step_reference(param, grad, state, *, state_dtype, step, amsgrad=False, rounding="nearest", seed=0,
-                              **hp):
+                              index=0, **hp):
     """One step on a float32 param; `state` maps exp_avg/exp_avg_sq[/max_exp_avg_sq] to their stored form.
     Returns (new param, new state dict), inputs untouched."""
     keys = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if amsgrad else [])
@@ -64,4 +65,4 @@ def compressed_step_reference(param, grad, state, *, state_dtype, step, amsgrad=
     p, m, v, vmax = adam_step_reference(param, grad, loaded["exp_avg"], loaded["exp_avg_sq"],
                                         loaded.get("max_exp_avg_sq"), step=step, amsgrad=amsgrad, **hp)
     new = {"exp_avg": m, "exp_avg_sq": v, "max_exp_avg_sq": vmax}
-    return p, {k: encode_state(new[k], k, state_dtype, rounding, seed, step) for k in keys}
+    return p, {k: encode_state(new[k], k, state_dtype, rounding, seed, step, index) for k in keys}

@@ -77,7 +77,7 @@ def test_zero_and_nonfinite_blocks():
     x[300] = np.nan
     x[520] = np.inf
     codes, absmax = _codec.quantize_blockwise(x, True)
-    assert absmax[0] == 0 and np.isnan(absmax[1]) and np.isinf(absmax[2])
+    assert absmax[0] == 0 and np.isnan(absmax[1]) and np.isnan(absmax[2])
     y = _codec.dequantize(codes, absmax, True)
     assert np.all(y[:256] == 0)
     assert np.all(np.isnan(y[256:512])) and np.all(np.isnan(y[512:]))  # a non-finite value poisons its block
@@ -98,12 +98,15 @@ def test_bf16_round_to_nearest_even_matches_ml_dtypes():
 
 def test_bf16_stochastic_rounding_is_unbiased_reproducible_and_brackets():
     x = np.full(100_001, 1.0 + 2.0 ** -9, np.float32)  # 1/4 of the way from 1.0 to the next bf16 (1 + 2^-7)
-    bits = _codec.bf16_stochastic_bits(x, seed=7, step=3, stream=1)
+    key = _codec.state_key(seed=7, step=3, index=0, stream=1)
+    bits = _codec.bf16_stochastic_bits(x, key)
     y = _codec.bf16_bits_to_f32(bits)
     assert set(np.unique(y)) <= {np.float32(1.0), np.float32(1.0 + 2.0 ** -7)}
     frac_up = float(np.mean(y > 1.0))
     assert abs(frac_up - 0.25) < 0.01, frac_up
-    assert np.array_equal(bits, _codec.bf16_stochastic_bits(x, seed=7, step=3, stream=1))
-    assert not np.array_equal(bits, _codec.bf16_stochastic_bits(x, seed=7, step=4, stream=1))
-    exact = np.array([1.0, -2.5, 0.0], np.float32)  # representable values never move
-    assert np.array_equal(_codec.bf16_stochastic_bits(exact, 1, 1, 1), _codec.bf16_round_bits(exact))
+    assert np.array_equal(bits, _codec.bf16_stochastic_bits(x, key))
+    assert not np.array_equal(bits, _codec.bf16_stochastic_bits(x, _codec.state_key(7, 4, 0, 1)))
+    # element e's bits depend on e alone: a slice starting at `first` matches the whole
+    assert np.array_equal(bits[1000:], _codec.bf16_stochastic_bits(x[1000:], key, first=1000))
+    exact = np.array([1.0, -2.5, 0.0, np.inf], np.float32)  # representable values never move
+    assert np.array_equal(_codec.bf16_stochastic_bits(exact, key), _codec.bf16_round_bits(exact))
