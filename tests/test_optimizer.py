@@ -78,7 +78,7 @@ def test_adam_signature():
     sig = inspect.signature(adam_c.Adam)
     names = list(sig.parameters)
     assert names == ["params", "lr", "betas", "eps", "weight_decay", "amsgrad", "maximize",
-                     "decoupled_weight_decay"]
+                     "decoupled_weight_decay", "state_dtype", "state_rounding"]
     for key, value in DEFAULTS.items():
         assert sig.parameters[key].default == value, key
     for key in ("maximize", "decoupled_weight_decay"):
@@ -89,7 +89,8 @@ def test_adam_signature():
 
 def test_adamw_signature():
     sig = inspect.signature(adam_c.AdamW)
-    assert list(sig.parameters) == ["params", "lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"]
+    assert list(sig.parameters) == ["params", "lr", "betas", "eps", "weight_decay", "amsgrad", "maximize",
+                                    "state_dtype", "state_rounding"]
     assert sig.parameters["weight_decay"].default == 1e-2
     assert sig.parameters["maximize"].kind is inspect.Parameter.KEYWORD_ONLY
     for key in ("lr", "betas", "eps", "amsgrad", "maximize"):
