@@ -57,7 +57,8 @@ int ADAMC_CAT2(adamc_convert, ADAMC_TARGET_SUFFIX)(const void *src, int src_dtyp
 }
 
 /* The memory-floor probe with compressed state: the bytes of a step (read p, g, m, v; write p, m, v) with m and v
- * 2 or 1 bytes wide, and no math. */
+ * 2 or 1 bytes wide, and no math. m and v are written back unchanged (the added 0 is not known at compile time):
+ * codes that drifted through every bit pattern would feed the next real step NaNs and denormals. */
 void ADAMC_CAT2(adamc_probe_state, ADAMC_TARGET_SUFFIX)(float *restrict p, const float *restrict g, void *m, void *v,
                                                         size_t n, int state)
 {
@@ -66,16 +67,18 @@ void ADAMC_CAT2(adamc_probe_state, ADAMC_TARGET_SUFFIX)(float *restrict p, const
 #pragma omp simd
         for (size_t i = 0; i < n; i++) {
             p[i] = p[i] + g[i];
-            m16[i] = (uint16_t)(m16[i] + 1u);
-            v16[i] = (uint16_t)(v16[i] + 1u);
+            const uint16_t zero = (uint16_t)(g[i] > 3.0e38f);
+            m16[i] = (uint16_t)(m16[i] + zero);
+            v16[i] = (uint16_t)(v16[i] + zero);
         }
     } else {
         uint8_t *restrict m8 = (uint8_t *)m, *restrict v8 = (uint8_t *)v;
 #pragma omp simd
         for (size_t i = 0; i < n; i++) {
             p[i] = p[i] + g[i];
-            m8[i] = (uint8_t)(m8[i] + 1u);
-            v8[i] = (uint8_t)(v8[i] + 1u);
+            const uint8_t zero = (uint8_t)(g[i] > 3.0e38f);
+            m8[i] = (uint8_t)(m8[i] + zero);
+            v8[i] = (uint8_t)(v8[i] + zero);
         }
     }
 }
