@@ -33,8 +33,9 @@ def native_state_dtypes():
     return ok
 
 
-def round_state(state, dtype, keep_nonzero=True):
-    """Emulation: replace fp32 state arrays in place by what `dtype` state would store (and load back)."""
+def round_state(state, dtype):
+    """Emulation: replace fp32 state arrays in place by what `dtype` state would store (and load back), with
+    the kernel's rules (exp_avg_sq and max_exp_avg_sq never round a nonzero value to 0)."""
     for entry in state.values():
         for key, signed in STATE_KEYS_SIGNED.items():
             arr = entry.get(key)
@@ -44,7 +45,7 @@ def round_state(state, dtype, keep_nonzero=True):
             if dtype == "bfloat16":
                 flat[...] = _codec.bf16_bits_to_f32(_codec.bf16_round_bits(flat))
             elif dtype == "int8" and flat.size >= _codec.MIN_QUANTIZED_SIZE:
-                codes, absmax = _codec.quantize_blockwise(flat, signed, keep_nonzero=keep_nonzero)
+                codes, absmax = _codec.quantize_blockwise(flat, signed, keep_nonzero=not signed)
                 flat[...] = _codec.dequantize(codes, absmax, signed)
 
 

@@ -278,3 +278,27 @@ def test_bad_compressed_checkpoint_is_refused_unchanged():
         opt.load_state_dict(bad)
     for k, v in before.items():
         assert np.array_equal(opt.state[0][k], v), k
+
+
+# ---------------------------------------------------------------- the harness and the bench run
+
+def test_quality_harness_native_equals_emulation():
+    """The quality harness's emulation (round the fp32 state after each step) is exactly the kernel's compressed
+    state: the same final loss bits for the demo MLP (a short run)."""
+    from adam_c import quality
+    for dtype in ("bfloat16", "int8"):
+        native = quality.run_mlp(dtype, ["float32", dtype], epochs=2)
+        emulated = quality.run_mlp(dtype, ["float32"], epochs=2)
+        assert native["curve"] == emulated["curve"], dtype
+
+
+def test_compressed_bench_runs():
+    from adam_c.bench import Settings
+    from adam_c.bench_compressed import run_compressed
+    settings = Settings(quick=True)
+    settings.min_rounds, settings.max_rounds, settings.budget_s = 1, 2, 0.0
+    records = run_compressed(settings, 1, n=50_000, log=lambda *a: None)
+    names = {r["implementation"] for r in records}
+    assert {"adam_c float32", "adam_c bfloat16", "adam_c int8", "floor int8"} <= names
+    by = {r["implementation"]: r for r in records}
+    assert by["adam_c int8"]["state_bytes"] < by["adam_c bfloat16"]["state_bytes"] < by["adam_c float32"]["state_bytes"]
