@@ -302,3 +302,103 @@ def test_compressed_bench_runs():
     assert {"adam_c float32", "adam_c bfloat16", "adam_c int8", "floor int8"} <= names
     by = {r["implementation"]: r for r in records}
     assert by["adam_c int8"]["state_bytes"] < by["adam_c bfloat16"]["state_bytes"] < by["adam_c float32"]["state_bytes"]
+
+
+# ---------------------------------------------------------------- mixed precision (C API through ctypes)
+
+def _c_api():
+    """The installed shared library and ctypes mirrors of adamc_hparams / adamc_tensor (their struct_size is
+    checked by the library itself, so a wrong mirror fails with ADAMC_ERR_STRUCT_SIZE, not silently)."""
+    import ctypes
+    import os
+    lib = ctypes.CDLL(os.path.join(adam_c.get_library_dir(), "libadam_c.so"))
+
+    class HParams(ctypes.Structure):
+        _fields_ = [("struct_size", ctypes.c_size_t), ("lr", ctypes.c_double), ("beta1", ctypes.c_double),
+                    ("beta2", ctypes.c_double), ("eps", ctypes.c_double), ("weight_decay", ctypes.c_double),
+                    ("amsgrad", ctypes.c_int), ("maximize", ctypes.c_int), ("decoupled_weight_decay", ctypes.c_int)]
+
+    class Tensor(ctypes.Structure):
+        _fields_ = [("struct_size", ctypes.c_size_t), ("param", ctypes.c_void_p), ("grad", ctypes.c_void_p),
+                    ("exp_avg", ctypes.c_void_p), ("exp_avg_sq", ctypes.c_void_p),
+                    ("max_exp_avg_sq", ctypes.c_void_p), ("n", ctypes.c_size_t), ("step", ctypes.c_int64),
+                    ("hp", ctypes.POINTER(HParams)), ("dtype", ctypes.c_int), ("grad_float32", ctypes.c_int),
+                    ("rounding", ctypes.c_int), ("master", ctypes.c_void_p), ("ema", ctypes.c_void_p),
+                    ("index", ctypes.c_uint64), ("state_dtype", ctypes.c_int), ("state_rounding", ctypes.c_int),
+                    ("exp_avg_absmax", ctypes.c_void_p), ("exp_avg_sq_absmax", ctypes.c_void_p),
+                    ("max_exp_avg_sq_absmax", ctypes.c_void_p)]
+
+    lib.adamc_step_multi.argtypes = [ctypes.POINTER(Tensor), ctypes.c_size_t]
+    return lib, HParams, Tensor
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+@pytest.mark.parametrize("param_dtype", [2, 3], ids=["float16", "bfloat16"])  # ADAMC_FLOAT16, ADAMC_BFLOAT16
+def test_low_precision_params_with_master_and_compressed_state(state_dtype, param_dtype):
+    """float16/bfloat16 params with a float32 master and compressed state: the master and the state follow
+    exactly the float32-param run with the same grads, and the param is the master rounded to nearest even."""
+    import ctypes
+    import ml_dtypes
+    lib, HParams, Tensor = _c_api()
+    n, steps = 5000, 3
+    rng = np.random.default_rng(4)
+    start = rng.standard_normal(n).astype(np.float32)
+    grads = [rng.standard_normal(n).astype(np.float32) * np.float32(0.01) for _ in range(steps)]
+    ref = start.copy()
+    opt = adam_c.Adam([ref], lr=1e-2, amsgrad=True, state_dtype=state_dtype)
+    for g in grads:
+        opt.step([g])
+
+    low = np.float16 if param_dtype == 2 else ml_dtypes.bfloat16
+    param = start.astype(low)
+    master = start.copy()
+    hp = HParams()
+    lib.adamc_hparams_init(ctypes.byref(hp))
+    hp.lr, hp.amsgrad = 1e-2, 1
+    code = np.uint8 if state_dtype == "int8" else np.uint16
+    state = [np.zeros(n, code) for _ in range(3)]
+    scales = [np.zeros(-(-n // 256), np.float32) for _ in range(3)]
+    for step, g in enumerate(grads, start=1):
+        t = Tensor()
+        lib.adamc_tensor_init(ctypes.byref(t))
+        t.param, t.grad, t.n, t.step, t.hp, t.dtype = param.ctypes.data, g.ctypes.data, n, step, ctypes.pointer(hp), \
+            param_dtype
+        t.grad_float32, t.master = 1, master.ctypes.data
+        t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq = (s.ctypes.data for s in state)
+        t.state_dtype = 2 if state_dtype == "int8" else 1
+        if state_dtype == "int8":
+            t.exp_avg_absmax, t.exp_avg_sq_absmax, t.max_exp_avg_sq_absmax = (s.ctypes.data for s in scales)
+        assert lib.adamc_step_multi(ctypes.byref(t), 1) == 0
+    assert_bitwise_equal(master, ref, "master")
+    assert np.array_equal(param.view(np.uint16), ref.astype(low).view(np.uint16))
+    for k, s, a in zip(KEYS, state, scales):
+        assert np.array_equal(s, opt.state[0][k]), k
+        if state_dtype == "int8":
+            assert_bitwise_equal(a, opt.state[0][k + "_absmax"], k)
+
+
+def test_c_api_refuses_bad_state_settings_and_writes_nothing():
+    import ctypes
+    lib, HParams, Tensor = _c_api()
+    n = 300
+    p, g = np.ones(n, np.float32), np.ones(n, np.float32)
+    m, v = np.zeros(n, np.uint8), np.zeros(n, np.uint8)
+    hp = HParams()
+    lib.adamc_hparams_init(ctypes.byref(hp))
+
+    def status(**fields):
+        t = Tensor()
+        lib.adamc_tensor_init(ctypes.byref(t))
+        t.param, t.grad, t.exp_avg, t.exp_avg_sq, t.n, t.hp = (p.ctypes.data, g.ctypes.data, m.ctypes.data,
+                                                                v.ctypes.data, n, ctypes.pointer(hp))
+        t.state_dtype = 2
+        for k, val in fields.items():
+            setattr(t, k, val)
+        return lib.adamc_step_multi(ctypes.byref(t), 1)
+
+    scale = np.zeros(2, np.float32)
+    assert status() == 1                                    # int8 without its scales: NULL pointer
+    assert status(state_dtype=7) == 5                       # unknown state type: ADAMC_ERR_DTYPE
+    assert status(state_rounding=1, exp_avg_absmax=scale.ctypes.data, exp_avg_sq_absmax=scale.ctypes.data) == 9
+    assert status(exp_avg_absmax=m.ctypes.data, exp_avg_sq_absmax=scale.ctypes.data) == 3  # scale overlaps m
+    assert np.all(p == 1) and not m.any() and not v.any()
