@@ -402,3 +402,53 @@ def test_c_api_refuses_bad_state_settings_and_writes_nothing():
     assert status(state_rounding=1, exp_avg_absmax=scale.ctypes.data, exp_avg_sq_absmax=scale.ctypes.data) == 9
     assert status(exp_avg_absmax=m.ctypes.data, exp_avg_sq_absmax=scale.ctypes.data) == 3  # scale overlaps m
     assert np.all(p == 1) and not m.any() and not v.any()
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+def test_grad_scale_and_ema_fused_with_compressed_state(state_dtype):
+    """Issue 9's fused options on the compressed-state kernels: a loss scale divides the grads in the kernel (the
+    same bits as pre-scaled grads) and the EMA follows the updated params (first step copies, then the decay)."""
+    import ctypes
+    lib, HParams, Tensor = _c_api()
+
+    class Options(ctypes.Structure):
+        _fields_ = [("struct_size", ctypes.c_size_t), ("grad_scale", ctypes.c_double),
+                    ("max_grad_norm", ctypes.c_double), ("skip_nonfinite", ctypes.c_int),
+                    ("compute_norm", ctypes.c_int), ("ema_decay", ctypes.c_double), ("seed", ctypes.c_uint64)]
+
+    lib.adamc_step_multi_ex.argtypes = [ctypes.POINTER(Tensor), ctypes.c_size_t, ctypes.POINTER(Options),
+                                        ctypes.c_void_p, ctypes.c_void_p]
+    n, steps, scale, decay = 4500, 3, 1024.0, 0.9
+    rng = np.random.default_rng(6)
+    start = rng.standard_normal(n).astype(np.float32)
+    grads = [rng.standard_normal(n).astype(np.float32) * np.float32(8.0) for _ in range(steps)]
+    ref = start.copy()
+    opt = adam_c.Adam([ref], lr=1e-2, state_dtype=state_dtype)
+    ema_ref = None
+    inv = np.float32(1.0 / scale)
+    for g in grads:
+        opt.step([g * inv])
+        ema_ref = ref.copy() if ema_ref is None else ema_ref * np.float32(decay) + ref * np.float32(1 - decay)
+
+    p, ema = start.copy(), np.zeros(n, np.float32)
+    hp = HParams()
+    lib.adamc_hparams_init(ctypes.byref(hp))
+    hp.lr = 1e-2
+    o = Options()
+    lib.adamc_step_options_init(ctypes.byref(o))
+    o.grad_scale, o.ema_decay = scale, decay
+    code = np.uint8 if state_dtype == "int8" else np.uint16
+    m, v = np.zeros(n, code), np.zeros(n, code)
+    sm, sv = np.zeros(-(-n // 256), np.float32), np.zeros(-(-n // 256), np.float32)
+    for step, g in enumerate(grads, start=1):
+        t = Tensor()
+        lib.adamc_tensor_init(ctypes.byref(t))
+        t.param, t.grad, t.exp_avg, t.exp_avg_sq, t.n, t.step, t.hp = (p.ctypes.data, g.ctypes.data, m.ctypes.data,
+                                                                       v.ctypes.data, n, step, ctypes.pointer(hp))
+        t.ema, t.state_dtype = ema.ctypes.data, (2 if state_dtype == "int8" else 1)
+        if state_dtype == "int8":
+            t.exp_avg_absmax, t.exp_avg_sq_absmax = sm.ctypes.data, sv.ctypes.data
+        assert lib.adamc_step_multi_ex(ctypes.byref(t), 1, ctypes.byref(o), None, None) == 0
+    assert_bitwise_equal(p, ref, "param")
+    assert np.array_equal(m, opt.state[0]["exp_avg"]) and np.array_equal(v, opt.state[0]["exp_avg_sq"])
+    assert_bitwise_equal(ema, ema_ref, "ema")
