@@ -118,14 +118,158 @@ static inline __attribute__((always_inline)) float adamc_q8_decode(const uint8_t
     return val * absmax;
 }
 
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+/* ---- AVX-512: the same formulas with the decade found by table permutes instead of compare/blend chains (the
+ * chains spill: 30+ constant vectors). The binade of |x|/absmax (its float exponent) holds at most one decade
+ * switch point, so the decade is binade_decade[binade] + (a >= binade_edge[binade]): exactly the number of switch
+ * points <= a that the generic code counts. Per-decade constants come from one vpermps each. Generated from
+ * adam_c._codec like the tables above; the tests compare every target bit for bit. */
+#include <immintrin.h>
+static const int32_t adamc_q8s_binade_decade[32] = {6, 6, 6, 6, 5, 5, 5, 4, 4, 4, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+static const float adamc_q8s_binade_edge[32] = {INFINITY, INFINITY, INFINITY, INFINITY, 0x1.a51eb8p-4f, INFINITY, INFINITY, 0x1.5a1cacp-7f, INFINITY, INFINITY, 0x1.23a29cp-10f, INFINITY, INFINITY, 0x1.00e6bp-13f, INFINITY, INFINITY, INFINITY, 0x1.e68a0cp-17f, INFINITY, INFINITY, 0x1.fe07p-20f, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY};
+static const int32_t adamc_q8u_binade_decade[32] = {6, 6, 6, 6, 5, 5, 5, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+static const float adamc_q8u_binade_edge[32] = {INFINITY, INFINITY, INFINITY, INFINITY, 0x1.9f5c28p-4f, INFINITY, INFINITY, 0x1.50e56p-7f, INFINITY, INFINITY, 0x1.14e3bcp-10f, INFINITY, INFINITY, INFINITY, 0x1.d29dc8p-14f, INFINITY, INFINITY, 0x1.9b0ab4p-17f, INFINITY, INFINITY, 0x1.853b3ep-20f, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY};
+
+/* A 16-lane table from a 7-entry one (entries 7..15 zero). */
+static inline __m512 adamc_q8_table7(const float *t7)
+{
+    float t[16] = {0};
+    for (int i = 0; i < 7; i++)
+        t[i] = t7[i];
+    return _mm512_loadu_ps(t);
+}
+
+static inline __attribute__((always_inline)) void adamc_q8_encode16(uint8_t *codes, const float *vals,
+                                                                    const __m512 inv, const int sgn,
+                                                                    const int keep_nonzero, const __m512 t_lo,
+                                                                    const __m512 t_iw, const __m512 t_cm1,
+                                                                    const __m512i t_first, const __m512i bd_lo,
+                                                                    const __m512i bd_hi, const __m512 be_lo,
+                                                                    const __m512 be_hi, const __m512 e0,
+                                                                    const __m512 e7)
+{
+    const __m512 x = _mm512_loadu_ps(vals);
+    const __m512 ax = sgn ? _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x),
+                                                                  _mm512_set1_epi32(0x7FFFFFFF)))
+                          : x;
+    __m512 a = _mm512_mul_ps(ax, inv);
+    a = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, a, _CMP_EQ_OQ), a); /* NaN -> 0 */
+    /* binade j = 127 - biased exponent, clamped to [0, 31] */
+    __m512i j = _mm512_sub_epi32(_mm512_set1_epi32(127), _mm512_srli_epi32(_mm512_castps_si512(a), 23));
+    j = _mm512_min_epi32(_mm512_max_epi32(j, _mm512_setzero_si512()), _mm512_set1_epi32(31));
+    __m512i d = _mm512_permutex2var_epi32(bd_lo, j, bd_hi);
+    const __m512 edge = _mm512_permutex2var_ps(be_lo, j, be_hi);
+    d = _mm512_mask_add_epi32(d, _mm512_cmp_ps_mask(a, edge, _CMP_GE_OQ), d, _mm512_set1_epi32(1));
+    const __m512 lo = _mm512_permutexvar_ps(d, t_lo);
+    const __m512 iw = _mm512_permutexvar_ps(d, t_iw);
+    const __m512 cm1 = _mm512_permutexvar_ps(d, t_cm1);
+    const __m512i first = _mm512_permutexvar_epi32(d, t_first);
+    __m512 pos = _mm512_mul_ps(_mm512_sub_ps(a, lo), iw);
+    pos = _mm512_max_ps(pos, _mm512_setzero_ps());
+    pos = _mm512_min_ps(pos, cm1);
+    __m512i idx = _mm512_add_epi32(first, _mm512_cvttps_epi32(pos));
+    const __mmask16 nonzero = keep_nonzero ? _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ)
+                                           : _mm512_cmp_ps_mask(a, e0, _CMP_GE_OQ);
+    idx = _mm512_maskz_mov_epi32(nonzero, idx);
+    const __mmask16 one = _mm512_cmp_ps_mask(a, e7, _CMP_GE_OQ);
+    if (sgn) {
+        const __mmask16 neg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+        const __m512i one_code = _mm512_mask_sub_epi32(_mm512_set1_epi32(0x80), neg, _mm512_set1_epi32(0x80),
+                                                       _mm512_set1_epi32(1));
+        idx = _mm512_mask_mov_epi32(idx, one, one_code);
+        const __mmask16 set_sign = neg & _mm512_test_epi32_mask(idx, idx);
+        idx = _mm512_mask_or_epi32(idx, set_sign, idx, _mm512_set1_epi32(0x80));
+    } else {
+        idx = _mm512_mask_mov_epi32(idx, one, _mm512_set1_epi32(255));
+    }
+    _mm_storeu_si128((__m128i *)codes, _mm512_cvtepi32_epi8(idx));
+}
+
+static inline __attribute__((always_inline)) void adamc_q8_encode_avx512(uint8_t *restrict codes,
+                                                                          const float *restrict vals, size_t k,
+                                                                          const float inv, const int sgn,
+                                                                          const int keep_nonzero)
+{
+    const float *LO = sgn ? adamc_q8s_lo : adamc_q8u_lo;
+    const float *IW = sgn ? adamc_q8s_inv_width : adamc_q8u_inv_width;
+    const float *CM1 = sgn ? adamc_q8s_countm1 : adamc_q8u_countm1;
+    const int32_t *FIRST = sgn ? adamc_q8s_first : adamc_q8u_first;
+    const int32_t *BD = sgn ? adamc_q8s_binade_decade : adamc_q8u_binade_decade;
+    const float *BE = sgn ? adamc_q8s_binade_edge : adamc_q8u_binade_edge;
+    const float *EDGES = sgn ? adamc_q8s_edges : adamc_q8u_edges;
+    int32_t first16[16] = {0};
+    for (int i = 0; i < 7; i++)
+        first16[i] = FIRST[i];
+    const __m512 t_lo = adamc_q8_table7(LO), t_iw = adamc_q8_table7(IW), t_cm1 = adamc_q8_table7(CM1);
+    const __m512i t_first = _mm512_loadu_si512(first16);
+    const __m512i bd_lo = _mm512_loadu_si512(BD), bd_hi = _mm512_loadu_si512(BD + 16);
+    const __m512 be_lo = _mm512_loadu_ps(BE), be_hi = _mm512_loadu_ps(BE + 16);
+    const __m512 vinv = _mm512_set1_ps(inv), e0 = _mm512_set1_ps(EDGES[0]), e7 = _mm512_set1_ps(EDGES[7]);
+    size_t i = 0;
+    for (; i + 16 <= k; i += 16)
+        adamc_q8_encode16(codes + i, vals + i, vinv, sgn, keep_nonzero, t_lo, t_iw, t_cm1, t_first, bd_lo, bd_hi,
+                          be_lo, be_hi, e0, e7);
+    for (; i < k; i++)
+        codes[i] = adamc_q8_encode(vals[i], inv, sgn, keep_nonzero);
+}
+
+static inline __attribute__((always_inline)) void adamc_q8_decode_avx512(float *restrict dst,
+                                                                          const uint8_t *restrict codes, size_t k,
+                                                                          const float absmax, const int sgn)
+{
+    const int32_t *FIRST = sgn ? adamc_q8s_first : adamc_q8u_first;
+    const float *C0 = sgn ? adamc_q8s_centre0 : adamc_q8u_centre0;
+    const float *W = sgn ? adamc_q8s_width : adamc_q8u_width;
+    float firstf[7];
+    for (int i = 0; i < 7; i++)
+        firstf[i] = (float)FIRST[i];
+    const __m512 t_c0 = adamc_q8_table7(C0), t_w = adamc_q8_table7(W), t_first = adamc_q8_table7(firstf);
+    const __m512 vabsmax = _mm512_set1_ps(absmax);
+    size_t i = 0;
+    for (; i + 16 <= k; i += 16) {
+        const __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + i)));
+        const __m512i idx = sgn ? _mm512_and_si512(c, _mm512_set1_epi32(0x7F)) : c;
+        const __m512 fidx = _mm512_cvtepi32_ps(idx);
+        /* decade = number of first codes <= idx: floor(log2(idx)) (signed), floor(log2(idx + 1)) - 1 (unsigned),
+         * from the float exponent, clamped to [0, 6] (code 0 and the unsigned 255 included) */
+        const __m512 lg = sgn ? fidx : _mm512_add_ps(fidx, _mm512_set1_ps(1.0f));
+        __m512i d = _mm512_sub_epi32(_mm512_srli_epi32(_mm512_castps_si512(lg), 23),
+                                     _mm512_set1_epi32(sgn ? 127 : 128));
+        d = _mm512_min_epi32(_mm512_max_epi32(d, _mm512_setzero_si512()), _mm512_set1_epi32(6));
+        const __m512 c0 = _mm512_permutexvar_ps(d, t_c0);
+        const __m512 w = _mm512_permutexvar_ps(d, t_w);
+        const __m512 first = _mm512_permutexvar_ps(d, t_first);
+        const __m512 mag = _mm512_add_ps(c0, _mm512_mul_ps(_mm512_sub_ps(fidx, first), w));
+        __m512i bits = _mm512_maskz_mov_epi32(_mm512_test_epi32_mask(idx, idx), _mm512_castps_si512(mag));
+        if (sgn) {
+            bits = _mm512_or_si512(bits, _mm512_slli_epi32(_mm512_srli_epi32(c, 7), 31));
+            bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(c, _mm512_set1_epi32(0x80)),
+                                         _mm512_set1_epi32(0x3F800000));
+        } else {
+            bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(idx, _mm512_set1_epi32(255)),
+                                         _mm512_set1_epi32(0x3F800000));
+        }
+        _mm512_storeu_ps(dst + i, _mm512_mul_ps(_mm512_castsi512_ps(bits), vabsmax));
+    }
+    for (; i < k; i++)
+        dst[i] = adamc_q8_decode(codes[i], absmax, sgn);
+}
+#define ADAMC_Q8_HAVE_AVX512 1
+#endif
+
 /* k (<= 256) codes of one block -> float32 values. */
 static inline __attribute__((always_inline)) void adamc_q8_decode_tile(float *restrict dst,
                                                                         const uint8_t *restrict codes, size_t k,
                                                                         const float absmax, const int sgn)
 {
+#ifdef ADAMC_Q8_HAVE_AVX512
+    adamc_q8_decode_avx512(dst, codes, k, absmax, sgn);
+#else
 #pragma omp simd
     for (size_t i = 0; i < k; i++)
         dst[i] = adamc_q8_decode(codes[i], absmax, sgn);
+#endif
 }
 
 /* k (<= 256) float32 values of one block -> codes and the block's new absmax (max |x|; NaN if any value is not
@@ -145,7 +289,11 @@ static inline __attribute__((always_inline)) void adamc_q8_encode_tile(uint8_t *
     const float absmax = bad ? NAN : mx;
     *absmax_out = absmax;
     const float inv = absmax > 0.0f && absmax <= FLT_MAX ? 1.0f / absmax : 0.0f;
+#ifdef ADAMC_Q8_HAVE_AVX512
+    adamc_q8_encode_avx512(codes, vals, k, inv, sgn, keep_nonzero);
+#else
 #pragma omp simd
     for (size_t i = 0; i < k; i++)
         codes[i] = adamc_q8_encode(vals[i], inv, sgn, keep_nonzero);
+#endif
 }
