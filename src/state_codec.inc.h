@@ -258,13 +258,133 @@ static inline __attribute__((always_inline)) void adamc_q8_decode_avx512(float *
 #define ADAMC_Q8_HAVE_AVX512 1
 #endif
 
+
+#if !defined(ADAMC_Q8_HAVE_AVX512) && defined(__AVX2__)
+/* ---- AVX2: the decade is the count of switch points <= a (6 compares), the per-decade constants come from one
+ * vpermps each (8-entry tables) instead of blend chains. Same formulas, same bits. */
+#include <immintrin.h>
+
+static inline __m256 adamc_q8_table7_256(const float *t7)
+{
+    float t[8] = {0};
+    for (int i = 0; i < 7; i++)
+        t[i] = t7[i];
+    return _mm256_loadu_ps(t);
+}
+
+static inline __attribute__((always_inline)) void adamc_q8_encode_avx2(uint8_t *restrict codes,
+                                                                        const float *restrict vals, size_t k,
+                                                                        const float inv, const int sgn,
+                                                                        const int keep_nonzero)
+{
+    const float *LO = sgn ? adamc_q8s_lo : adamc_q8u_lo;
+    const float *IW = sgn ? adamc_q8s_inv_width : adamc_q8u_inv_width;
+    const float *CM1 = sgn ? adamc_q8s_countm1 : adamc_q8u_countm1;
+    const int32_t *FIRST = sgn ? adamc_q8s_first : adamc_q8u_first;
+    const float *EDGES = sgn ? adamc_q8s_edges : adamc_q8u_edges;
+    int32_t first8[8] = {0};
+    for (int i = 0; i < 7; i++)
+        first8[i] = FIRST[i];
+    const __m256 t_lo = adamc_q8_table7_256(LO), t_iw = adamc_q8_table7_256(IW), t_cm1 = adamc_q8_table7_256(CM1);
+    const __m256i t_first = _mm256_loadu_si256((const __m256i *)first8);
+    const __m256 vinv = _mm256_set1_ps(inv), zero = _mm256_setzero_ps();
+    const __m256 e0 = _mm256_set1_ps(EDGES[0]), e7 = _mm256_set1_ps(EDGES[7]);
+    const __m256 e1 = _mm256_set1_ps(EDGES[1]), e2 = _mm256_set1_ps(EDGES[2]), e3 = _mm256_set1_ps(EDGES[3]);
+    const __m256 e4 = _mm256_set1_ps(EDGES[4]), e5 = _mm256_set1_ps(EDGES[5]), e6 = _mm256_set1_ps(EDGES[6]);
+    size_t i = 0;
+    for (; i + 8 <= k; i += 8) {
+        const __m256 x = _mm256_loadu_ps(vals + i);
+        const __m256 ax = sgn ? _mm256_castsi256_ps(_mm256_and_si256(_mm256_castps_si256(x),
+                                                                      _mm256_set1_epi32(0x7FFFFFFF)))
+                              : x;
+        __m256 a = _mm256_mul_ps(ax, vinv);
+        a = _mm256_and_ps(a, _mm256_cmp_ps(a, a, _CMP_EQ_OQ)); /* NaN -> 0 */
+        __m256i d = _mm256_setzero_si256(); /* minus the all-ones compare masks: +1 per switch point <= a */
+        d = _mm256_sub_epi32(d, _mm256_castps_si256(_mm256_cmp_ps(a, e1, _CMP_GE_OQ)));
+        d = _mm256_sub_epi32(d, _mm256_castps_si256(_mm256_cmp_ps(a, e2, _CMP_GE_OQ)));
+        d = _mm256_sub_epi32(d, _mm256_castps_si256(_mm256_cmp_ps(a, e3, _CMP_GE_OQ)));
+        d = _mm256_sub_epi32(d, _mm256_castps_si256(_mm256_cmp_ps(a, e4, _CMP_GE_OQ)));
+        d = _mm256_sub_epi32(d, _mm256_castps_si256(_mm256_cmp_ps(a, e5, _CMP_GE_OQ)));
+        d = _mm256_sub_epi32(d, _mm256_castps_si256(_mm256_cmp_ps(a, e6, _CMP_GE_OQ)));
+        const __m256 lo = _mm256_permutevar8x32_ps(t_lo, d);
+        const __m256 iw = _mm256_permutevar8x32_ps(t_iw, d);
+        const __m256 cm1 = _mm256_permutevar8x32_ps(t_cm1, d);
+        const __m256i first = _mm256_permutevar8x32_epi32(t_first, d);
+        __m256 pos = _mm256_mul_ps(_mm256_sub_ps(a, lo), iw);
+        pos = _mm256_max_ps(pos, zero);
+        pos = _mm256_min_ps(pos, cm1);
+        __m256i idx = _mm256_add_epi32(first, _mm256_cvttps_epi32(pos));
+        const __m256 nonzero = keep_nonzero ? _mm256_cmp_ps(a, zero, _CMP_GT_OQ) : _mm256_cmp_ps(a, e0, _CMP_GE_OQ);
+        idx = _mm256_and_si256(idx, _mm256_castps_si256(nonzero));
+        const __m256i one = _mm256_castps_si256(_mm256_cmp_ps(a, e7, _CMP_GE_OQ));
+        if (sgn) {
+            const __m256i neg = _mm256_castps_si256(_mm256_cmp_ps(x, zero, _CMP_LT_OQ));
+            idx = _mm256_blendv_epi8(idx, _mm256_add_epi32(_mm256_set1_epi32(0x80), neg), one);
+            const __m256i is_zero = _mm256_cmpeq_epi32(idx, _mm256_setzero_si256());
+            idx = _mm256_or_si256(idx, _mm256_andnot_si256(is_zero, _mm256_and_si256(neg, _mm256_set1_epi32(0x80))));
+        } else {
+            idx = _mm256_blendv_epi8(idx, _mm256_set1_epi32(255), one);
+        }
+        const __m128i p16 = _mm_packus_epi32(_mm256_castsi256_si128(idx), _mm256_extracti128_si256(idx, 1));
+        _mm_storel_epi64((__m128i *)(codes + i), _mm_packus_epi16(p16, p16));
+    }
+    for (; i < k; i++)
+        codes[i] = adamc_q8_encode(vals[i], inv, sgn, keep_nonzero);
+}
+
+static inline __attribute__((always_inline)) void adamc_q8_decode_avx2(float *restrict dst,
+                                                                        const uint8_t *restrict codes, size_t k,
+                                                                        const float absmax, const int sgn)
+{
+    const int32_t *FIRST = sgn ? adamc_q8s_first : adamc_q8u_first;
+    const float *C0 = sgn ? adamc_q8s_centre0 : adamc_q8u_centre0;
+    const float *W = sgn ? adamc_q8s_width : adamc_q8u_width;
+    float firstf[7];
+    for (int i = 0; i < 7; i++)
+        firstf[i] = (float)FIRST[i];
+    const __m256 t_c0 = adamc_q8_table7_256(C0), t_w = adamc_q8_table7_256(W);
+    const __m256 t_first = adamc_q8_table7_256(firstf);
+    const __m256 vabsmax = _mm256_set1_ps(absmax);
+    size_t i = 0;
+    for (; i + 8 <= k; i += 8) {
+        const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + i)));
+        const __m256i idx = sgn ? _mm256_and_si256(c, _mm256_set1_epi32(0x7F)) : c;
+        const __m256 fidx = _mm256_cvtepi32_ps(idx);
+        const __m256 lg = sgn ? fidx : _mm256_add_ps(fidx, _mm256_set1_ps(1.0f));
+        __m256i d = _mm256_sub_epi32(_mm256_srli_epi32(_mm256_castps_si256(lg), 23),
+                                     _mm256_set1_epi32(sgn ? 127 : 128));
+        d = _mm256_min_epi32(_mm256_max_epi32(d, _mm256_setzero_si256()), _mm256_set1_epi32(6));
+        const __m256 c0 = _mm256_permutevar8x32_ps(t_c0, d);
+        const __m256 w = _mm256_permutevar8x32_ps(t_w, d);
+        const __m256 first = _mm256_permutevar8x32_ps(t_first, d);
+        const __m256 mag = _mm256_add_ps(c0, _mm256_mul_ps(_mm256_sub_ps(fidx, first), w));
+        __m256i bits = _mm256_andnot_si256(_mm256_cmpeq_epi32(idx, _mm256_setzero_si256()),
+                                           _mm256_castps_si256(mag));
+        if (sgn) {
+            bits = _mm256_or_si256(bits, _mm256_slli_epi32(_mm256_srli_epi32(c, 7), 31));
+            bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x3F800000),
+                                      _mm256_cmpeq_epi32(c, _mm256_set1_epi32(0x80)));
+        } else {
+            bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x3F800000),
+                                      _mm256_cmpeq_epi32(idx, _mm256_set1_epi32(255)));
+        }
+        _mm256_storeu_ps(dst + i, _mm256_mul_ps(_mm256_castsi256_ps(bits), vabsmax));
+    }
+    for (; i < k; i++)
+        dst[i] = adamc_q8_decode(codes[i], absmax, sgn);
+}
+#define ADAMC_Q8_HAVE_AVX2 1
+#endif
+
 /* k (<= 256) codes of one block -> float32 values. */
 static inline __attribute__((always_inline)) void adamc_q8_decode_tile(float *restrict dst,
                                                                         const uint8_t *restrict codes, size_t k,
                                                                         const float absmax, const int sgn)
 {
-#ifdef ADAMC_Q8_HAVE_AVX512
+#if defined(ADAMC_Q8_HAVE_AVX512)
     adamc_q8_decode_avx512(dst, codes, k, absmax, sgn);
+#elif defined(ADAMC_Q8_HAVE_AVX2)
+    adamc_q8_decode_avx2(dst, codes, k, absmax, sgn);
 #else
 #pragma omp simd
     for (size_t i = 0; i < k; i++)
@@ -289,8 +409,10 @@ static inline __attribute__((always_inline)) void adamc_q8_encode_tile(uint8_t *
     const float absmax = bad ? NAN : mx;
     *absmax_out = absmax;
     const float inv = absmax > 0.0f && absmax <= FLT_MAX ? 1.0f / absmax : 0.0f;
-#ifdef ADAMC_Q8_HAVE_AVX512
+#if defined(ADAMC_Q8_HAVE_AVX512)
     adamc_q8_encode_avx512(codes, vals, k, inv, sgn, keep_nonzero);
+#elif defined(ADAMC_Q8_HAVE_AVX2)
+    adamc_q8_encode_avx2(codes, vals, k, inv, sgn, keep_nonzero);
 #else
 #pragma omp simd
     for (size_t i = 0; i < k; i++)
