@@ -28,21 +28,48 @@ def main(argv=None):
                         help="param dtype (bfloat16 needs ml_dtypes); the forward/backward math stays float32")
     parser.add_argument("--master-weights", action="store_true",
                         help="keep float32 master weights for bfloat16/float16 params (mixed precision)")
+    parser.add_argument("--state-dtype", choices=("float32", "bfloat16", "int8"), default="float32",
+                        help="how the optimizer stores exp_avg/exp_avg_sq (compressed optimizer state)")
     args = parser.parse_args(argv)
     test_acc = train(args)
     return 0 if test_acc > 0.8 else 1
 
 
 def train(args):
-    """Trains the demo model; returns the final test accuracy."""
+    """Trains the demo model as the command line says, printing progress; returns the final test accuracy."""
     try:  # this model's matrices are tiny: BLAS threads cost more than they give, on a busy machine a lot more
         import threadpoolctl  # type: ignore[import-untyped,import-not-found,unused-ignore]  # optional
         threadpoolctl.threadpool_limits(1, user_api="blas")
         blas_note = "BLAS limited to 1 thread (threadpoolctl)"
     except ImportError:
         blas_note = "BLAS threads as configured (pip install threadpoolctl lets the demo limit them)"
+    state_dtype = getattr(args, "state_dtype", "float32")  # callers may pass a Namespace without it
+    result = train_mlp(epochs=args.epochs, hidden=args.hidden, lr=args.lr, seed=args.seed, dtype=args.dtype,
+                       master_weights=args.master_weights,
+                       optimizer_options={"state_dtype": state_dtype} if state_dtype != "float32" else None,
+                       header_note=f"; {blas_note}")
+    opt, steps, step_seconds = result["opt"], result["steps"], result["step_seconds"]
+    print(f"done: test accuracy {result['test_acc']:.3f} after {args.epochs} epochs, {result['elapsed']:.1f} s")
+    info = opt.threading_info()
+    if info["steps"]:
+        timed = ", ".join(f"{name} {info[key]:.1f} us" for name, key in (("serial", "serial_us"), ("threads",
+                          "threads_us")) if info[key] is not None)
+        decision = "serial" if info["threads"] == 1 else f"{info['threads']} threads"
+        how = f"measured per step ({timed}): {decision}"
+    else:
+        how = f"serial (below {adam_c.cpu_info()['parallel_threshold']:,} elements, not worth threads)"
+    print(f"optimizer: {steps} steps, {step_seconds:.3f} s in opt.step ({1e6 * step_seconds / max(steps, 1):.1f} us "
+          f"per step); threads: {how}")
+    return result["test_acc"]
 
-    rng = np.random.default_rng(args.seed)
+
+def train_mlp(epochs=30, hidden=128, lr=1e-2, seed=0, dtype="float32", master_weights=False, optimizer_options=None,
+              after_step=None, log=print, header_note=""):
+    """Trains the demo MLP; returns {"epoch_losses", "test_acc", "opt", "steps", "step_seconds", "elapsed"}.
+    optimizer_options: more keyword arguments for adam_c.Adam (state_dtype=...); after_step(opt, step): called
+    after every step (the quality harness uses it); log: where progress lines go (None: nowhere)."""
+    log = log or (lambda *args, **kwargs: None)
+    rng = np.random.default_rng(seed)
     n_classes = 5
     X, y = make_spirals(800, n_classes, rng)
     order = rng.permutation(len(X))
@@ -50,7 +77,7 @@ def train(args):
     split = int(0.8 * len(X))
     X_train, y_train, X_test, y_test = X[:split], y[:split], X[split:], y[split:]
 
-    H = args.hidden
+    H = hidden
     W1 = (rng.standard_normal((2, H)) * np.sqrt(2 / 2)).astype(np.float32)
     b1 = np.zeros(H, np.float32)
     W2 = (rng.standard_normal((H, H)) * np.sqrt(2 / H)).astype(np.float32)
@@ -58,22 +85,23 @@ def train(args):
     W3 = (rng.standard_normal((H, n_classes)) * np.sqrt(1 / H)).astype(np.float32)
     b3 = np.zeros(n_classes, np.float32)
     params = [W1, b1, W2, b2, W3, b3]
-    low_precision = args.dtype != "float32"
-    if low_precision:  # mixed precision: the params are stored in args.dtype, forward/backward run in float32
-        dtype = np.float16 if args.dtype == "float16" else __import__("ml_dtypes").bfloat16
-        stored = [p.astype(dtype) for p in params]
+    low_precision = dtype != "float32"
+    if low_precision:  # mixed precision: the params are stored in `dtype`, forward/backward run in float32
+        storage = np.float16 if dtype == "float16" else __import__("ml_dtypes").bfloat16
+        stored = [p.astype(storage) for p in params]
         W1, b1, W2, b2, W3, b3 = stored
-    opt = adam_c.Adam([{"params": [W1, W2, W3], "weight_decay": 1e-4}, {"params": [b1, b2, b3]}], lr=args.lr,
-                      master_weights=args.master_weights)
+    opt = adam_c.Adam([{"params": [W1, W2, W3], "weight_decay": 1e-4}, {"params": [b1, b2, b3]}], lr=lr,
+                      master_weights=master_weights, **(optimizer_options or {}))
     # optimizer-owned gradient buffers, aligned with the params in group order, written with out=; float32
     # params use opt.grads, low-precision ones float32 buffers that the kernel converts (grads may be float32)
     grads = [np.zeros(p.shape, np.float32) for p in opt._params] if low_precision else opt.grads
     gW1, gW2, gW3, gb1, gb2, gb3 = grads
     if low_precision:
         stored = (W1, b1, W2, b2, W3, b3)
-    print(f"adam_c {adam_c.__version__}: {adam_c.cpu_info()['target']} kernels, "
-          f"{adam_c.get_num_threads()} threads; {sum(p.size for p in params)} {args.dtype} parameters"
-          f"{' with float32 master weights' if args.master_weights and low_precision else ''}; {blas_note}")
+    state_note = f", {opt.state_dtype} optimizer state" if opt.state_dtype != "float32" else ""
+    log(f"adam_c {adam_c.__version__}: {adam_c.cpu_info()['target']} kernels, "
+        f"{adam_c.get_num_threads()} threads; {sum(p.size for p in params)} {dtype} parameters"
+        f"{' with float32 master weights' if master_weights and low_precision else ''}{state_note}{header_note}")
 
     def compute_view():
         """The params the math uses: themselves, or float32 copies of the low-precision ones."""
@@ -94,7 +122,8 @@ def train(args):
     start = time.perf_counter()
     step_seconds, steps = 0.0, 0
     batch = 128
-    for epoch in range(1, args.epochs + 1):
+    epoch_losses = []
+    for epoch in range(1, epochs + 1):
         perm = rng.permutation(len(X_train))
         total_loss = 0.0
         for i in range(0, len(perm), batch):
@@ -121,26 +150,18 @@ def train(args):
             opt.step(grads)
             step_seconds += time.perf_counter() - t0
             steps += 1
-        if epoch == 1 or epoch % 5 == 0 or epoch == args.epochs:
-            print(f"epoch {epoch:3d}  loss {total_loss / len(X_train):.4f}  "
-                  f"train acc {accuracy(X_train, y_train):.3f}  test acc {accuracy(X_test, y_test):.3f}  "
-                  f"({time.perf_counter() - start:.1f} s)")
-        if epoch == int(args.epochs * 0.75):
+            if after_step is not None:
+                after_step(opt, steps)
+        epoch_losses.append(total_loss / len(X_train))
+        if epoch == 1 or epoch % 5 == 0 or epoch == epochs:
+            log(f"epoch {epoch:3d}  loss {total_loss / len(X_train):.4f}  "
+                f"train acc {accuracy(X_train, y_train):.3f}  test acc {accuracy(X_test, y_test):.3f}  "
+                f"({time.perf_counter() - start:.1f} s)")
+        if epoch == int(epochs * 0.75):
             for group in opt.param_groups:  # a learning-rate schedule: decay by 10x for the last quarter
                 group["lr"] *= 0.1
-    test_acc = accuracy(X_test, y_test)
-    print(f"done: test accuracy {test_acc:.3f} after {args.epochs} epochs, {time.perf_counter() - start:.1f} s")
-    info = opt.threading_info()
-    if info["steps"]:
-        timed = ", ".join(f"{name} {info[key]:.1f} us" for name, key in (("serial", "serial_us"), ("threads",
-                          "threads_us")) if info[key] is not None)
-        decision = "serial" if info["threads"] == 1 else f"{info['threads']} threads"
-        how = f"measured per step ({timed}): {decision}"
-    else:
-        how = f"serial (below {adam_c.cpu_info()['parallel_threshold']:,} elements, not worth threads)"
-    print(f"optimizer: {steps} steps, {step_seconds:.3f} s in opt.step ({1e6 * step_seconds / max(steps, 1):.1f} us "
-          f"per step); threads: {how}")
-    return test_acc
+    return {"epoch_losses": epoch_losses, "test_acc": accuracy(X_test, y_test), "opt": opt, "steps": steps,
+            "step_seconds": step_seconds, "elapsed": time.perf_counter() - start}
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ._compressed import load_saved
 from ._validation import HYPERPARAMETERS, check_hyperparameters, compute_dtype
 
 _MAX_STEP = 2**62
@@ -146,7 +147,14 @@ def validate_state_dict(opt, state_dict):
             if entry.get(key) is None:
                 raise ValueError(f"{where} is missing the key {key!r}")
         checked = {"step": _step_value(entry["step"], f"{where}['step']")}
-        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "master", "ema"):
+        state_format = opt._engine.mixed.state_format(param)
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            if key in entry and entry[key] is not None:
+                # in this optimizer's state format, converted from the saved one (a same-format load copies codes)
+                checked[key], absmax = load_saved(entry, key, param, state_format, where, _state_array)
+                if absmax is not None:
+                    checked[key + "_absmax"] = absmax
+        for key in ("master", "ema"):
             if key in entry and entry[key] is not None:
                 checked[key] = _state_array(entry[key], param, f"{where}[{key!r}]")
         state[i] = checked

@@ -24,6 +24,13 @@ cdef extern from "adam_c.h" nogil:
         ADAMC_ROUND_NEAREST
         ADAMC_ROUND_STOCHASTIC
 
+    ctypedef enum adamc_state_dtype:
+        ADAMC_STATE_COMPUTE
+        ADAMC_STATE_BFLOAT16
+        ADAMC_STATE_INT8
+
+    enum: ADAMC_STATE_BLOCK
+
     ctypedef struct adamc_hparams:
         size_t struct_size
         double lr
@@ -51,6 +58,11 @@ cdef extern from "adam_c.h" nogil:
         void *master
         void *ema
         uint64_t index
+        int state_dtype
+        int state_rounding
+        float *exp_avg_absmax
+        float *exp_avg_sq_absmax
+        float *max_exp_avg_sq_absmax
 
     ctypedef struct adamc_step_options:
         size_t struct_size

@@ -15,7 +15,10 @@ class StepPlan:
     def __init__(self, params: List[_Flat], exp_avgs: List[_Flat], exp_avg_sqs: List[_Flat],
                  max_exp_avg_sqs: List[Optional[_Flat]], group_sizes: List[int], steps: NDArray[np.int64],
                  group_lists: Optional[List[Any]] = ..., masters: Optional[List[Optional[_Flat]]] = ...,
-                 emas: Optional[List[Optional[_Flat]]] = ..., stochastic: bool = ...) -> None: ...
+                 emas: Optional[List[Optional[_Flat]]] = ..., stochastic: bool = ...,
+                 state_codes: Optional[List[int]] = ..., exp_avg_absmax: Optional[List[Optional[_Flat]]] = ...,
+                 exp_avg_sq_absmax: Optional[List[Optional[_Flat]]] = ...,
+                 max_exp_avg_sq_absmax: Optional[List[Optional[_Flat]]] = ..., state_stochastic: bool = ...) -> None: ...
     def run(self, grads: Sequence[Any], groups: List[Any], probe: bool = ..., grad_scale: float = ...,
             max_grad_norm: float = ..., skip_nonfinite: bool = ..., compute_norm: bool = ..., ema_decay: float = ...,
             seed: int = ...) -> Optional[Tuple[bool, Optional[float], float]]: ...

@@ -120,6 +120,11 @@ cdef inline bint kernel_ready(cnp.ndarray a, int typenum, void *data, cnp.npy_in
             and cnp.PyArray_ISNOTSWAPPED(a))
 
 
+cdef inline cnp.npy_intp state_blocks(cnp.npy_intp n):
+    """Block scales of an int8 state buffer of n elements: one per 256-element block, the last one shorter."""
+    return (n + ADAMC_STATE_BLOCK - 1) // ADAMC_STATE_BLOCK
+
+
 cdef dict autotune_report(const adamc_autotune *tune):
     cdef adamc_autotune_info info
     adamc_autotune_get(tune, &info)
@@ -149,7 +154,11 @@ cdef class StepPlan:
     cdef Py_ssize_t n_groups
     cdef int *typenums
     cdef int *codes               # adamc_dtype of each param
-    cdef int *state_typenums      # typenum of its state, master and EMA: float64 for float64 params, else float32
+    cdef int *state_typenums      # typenum of its master and EMA (and plain state): float64 for float64 params,
+                                  # else float32
+    cdef int *store_typenums      # typenum of its exp_avg/exp_avg_sq/max_exp_avg_sq as stored: state_typenums,
+                                  # or uint16 (bfloat16 state) / uint8 (int8 state codes)
+    cdef list scales              # int8 state's block scales (float32 absmax arrays) per state key, or None
     cdef list params              # the arrays the pointers point into: kept alive as long as the plan
     cdef list buffers
     cdef int64_t[::1] steps
@@ -177,9 +186,12 @@ cdef class StepPlan:
         self.dims_start = NULL
         self.codes = NULL
         self.state_typenums = NULL
+        self.store_typenums = NULL
 
     def __init__(self, list params, list exp_avgs, list exp_avg_sqs, list max_exp_avg_sqs, list group_sizes,
-                 int64_t[::1] steps, group_lists=None, list masters=None, list emas=None, bint stochastic=False):
+                 int64_t[::1] steps, group_lists=None, list masters=None, list emas=None, bint stochastic=False,
+                 list state_codes=None, list exp_avg_absmax=None, list exp_avg_sq_absmax=None,
+                 list max_exp_avg_sq_absmax=None, bint state_stochastic=False):
         cdef Py_ssize_t n = len(params)
         cdef Py_ssize_t i, j, gi, start, total_dims = 0
         cdef cnp.ndarray p
@@ -195,6 +207,12 @@ cdef class StepPlan:
         if len(masters) != n or len(emas) != n:
             raise ValueError("StepPlan: master/ema lists must be aligned with params")
         self.buffers = [list(exp_avgs), list(exp_avg_sqs), list(max_exp_avg_sqs), list(masters), list(emas)]
+        state_codes = state_codes if state_codes is not None else [ADAMC_STATE_COMPUTE] * n
+        self.scales = [list(exp_avg_absmax if exp_avg_absmax is not None else [None] * n),
+                       list(exp_avg_sq_absmax if exp_avg_sq_absmax is not None else [None] * n),
+                       list(max_exp_avg_sq_absmax if max_exp_avg_sq_absmax is not None else [None] * n)]
+        if len(state_codes) != n or any(len(scales) != n for scales in self.scales):
+            raise ValueError("StepPlan: state_codes and absmax lists must be aligned with params")
         self.steps = steps
         self.group_sizes = list(group_sizes)
         self.table = <adamc_tensor *>calloc(max(n, 1), sizeof(adamc_tensor))
@@ -222,8 +240,9 @@ cdef class StepPlan:
         self.dims = <cnp.npy_intp *>calloc(max(total_dims, 1), sizeof(cnp.npy_intp))
         self.codes = <int *>calloc(max(n, 1), sizeof(int))
         self.state_typenums = <int *>calloc(max(n, 1), sizeof(int))
+        self.store_typenums = <int *>calloc(max(n, 1), sizeof(int))
         if not (self.table and self.work and self.work_index and self.hparams and self.typenums and self.ndims
-                and self.dims_start and self.dims and self.codes and self.state_typenums):
+                and self.dims_start and self.dims and self.codes and self.state_typenums and self.store_typenums):
             raise MemoryError("StepPlan: out of memory")
         total_dims = 0
         for i in range(n):
@@ -248,11 +267,31 @@ cdef class StepPlan:
                 self.state_typenums[i] = cnp.NPY_FLOAT64 if self.codes[i] == ADAMC_FLOAT64 else cnp.NPY_FLOAT32
                 if not kernel_ready(p, self.typenums[i], cnp.PyArray_DATA(p), cnp.PyArray_SIZE(p)):
                     raise ValueError(f"StepPlan: param {i} is not writable, aligned, native and C-contiguous")
-                for buffers in (exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, emas):
+                state_code = state_codes[i]
+                if state_code == ADAMC_STATE_COMPUTE:
+                    self.store_typenums[i] = self.state_typenums[i]
+                elif state_code == ADAMC_STATE_BFLOAT16 or state_code == ADAMC_STATE_INT8:
+                    self.store_typenums[i] = (cnp.NPY_UINT16 if state_code == ADAMC_STATE_BFLOAT16
+                                              else cnp.NPY_UINT8)
+                    self.table[i].state_dtype = state_code
+                    self.table[i].state_rounding = (ADAMC_ROUND_STOCHASTIC if state_stochastic
+                                                    and state_code == ADAMC_STATE_BFLOAT16 else ADAMC_ROUND_NEAREST)
+                else:
+                    raise ValueError(f"StepPlan: state code {state_code!r} of param {i} is not a state dtype")
+                for k, buffers in enumerate((exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, emas)):
                     if buffers[i] is not None and not kernel_ready(
-                            <cnp.ndarray?>buffers[i], self.state_typenums[i],
+                            <cnp.ndarray?>buffers[i], self.store_typenums[i] if k < 3 else self.state_typenums[i],
                             cnp.PyArray_DATA(<cnp.ndarray>buffers[i]), cnp.PyArray_SIZE(p)):
                         raise ValueError(f"StepPlan: a state buffer of param {i} does not match it")
+                for k in range(3):
+                    scale = (<list>self.scales[k])[i]
+                    if state_code == ADAMC_STATE_INT8 and (k < 2 or max_exp_avg_sqs[i] is not None):
+                        if scale is None or not kernel_ready(<cnp.ndarray?>scale, cnp.NPY_FLOAT32,
+                                                             cnp.PyArray_DATA(<cnp.ndarray>scale),
+                                                             state_blocks(cnp.PyArray_SIZE(p))):
+                            raise ValueError(f"StepPlan: an int8 state scale of param {i} does not match it")
+                    elif scale is not None:
+                        raise ValueError(f"StepPlan: param {i} has a state scale but no int8 state")
                 self.table[i].param = cnp.PyArray_DATA(p)
                 self.table[i].exp_avg = cnp.PyArray_DATA(<cnp.ndarray?>exp_avgs[i])
                 self.table[i].exp_avg_sq = cnp.PyArray_DATA(<cnp.ndarray?>exp_avg_sqs[i])
@@ -268,6 +307,12 @@ cdef class StepPlan:
                 if stochastic and self.codes[i] == ADAMC_BFLOAT16 and masters[i] is None:
                     self.table[i].rounding = ADAMC_ROUND_STOCHASTIC
                 self.table[i].index = <uint64_t>i
+                if state_code == ADAMC_STATE_INT8:
+                    self.table[i].exp_avg_absmax = <float *>cnp.PyArray_DATA(<cnp.ndarray>self.scales[0][i])
+                    self.table[i].exp_avg_sq_absmax = <float *>cnp.PyArray_DATA(<cnp.ndarray>self.scales[1][i])
+                    if self.scales[2][i] is not None:
+                        self.table[i].max_exp_avg_sq_absmax = <float *>cnp.PyArray_DATA(
+                            <cnp.ndarray>self.scales[2][i])
                 i += 1
             self.group_has_vmax.append(all(max_exp_avg_sqs[j] is not None for j in range(start, i)))
 
@@ -283,6 +328,7 @@ cdef class StepPlan:
         free(self.dims_start)
         free(self.codes)
         free(self.state_typenums)
+        free(self.store_typenums)
 
     cdef bint unchanged(self, list groups):
         """True if everything the table points at is as recorded (see the class doc); runs no Python code.
@@ -319,15 +365,25 @@ cdef class StepPlan:
                     cnp.PyArray_DIMS(p), &self.dims[self.dims_start[i]],
                     self.ndims[i] * sizeof(cnp.npy_intp)) != 0):
                 return False
-            if not kernel_ready(<cnp.ndarray>(<list>self.buffers[0])[i], self.state_typenums[i], self.table[i].exp_avg,
+            if not kernel_ready(<cnp.ndarray>(<list>self.buffers[0])[i], self.store_typenums[i], self.table[i].exp_avg,
                                 <cnp.npy_intp>self.table[i].n):
                 return False
-            if not kernel_ready(<cnp.ndarray>(<list>self.buffers[1])[i], self.state_typenums[i],
+            if not kernel_ready(<cnp.ndarray>(<list>self.buffers[1])[i], self.store_typenums[i],
                                 self.table[i].exp_avg_sq, <cnp.npy_intp>self.table[i].n):
                 return False
             if self.table[i].max_exp_avg_sq != NULL and not kernel_ready(
-                    <cnp.ndarray>(<list>self.buffers[2])[i], self.state_typenums[i], self.table[i].max_exp_avg_sq,
+                    <cnp.ndarray>(<list>self.buffers[2])[i], self.store_typenums[i], self.table[i].max_exp_avg_sq,
                     <cnp.npy_intp>self.table[i].n):
+                return False
+            if self.table[i].exp_avg_absmax != NULL and not (
+                    kernel_ready(<cnp.ndarray>(<list>self.scales[0])[i], cnp.NPY_FLOAT32,
+                                 self.table[i].exp_avg_absmax, state_blocks(<cnp.npy_intp>self.table[i].n))
+                    and kernel_ready(<cnp.ndarray>(<list>self.scales[1])[i], cnp.NPY_FLOAT32,
+                                     self.table[i].exp_avg_sq_absmax, state_blocks(<cnp.npy_intp>self.table[i].n))):
+                return False
+            if self.table[i].max_exp_avg_sq_absmax != NULL and not kernel_ready(
+                    <cnp.ndarray>(<list>self.scales[2])[i], cnp.NPY_FLOAT32, self.table[i].max_exp_avg_sq_absmax,
+                    state_blocks(<cnp.npy_intp>self.table[i].n)):
                 return False
             if self.table[i].master != NULL and not kernel_ready(
                     <cnp.ndarray>(<list>self.buffers[3])[i], self.state_typenums[i], self.table[i].master,
@@ -447,7 +503,8 @@ cdef class StepPlan:
             self.commits += 1
         if status == ADAMC_ERR_OVERLAP:
             raise ValueError(describe_overlap(held, self.params, list(zip(
-                ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "master", "ema"), self.buffers))))
+                ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "master", "ema", "exp_avg_absmax", "exp_avg_sq_absmax",
+                 "max_exp_avg_sq_absmax"), self.buffers + self.scales))))
         if status != ADAMC_OK:
             raise_status(status, "step")
         if probe:

@@ -10,14 +10,16 @@ import weakref
 
 import numpy as np
 
-from . import _core
+from . import _compressed, _core
 from ._mixed import MixedOptions
 from ._validation import (ReentrantCallError, check_param, compute_dtype, first_overlap, grads_sequence, read_group,
                           resolve_schedules)
 
 ADAM_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 MIXED_KEYS = ("master", "ema")  # mixed precision (see _mixed.py): float32 master copy, EMA of the params
-STATE_KEYS = ADAM_KEYS + MIXED_KEYS
+# int8 state (see _compressed.py): one float32 absmax per 256-element block of each Adam buffer
+ABSMAX_KEYS = tuple(key + "_absmax" for key in ADAM_KEYS)
+STATE_KEYS = ADAM_KEYS + MIXED_KEYS + ABSMAX_KEYS
 
 # ---------------------------------------------------------------- the lock
 
@@ -208,7 +210,8 @@ def build_layout(groups, old, *, allocate, mixed=None):
         for key in STATE_KEYS:
             buf = old.state[key][j]
             if buf is not None:
-                state[key][i] = _carried_buffer(buf, p, names[i], f"opt.state[{i}][{key!r}]")
+                state[key][i] = _carried_buffer(buf, p, names[i], f"opt.state[{i}][{key!r}]",
+                                                _stored_as(key, mixed.state_format(p), p))
         steps[i] = old.steps[j]
         if grads is not None:
             g = old.grads[j]
@@ -234,32 +237,47 @@ def build_layout(groups, old, *, allocate, mixed=None):
         for i, p in enumerate(params):
             for key in ADAM_KEYS if amsgrads[i] else ADAM_KEYS[:2]:
                 if state[key][i] is None:
-                    state[key][i] = np.zeros(p.shape, compute_dtype(p.dtype))
+                    state[key][i], state[key + "_absmax"][i] = _compressed.zeros(mixed.state_format(p), p)
             for key in mixed.extra_buffers(p):  # master, then ema: they start as copies of the param
                 if state[key][i] is None:
                     source = state["master"][i] if key == "ema" and state["master"][i] is not None else p
                     state[key][i] = source.astype(compute_dtype(p.dtype), order="C")
         plan = _core.StepPlan(params, *(state[k] for k in ADAM_KEYS), [len(m) for m in lists], steps,
                               group_lists=lists, masters=state["master"], emas=state["ema"],
-                              stochastic=mixed.rounding == "stochastic")
+                              stochastic=mixed.rounding == "stochastic",
+                              state_codes=[_compressed.KERNEL_CODE[mixed.state_format(p)] for p in params],
+                              exp_avg_absmax=state["exp_avg_absmax"], exp_avg_sq_absmax=state["exp_avg_sq_absmax"],
+                              max_exp_avg_sq_absmax=state["max_exp_avg_sq_absmax"],
+                              state_stochastic=mixed.state_rounding == "stochastic")
     return Layout(lists, params, state, steps, grads, plan)
 
 
-def _carried_buffer(buf, param, param_name, name):
+def _stored_as(key, state_format, param):
+    """(dtype, element count, shape) that state buffer `key` of `param` has in this state format."""
+    if key.endswith("_absmax"):
+        blocks = _compressed.n_blocks(param.size)
+        return np.dtype(np.float32), blocks, (blocks,)
+    if key in ADAM_KEYS and state_format != "float32":
+        return np.dtype(np.uint16 if state_format == "bfloat16" else np.uint8), param.size, param.shape
+    return np.dtype(compute_dtype(param.dtype)), param.size, param.shape
+
+
+def _carried_buffer(buf, param, param_name, name, stored_as):
     """A state buffer kept for `param`: it must still match the param (whose dtype or shape may have been changed
-    in place); a new shape of the same size is followed with a view."""
+    in place); a new shape of the same size is followed with a view. stored_as: _stored_as(...)."""
+    dtype, size, shape = stored_as
     if not isinstance(buf, np.ndarray):
         raise TypeError(f"{name} must be an ndarray, got {type(buf).__name__}")
-    if buf.dtype != compute_dtype(param.dtype):
+    if buf.dtype != dtype:
         raise TypeError(f"{param_name} has dtype {param.dtype} but its optimizer state {name} has dtype "
                         f"{buf.dtype}: a param's dtype must not change after the optimizer created its state "
-                        f"(state of a {param.dtype} param has dtype {compute_dtype(param.dtype)})")
-    if buf.size != param.size:
+                        f"(that state of a {param.dtype} param has dtype {dtype})")
+    if buf.size != size:
         raise ValueError(f"{param_name} has {param.size} elements but its optimizer state {name} has {buf.size}: "
                          "a param must not be resized after the optimizer created its state")
     if not (buf.flags.c_contiguous and buf.flags.aligned and buf.flags.writeable):
         raise ValueError(f"{name} must stay writable, aligned and C-contiguous")
-    return buf.reshape(param.shape) if buf.shape != param.shape else buf
+    return buf.reshape(shape) if buf.shape != shape else buf
 
 
 # ---------------------------------------------------------------- the engine
@@ -361,15 +379,39 @@ class Engine:
 
     def state_view(self):
         """{index: {"step", "exp_avg", "exp_avg_sq"[, "max_exp_avg_sq", "master", "ema"]}} of the adopted layout
-        (live arrays)."""
+        (live arrays). Compressed state adds "state_dtype" ("bfloat16": uint16 bit patterns; "int8": uint8 codes
+        and "<key>_absmax" float32 block scales)."""
         layout = self.layout
         out = {}
         for i in range(len(layout.params)):
             if layout.state["exp_avg"][i] is None:
                 continue
             entry = {"step": int(layout.steps[i])}
+            state_format = self.mixed.state_format(layout.params[i])
+            if state_format != "float32":
+                entry["state_dtype"] = state_format
             for key in STATE_KEYS:
                 if layout.state[key][i] is not None:
                     entry[key] = layout.state[key][i]
             out[i] = entry
         return out
+
+    def state_float32(self):
+        """state_view() with exp_avg/exp_avg_sq/max_exp_avg_sq decoded to new float32 arrays (any state format),
+        without the block scales and the state_dtype key."""
+        out = {}
+        for i, entry in self.state_view().items():
+            decoded = {}
+            for key, value in entry.items():
+                if key == "state_dtype" or key.endswith("_absmax"):
+                    continue
+                if key in ADAM_KEYS:
+                    value = _compressed.to_float32(entry.get("state_dtype", "float32"), key, value,
+                                                   entry.get(key + "_absmax"))
+                decoded[key] = value
+            out[i] = decoded
+        return out
+
+    def state_bytes(self):
+        """Bytes the optimizer state takes now: Adam buffers, int8 block scales, master and EMA copies."""
+        return _compressed.state_nbytes(buf for key in STATE_KEYS for buf in self.layout.state[key])

@@ -1,10 +1,11 @@
-"""_mixed.py: the mixed-precision options of an optimizer (master weights, rounding, EMA) and of a step (loss
-scale, inf skip, global-norm clipping), validated; every error names its argument."""
+"""_mixed.py: the storage options of an optimizer (master weights, rounding, EMA, compressed state) and of a step
+(loss scale, inf skip, global-norm clipping), validated; every error names its argument."""
 import math
 import numbers
 
 import numpy as np
 
+from . import _compressed
 from ._validation import BFLOAT16, LOW_PRECISION_DTYPES, flag, real
 
 ROUNDINGS = ("nearest", "stochastic")
@@ -15,21 +16,29 @@ def low_precision(array):
 
 
 class MixedOptions:
-    """Optimizer-wide mixed-precision settings (plain data, picklable)."""
+    """Optimizer-wide storage settings (plain data, picklable): mixed precision and the state's format."""
 
-    def __init__(self, master_weights, rounding, ema_decay, seed):
+    # class-level defaults: options pickled before compressed state existed unpickle as float32 state
+    state_dtype = "float32"
+    state_rounding = "nearest"
+
+    def __init__(self, master_weights, rounding, ema_decay, seed, state_dtype="float32", state_rounding="nearest"):
         self.master_weights = master_weights
         self.rounding = rounding
         self.ema_decay = ema_decay
         self.seed = seed
+        self.state_dtype = state_dtype
+        self.state_rounding = state_rounding
 
     @classmethod
     def default(cls):
-        """No master weights, round to nearest, no EMA."""
+        """No master weights, round to nearest, no EMA, float32 state."""
         return cls(False, "nearest", None, 0)
 
     @classmethod
-    def checked(cls, master_weights, rounding, ema_decay, seed):
+    def checked(cls, master_weights, rounding, ema_decay, seed, state_dtype=None, state_rounding="nearest"):
+        state_dtype = _compressed.check_state_dtype(state_dtype)
+        state_rounding = _compressed.check_state_rounding(state_rounding, state_dtype)
         master_weights = flag(master_weights, "master_weights")
         if not isinstance(rounding, str) or rounding not in ROUNDINGS:
             raise ValueError(f"rounding must be 'nearest' or 'stochastic', got {rounding!r}")
@@ -44,11 +53,17 @@ class MixedOptions:
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         if not 0 <= int(seed) < 2**64:
             raise ValueError(f"seed must be in [0, 2**64), got {seed}")
-        return cls(master_weights, rounding, ema_decay, int(seed))
+        return cls(master_weights, rounding, ema_decay, int(seed), state_dtype, state_rounding)
 
     def check_params(self, params, where):
         """Refuse combinations the kernels cannot run, naming the param."""
         for j, p in enumerate(params):
+            if self.state_dtype != "float32" and p.dtype == np.float64:
+                raise ValueError(f"{where}[{j}] has dtype float64: state_dtype={self.state_dtype!r} needs float32 "
+                                 "compute (float32 params, or float16/bfloat16 params with master_weights=True)")
+            if self.state_dtype != "float32" and low_precision(p) and not self.master_weights:
+                raise ValueError(f"{where}[{j}] has dtype {p.dtype}: state_dtype={self.state_dtype!r} with "
+                                 "float16/bfloat16 params needs master_weights=True")
             if self.rounding == "stochastic" and p.dtype != BFLOAT16 and p.dtype != np.float32 \
                     and p.dtype != np.float64:
                 raise ValueError(f"{where}[{j}] has dtype {p.dtype}: rounding='stochastic' is for bfloat16 "
@@ -62,6 +77,11 @@ class MixedOptions:
         if self.ema_decay is not None:
             keys.append("ema")
         return keys
+
+    def state_format(self, param):
+        """How this param's exp_avg/exp_avg_sq/max_exp_avg_sq are stored: "float32" (the compute dtype),
+        "bfloat16" or "int8" (int8 keeps params under 4096 elements in float32: see _compressed.layout_for)."""
+        return _compressed.layout_for(self.state_dtype, param)
 
     def run_options(self):
         return {"ema_decay": 0.0 if self.ema_decay is None else self.ema_decay, "seed": self.seed}

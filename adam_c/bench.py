@@ -741,8 +741,13 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for adam_c, torch and numba (default: adam_c's default)")
     parser.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
-    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS + ("mixed",), default=list(WORKLOADS),
-                        help="mixed (not in the default set): mixed precision vs torch's recipes, bench_mixed.py")
+    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS + ("mixed", "compressed"),
+                        default=list(WORKLOADS),
+                        help="not in the default set: mixed (mixed precision vs torch's recipes, bench_mixed.py), "
+                             "compressed (float32 vs bfloat16 vs int8 optimizer state, bench_compressed.py)")
+    parser.add_argument("--quality", action="store_true",
+                        help="also train with float32, bfloat16 and int8 state and compare final losses "
+                             "(adam_c.quality; with --plot, the curves go to OUT-quality.png)")
     parser.add_argument("--quick", action="store_true", help="fewer samples")
     parser.add_argument("--plot", metavar="OUT.png", help="also sweep sizes 1e3..1e7 and plot ns/element vs size")
     parser.add_argument("--json", metavar="OUT.json", help="save all results as JSON")
@@ -795,7 +800,7 @@ def main(argv=None):
         results = []
         for dtype in dtypes:
             for name in args.workloads:
-                if name in ("loop", "mixed"):
+                if name in ("loop", "mixed", "compressed"):
                     continue
                 workload_started = time.perf_counter()
                 records = run_workload(name, dtype, settings, impl_names, skipped)
@@ -808,6 +813,15 @@ def main(argv=None):
         if "mixed" in args.workloads:
             from .bench_mixed import run_mixed
             results.extend(run_mixed(settings, skipped, threads))
+        if "compressed" in args.workloads:
+            from .bench_compressed import run_compressed
+            out["compressed"] = run_compressed(settings, threads)
+        if args.quality:
+            from . import quality
+            quality_args = ["--quick"] if args.quick else []
+            if args.plot:
+                quality_args += ["--plot", os.path.splitext(args.plot)[0] + "-quality.png"]
+            out["quality_ok"] = quality.main(quality_args) == 0
         for impl, why in skipped.items():
             print(f"{impl}: skipped ({why})")
         out["results"] = results

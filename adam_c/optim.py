@@ -4,6 +4,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from . import _compressed
 from ._engine import ADAM_KEYS as _ADAM_KEYS
 from ._engine import STATE_KEYS as _STATE_KEYS
 from ._engine import Engine, ReleaseWhenSaved, build_layout, restore_layout
@@ -21,6 +22,9 @@ class Adam:
     Mixed precision (README, "Mixed precision"): master_weights=True keeps a float32 master copy of each
     float16/bfloat16 param; rounding="stochastic" rounds bfloat16 params without master stochastically
     (reproducible from `seed`); ema_decay=d keeps an EMA of the params (see ema_weights()).
+    Compressed state (README, "Compressed optimizer state"): state_dtype="bfloat16" or "int8" stores exp_avg,
+    exp_avg_sq (and max_exp_avg_sq) in 2 or about 1 byte per element, decoded and re-encoded inside the one pass;
+    state_rounding="stochastic" rounds bfloat16 state stochastically. See state_bytes() and state_float32().
     Editing param_groups[i]["params"] (replace, append, pop) takes effect at the next call, as in torch.optim: a
     new param starts with fresh state, a removed one drops its state, and opt.state's indices follow the params'
     current positions in group order.
@@ -28,11 +32,11 @@ class Adam:
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
                  maximize=False, decoupled_weight_decay=False, master_weights=False, rounding="nearest",
-                 ema_decay=None, seed=0):
+                 ema_decay=None, seed=0, state_dtype=None, state_rounding="nearest"):
         self.defaults = check_hyperparameters(
             {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "amsgrad": amsgrad,
              "maximize": maximize, "decoupled_weight_decay": decoupled_weight_decay}, "")
-        mixed = MixedOptions.checked(master_weights, rounding, ema_decay, seed)
+        mixed = MixedOptions.checked(master_weights, rounding, ema_decay, seed, state_dtype, state_rounding)
         if isinstance(params, (np.ndarray, Mapping)) or not _is_iterable(params):
             raise TypeError("params must be an iterable of arrays or of dicts (param groups), "
                             f"got {type(params).__name__}")
@@ -190,6 +194,27 @@ class Adam:
             engine.sync(self.param_groups)
             return engine.state_view()
 
+    @property
+    def state_dtype(self):
+        """How exp_avg/exp_avg_sq/max_exp_avg_sq are stored: "float32" (the compute dtype), "bfloat16" or "int8"."""
+        return self._engine.mixed.state_dtype
+
+    def state_float32(self):
+        """{index: {"step", "exp_avg", ...}} like `state`, with the Adam buffers decoded to new float32 arrays
+        (whatever state_dtype stores them as)."""
+        engine = self._engine
+        with engine.lock.held("state_float32()"):
+            engine.sync(self.param_groups)
+            return engine.state_float32()
+
+    def state_bytes(self):
+        """Bytes the optimizer state takes now (Adam buffers, int8 block scales, master and EMA copies; not
+        params or grads)."""
+        engine = self._engine
+        with engine.lock.held("state_bytes()"):
+            engine.sync(self.param_groups)
+            return engine.state_bytes()
+
     def state_dict(self):
         """{"state": {i: {...copies...}}, "param_groups": [{hyperparameters, "params": [i, ...]}]}, with
         integer indices running across groups as in torch.optim. Hyperparameters are plain Python floats, bools
@@ -214,7 +239,10 @@ class Adam:
                 if amsgrad_of[i] and "max_exp_avg_sq" not in saved:
                     # amsgrad was turned on since the last step: the next step starts this buffer at zero
                     p = layout.params[i]
-                    saved["max_exp_avg_sq"] = np.zeros(p.shape, compute_dtype(p.dtype))
+                    buf, absmax = _compressed.zeros(engine.mixed.state_format(p), p)
+                    saved["max_exp_avg_sq"] = buf
+                    if absmax is not None:
+                        saved["max_exp_avg_sq_absmax"] = absmax
                 state[i] = saved
             return {"state": state, "param_groups": groups}
 
@@ -235,6 +263,8 @@ class Adam:
                 for key in _ADAM_KEYS + tuple(engine.mixed.extra_buffers(layout.params[i])):
                     if key in entry:
                         buffers[key][i] = entry[key]
+                    if key + "_absmax" in entry:  # int8 state's block scales (see _checkpoint)
+                        buffers[key + "_absmax"][i] = entry[key + "_absmax"]
             new = restore_layout(self.param_groups, layout.params, buffers, steps, layout.grads)
             for group, checked in zip(self.param_groups, groups):
                 params = group["params"]
@@ -294,10 +324,12 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (param *= 1 - lr*weight_decay before the update)."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
-                 maximize=False, master_weights=False, rounding="nearest", ema_decay=None, seed=0):
+                 maximize=False, master_weights=False, rounding="nearest", ema_decay=None, seed=0,
+                 state_dtype=None, state_rounding="nearest"):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                          maximize=maximize, decoupled_weight_decay=True, master_weights=master_weights,
-                         rounding=rounding, ema_decay=ema_decay, seed=seed)
+                         rounding=rounding, ema_decay=ema_decay, seed=seed, state_dtype=state_dtype,
+                         state_rounding=state_rounding)
 
 
 def _new_instance(cls):

@@ -54,10 +54,16 @@ class _ParamStateRequired(TypedDict):
 
 
 class ParamState(_ParamStateRequired, total=False):
-    """opt.state[i] and state_dict()["state"][i]; max_exp_avg_sq only where the group uses AMSGrad."""
+    """opt.state[i] and state_dict()["state"][i]; max_exp_avg_sq only where the group uses AMSGrad. Compressed
+    state (state_dtype) adds "state_dtype"; its exp_avg/exp_avg_sq/max_exp_avg_sq are then uint16 (bfloat16 bits)
+    or uint8 (int8 codes, with float32 "<key>_absmax" block scales)."""
     max_exp_avg_sq: FloatArray
     master: FloatArray
     ema: FloatArray
+    state_dtype: str
+    exp_avg_absmax: NDArray[np.float32]
+    exp_avg_sq_absmax: NDArray[np.float32]
+    max_exp_avg_sq_absmax: NDArray[np.float32]
 
 
 class SavedParamGroup(Hyperparameters):

@@ -22,7 +22,7 @@ static int always_supported(void) { return 1; }
 #define ADAMC_TARGET_ENTRY(name, suffix, supports)                                                                \
     {name, adamc_kernel_f32_##suffix, adamc_kernel_f64_##suffix, adamc_sumsq_f32_##suffix,                        \
      adamc_sumsq_f64_##suffix, adamc_probe_f32_##suffix, adamc_probe_f64_##suffix, adamc_convert_##suffix,       \
-     supports}
+     adamc_probe_state_##suffix, supports}
 static const adamc_target targets[] = {
     ADAMC_TARGET_ENTRY("baseline", baseline, always_supported),
 #ifdef ADAMC_HAVE_AVX2
@@ -179,6 +179,15 @@ static size_t element_size(const adamc_tensor *t) { return dtype_size(t->dtype);
 /* State, master and ema: float64 for float64 params, else float32. */
 static size_t compute_size(const adamc_tensor *t) { return t->dtype == ADAMC_FLOAT64 ? sizeof(double) : sizeof(float); }
 static int grad_type_of(const adamc_tensor *t) { return t->grad_float32 ? ADAMC_FLOAT32 : t->dtype; }
+/* Bytes per element of exp_avg / exp_avg_sq / max_exp_avg_sq. */
+static size_t state_size(const adamc_tensor *t)
+{
+    switch (t->state_dtype) {
+    case ADAMC_STATE_BFLOAT16: return 2;
+    case ADAMC_STATE_INT8: return 1;
+    default: return compute_size(t);
+    }
+}
 
 /* The 0.1 layout of adamc_tensor ended with `dtype`; its size is that end rounded up to the struct's alignment. */
 #define TENSOR_V1_FIELDS offsetof(adamc_tensor, grad_float32)
@@ -215,16 +224,36 @@ static adamc_status check_tensor(const adamc_tensor *t)
         return ADAMC_ERR_OPTION;
     if (t->master && !is_low_precision(t->dtype))
         return ADAMC_ERR_OPTION;
+    if (t->state_dtype < ADAMC_STATE_COMPUTE || t->state_dtype > ADAMC_STATE_INT8)
+        return ADAMC_ERR_DTYPE;
+    if (t->state_dtype != ADAMC_STATE_COMPUTE && t->dtype == ADAMC_FLOAT64)
+        return ADAMC_ERR_DTYPE; /* compressed state decodes to float32 */
+    if (t->state_dtype != ADAMC_STATE_COMPUTE && is_low_precision(t->dtype) && !t->master)
+        return ADAMC_ERR_OPTION; /* compressed state with float16/bfloat16 params needs the float32 master */
+    if (t->state_rounding != ADAMC_ROUND_NEAREST &&
+        !(t->state_rounding == ADAMC_ROUND_STOCHASTIC && t->state_dtype == ADAMC_STATE_BFLOAT16))
+        return ADAMC_ERR_OPTION;
     adamc_status s = check_hparams(t->hp, t->step);
     if (s != ADAMC_OK || t->n == 0)
         return s;
     const int ams = t->hp->amsgrad != 0;
-    const void *bufs[7] = {t->param, t->grad, t->exp_avg, t->exp_avg_sq, NULL, NULL, NULL};
-    size_t sizes[7] = {element_size(t), dtype_size(gtype), compute_size(t), compute_size(t), 0, 0, 0};
+    const size_t ssize = state_size(t);
+    const void *bufs[10] = {t->param, t->grad, t->exp_avg, t->exp_avg_sq, NULL, NULL, NULL, NULL, NULL, NULL};
+    size_t sizes[10] = {element_size(t), dtype_size(gtype), ssize, ssize, 0, 0, 0, 0, 0, 0};
+    size_t counts[10] = {t->n, t->n, t->n, t->n, t->n, t->n, t->n, t->n, t->n, t->n}; /* elements per buffer */
     int nbufs = 4;
     if (ams) {
         bufs[nbufs] = t->max_exp_avg_sq;
-        sizes[nbufs++] = compute_size(t);
+        sizes[nbufs++] = ssize;
+    }
+    if (t->state_dtype == ADAMC_STATE_INT8) { /* the block scales: ceil(n / 256) floats each */
+        const size_t blocks = t->n / ADAMC_STATE_BLOCK + (t->n % ADAMC_STATE_BLOCK != 0);
+        float *const scales[3] = {t->exp_avg_absmax, t->exp_avg_sq_absmax, t->max_exp_avg_sq_absmax};
+        for (int s = 0; s < (ams ? 3 : 2); s++) {
+            bufs[nbufs] = scales[s];
+            counts[nbufs] = blocks;
+            sizes[nbufs++] = sizeof(float);
+        }
     }
     if (t->master) {
         bufs[nbufs] = t->master;
@@ -249,7 +278,7 @@ static adamc_status check_tensor(const adamc_tensor *t)
         for (int j = i + 1; j < nbufs; j++) {
             const uintptr_t x = (uintptr_t)bufs[i], y = (uintptr_t)bufs[j];
             /* by distance, not by end address: an end address can wrap for absurd n and hide an overlap */
-            if (x <= y ? y - x < t->n * sizes[i] : x - y < t->n * sizes[j])
+            if (x <= y ? y - x < counts[i] * sizes[i] : x - y < counts[j] * sizes[j])
                 return ADAMC_ERR_OVERLAP;
         }
     return ADAMC_OK;
@@ -303,6 +332,12 @@ static void compute_coeffs(const adamc_tensor *t, const adamc_step_options *o, a
     const uint64_t key = mix64(o->seed ^ mix64((uint64_t)t->step ^ mix64(t->index)));
     c->sr_key_lo = (uint32_t)key;
     c->sr_key_hi = (uint32_t)(key >> 32);
+    for (int s = 0; s < 3; s++) { /* the state's streams: exp_avg, exp_avg_sq, max_exp_avg_sq */
+        const uint64_t state_key = mix64(key + 1u + (uint64_t)s);
+        c->state_key_lo[s] = (uint32_t)state_key;
+        c->state_key_hi[s] = (uint32_t)(state_key >> 32);
+    }
+    c->state = t->state_dtype;
     c->grad_type = grad_type_of(t);
     int variant = 0;
     if (hp->amsgrad)
@@ -316,8 +351,8 @@ static void compute_coeffs(const adamc_tensor *t, const adamc_step_options *o, a
     if (!lerp_small)
         variant |= ADAMC_VARIANT_LERP_LARGE;
     c->variant = variant;
-    /* the kernel: the same-type one for float32/float64 without EMA, else a general one */
-    if (!is_low_precision(t->dtype) && !t->ema)
+    /* the kernel: the same-type one for float32/float64 with compute-type state and no EMA, else a general one */
+    if (!is_low_precision(t->dtype) && !t->ema && t->state_dtype == ADAMC_STATE_COMPUTE)
         c->kind = -1;
     else
         c->kind = ADAMC_KIND(hp->amsgrad != 0, t->ema != NULL);
@@ -331,13 +366,11 @@ static void run_segment(const adamc_target *target, const adamc_tensor *t, const
         (t->dtype == ADAMC_FLOAT64 ? target->step_f64 : target->step_f32)(t, c, begin, end);
 }
 
-/* Elements a cut inside tensor t must be a multiple of (relative to the tensor's start; a power of two): 1 so
- * far. Blockwise quantised state (issue 10) returns its block size here, so a block is never split between
- * chunks. */
+/* Elements a cut inside tensor t must be a multiple of (relative to the tensor's start; a power of two): int8
+ * state's block, so a block (and its absmax) is never split between chunks; else 1. */
 static size_t cut_granule(const adamc_tensor *t)
 {
-    (void)t;
-    return 1;
+    return t->state_dtype == ADAMC_STATE_INT8 ? ADAMC_STATE_BLOCK : 1;
 }
 
 /* The norm pass cuts at multiples of this many elements of a tensor (never by address): its sums then depend on
@@ -408,7 +441,11 @@ static void probe_segment(const step_job *job, size_t chunk, size_t i, size_t be
     (void)chunk;
     const adamc_tensor *t = &job->tensors[i];
     const size_t n = end - begin;
-    if (t->dtype == ADAMC_FLOAT32)
+    if (t->dtype == ADAMC_FLOAT32 && t->state_dtype != ADAMC_STATE_COMPUTE)
+        job->target->probe_state((float *)t->param + begin, (const float *)t->grad + begin,
+                                 (unsigned char *)t->exp_avg + begin * state_size(t),
+                                 (unsigned char *)t->exp_avg_sq + begin * state_size(t), n, t->state_dtype);
+    else if (t->dtype == ADAMC_FLOAT32)
         job->target->probe_f32((float *)t->param + begin, (const float *)t->grad + begin,
                                (float *)t->exp_avg + begin, (float *)t->exp_avg_sq + begin, n);
     else if (t->dtype == ADAMC_FLOAT64)

@@ -89,13 +89,34 @@ typedef struct adamc_tensor {
     void *master;              /* float32 master copy, or NULL (default) */
     void *ema;                 /* EMA buffer in the compute type, or NULL (default) */
     uint64_t index;            /* stable number of this tensor, keys stochastic rounding; default 0 */
+    /* compressed optimizer state: float32 params, or float16/bfloat16 params with a float32 master */
+    int state_dtype;           /* adamc_state_dtype of exp_avg, exp_avg_sq, max_exp_avg_sq; default: compute type */
+    int state_rounding;        /* adamc_rounding of bfloat16 state (the state's own random stream); default nearest */
+    float *exp_avg_absmax;     /* int8 state: one float32 scale per 256-element block (ceil(n / 256)) of each */
+    float *exp_avg_sq_absmax;
+    float *max_exp_avg_sq_absmax; /* read only with amsgrad */
 } adamc_tensor;
+
+/* How the state (exp_avg, exp_avg_sq, max_exp_avg_sq) of an entry is stored. The step decodes it to float32,
+ * does float32 math and encodes the new values, in the same pass; the param update uses the float32 values.
+ * ADAMC_STATE_BFLOAT16: uint16 bfloat16 bits, rounded to nearest even (or stochastically, state_rounding).
+ * ADAMC_STATE_INT8: uint8 codes of the 8-bit dynamic map (Dettmers et al. 2022; signed for exp_avg, unsigned for
+ * the others) times a float32 absmax per 256-element block, recomputed from the new values each step; a nonzero
+ * exp_avg_sq never becomes code 0; a block holding inf or NaN gets a NaN absmax (the whole block decodes as NaN).
+ * A block is never split between threads. */
+typedef enum adamc_state_dtype {
+    ADAMC_STATE_COMPUTE = 0,
+    ADAMC_STATE_BFLOAT16 = 1,
+    ADAMC_STATE_INT8 = 2
+} adamc_state_dtype;
+#define ADAMC_STATE_BLOCK 256
 
 /* torch.optim.Adam's defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8, no weight decay, every flag off. */
 #define ADAMC_HPARAMS_INIT {sizeof(adamc_hparams), 1e-3, 0.9, 0.999, 1e-8, 0.0, 0, 0, 0}
 /* An empty float32 entry (NULL buffers, n 0, step 1, no hparams): fill in the buffers, n, step, hp and dtype. */
 #define ADAMC_TENSOR_INIT {sizeof(adamc_tensor), NULL, NULL, NULL, NULL, NULL, 0, 1, NULL, ADAMC_FLOAT32,          \
-                           0, ADAMC_ROUND_NEAREST, NULL, NULL, 0}
+                           0, ADAMC_ROUND_NEAREST, NULL, NULL, 0, ADAMC_STATE_COMPUTE, ADAMC_ROUND_NEAREST, NULL, \
+                           NULL, NULL}
 
 /* Set *hp to ADAMC_HPARAMS_INIT (struct_size included). */
 void adamc_hparams_init(adamc_hparams *hp);

@@ -33,6 +33,9 @@ typedef struct adamc_coeffs {
     int variant;             /* ADAMC_VARIANT_* flags */
     int kind;                /* -1: the plain same-type kernel picked by `variant`; else ADAMC_KIND(...) */
     int grad_type;           /* resolved adamc_dtype of the grad */
+    int state;               /* adamc_state_dtype of the state (compressed state always runs a general kernel) */
+    uint32_t state_key_lo[3]; /* stochastic rounding keys of bfloat16 state: exp_avg, exp_avg_sq, max_exp_avg_sq */
+    uint32_t state_key_hi[3];
 } adamc_coeffs;
 
 enum {
@@ -55,6 +58,9 @@ typedef double (*adamc_sumsq_fn)(const adamc_tensor *t, const adamc_coeffs *c, s
 /* The memory-floor probe: the step's 4 reads and 3 writes with trivial arithmetic (p += g, m += g, v += g). */
 typedef void (*adamc_probe_f32_fn)(float *p, const float *g, float *m, float *v, size_t n);
 typedef void (*adamc_probe_f64_fn)(double *p, const double *g, double *m, double *v, size_t n);
+/* The memory-floor probe of float32 params with compressed state (adamc_state_dtype `state`: 2-byte or 1-byte m, v;
+ * the int8 block scales, 1/64 of those bytes, are left out). */
+typedef void (*adamc_probe_state_fn)(float *p, const float *g, void *m, void *v, size_t n, int state);
 /* float32 <-> float16/bfloat16 (adamc_convert); returns 0 for an unsupported pair. */
 typedef int (*adamc_convert_fn)(const void *src, int src_dtype, void *dst, int dst_dtype, size_t n);
 
@@ -68,6 +74,7 @@ typedef struct adamc_target {
     adamc_probe_f32_fn probe_f32;
     adamc_probe_f64_fn probe_f64;
     adamc_convert_fn convert;
+    adamc_probe_state_fn probe_state;
     int (*cpu_supports)(void);
 } adamc_target;
 
@@ -78,7 +85,8 @@ typedef struct adamc_target {
     double adamc_sumsq_f64_##suffix(const adamc_tensor *, const adamc_coeffs *, size_t, size_t, double *);         \
     void adamc_probe_f32_##suffix(float *, const float *, float *, float *, size_t);                               \
     void adamc_probe_f64_##suffix(double *, const double *, double *, double *, size_t);                           \
-    int adamc_convert_##suffix(const void *, int, void *, int, size_t);
+    int adamc_convert_##suffix(const void *, int, void *, int, size_t);                                           \
+    void adamc_probe_state_##suffix(float *, const float *, void *, void *, size_t, int);
 
 ADAMC_DECLARE_TARGET(baseline)
 #ifdef ADAMC_HAVE_AVX2

@@ -12,10 +12,9 @@
  * decided per element. Multiply-adds are separate operations and the build uses -ffp-contract=off, so every
  * target rounds exactly like the others (and like PyTorch's unfused formulas).
  *
- * State hooks (issue 10): load_state / out_state / store_state take the state's storage type `stype`; only the
- * compute type exists so far. A new state type adds a case to those three helpers (and a stype argument value at
- * the instantiations). Tiles start at `begin` and advance by ADAMC_TILE, so when `begin` is a multiple of 256 every
- * tile is one 256-element block (blockwise quantisation can read its scale per tile).
+ * State hooks: load_state / out_state / store_state take the state's storage type `stype` (compute type, bfloat16,
+ * or blockwise int8 from state_codec.inc.h). Tiles start at `begin` and advance by ADAMC_TILE, so when `begin` is a
+ * multiple of 256 every tile is one 256-element block (blockwise quantisation reads its scale per tile).
  */
 
 /* Values of buffer `src` (storage type `type`) at elements [i, i + k), as compute-type values. */
@@ -67,25 +66,51 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(store)(const int ty
 #endif
 }
 
-/* The state's hooks (see the note at the top): for now the state has the compute type. */
-#define ADAMC_STATE_COMPUTE (-2) /* stype: the compute type */
+/* The state's hooks: stype is the state's adamc_state_dtype (a uniform run-time value in the general kernels).
+ * Compute type: the buffer itself. bfloat16 and int8 (float32 compute only): decoded into the tile, the math writes
+ * the tile, store_state encodes it. For int8 the tile is one 256-element block (the pass starts on a block boundary,
+ * see cut_granule in adam_c.c): its absmax is scale[i / 256]. sgn: exp_avg (signed map); the others are unsigned
+ * and never round a nonzero value to 0. */
 static inline __attribute__((always_inline)) const ADAMC_T *ADAMC_NAME(load_state)(const int stype, const void *src,
-                                                                                   size_t i, size_t k,
-                                                                                   ADAMC_T *tile)
+                                                                                   const float *scale,
+                                                                                   const int sgn, size_t i,
+                                                                                   size_t k, ADAMC_T *tile)
 {
-    (void)stype, (void)k, (void)tile;
+#if ADAMC_IS_F64
+    (void)stype, (void)scale, (void)sgn, (void)k, (void)tile;
+#else
+    if (stype == ADAMC_STATE_BFLOAT16) {
+        adamc_tile_bf16_to_f32(tile, (const uint16_t *)src + i, k);
+        return tile;
+    }
+    if (stype == ADAMC_STATE_INT8) {
+        adamc_q8_decode_tile(tile, (const uint8_t *)src + i, k, scale[i / ADAMC_Q8_BLOCK], sgn);
+        return tile;
+    }
+#endif
     return (const ADAMC_T *)src + i;
 }
 static inline __attribute__((always_inline)) ADAMC_T *ADAMC_NAME(out_state)(const int stype, void *dst, size_t i,
                                                                             ADAMC_T *tile)
 {
-    (void)stype, (void)tile;
-    return (ADAMC_T *)dst + i;
+    return stype == ADAMC_STATE_COMPUTE ? (ADAMC_T *)dst + i : tile;
 }
-static inline __attribute__((always_inline)) void ADAMC_NAME(store_state)(const int stype, void *dst, size_t i,
-                                                                          size_t k, const ADAMC_T *vals)
+static inline __attribute__((always_inline)) void ADAMC_NAME(store_state)(const int stype, void *dst, float *scale,
+                                                                          const int sgn, size_t i, size_t k,
+                                                                          const ADAMC_T *vals, const int stochastic,
+                                                                          uint32_t key_lo, uint32_t key_hi)
 {
-    (void)stype, (void)dst, (void)i, (void)k, (void)vals;
+#if ADAMC_IS_F64
+    (void)stype, (void)dst, (void)scale, (void)sgn, (void)i, (void)k, (void)vals, (void)stochastic, (void)key_lo,
+        (void)key_hi;
+#else
+    if (stype == ADAMC_STATE_BFLOAT16 && stochastic)
+        adamc_tile_f32_to_bf16_sr((uint16_t *)dst + i, vals, k, (uint64_t)i, key_lo, key_hi);
+    else if (stype == ADAMC_STATE_BFLOAT16)
+        adamc_tile_f32_to_bf16((uint16_t *)dst + i, vals, k);
+    else if (stype == ADAMC_STATE_INT8)
+        adamc_q8_encode_tile((uint8_t *)dst + i, &scale[i / ADAMC_Q8_BLOCK], vals, k, sgn, !sgn);
+#endif
 }
 
 /* One pass over elements [begin, end) of tensor t.
@@ -123,11 +148,13 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
         const ADAMC_T *gp = ADAMC_NAME(load)(gtype, t->grad, i, k, gtile);
         const ADAMC_T *pin = master ? (const ADAMC_T *)t->master + i : ADAMC_NAME(load)(ptype, t->param, i, k, ptile);
         ADAMC_T *pout = master ? (ADAMC_T *)t->master + i : ADAMC_NAME(out)(ptype, t->param, i, ptile);
-        const ADAMC_T *min = ADAMC_NAME(load_state)(stype, t->exp_avg, i, k, mtile);
+        const ADAMC_T *min = ADAMC_NAME(load_state)(stype, t->exp_avg, t->exp_avg_absmax, 1, i, k, mtile);
         ADAMC_T *mout = ADAMC_NAME(out_state)(stype, t->exp_avg, i, mtile);
-        const ADAMC_T *vin = ADAMC_NAME(load_state)(stype, t->exp_avg_sq, i, k, vtile);
+        const ADAMC_T *vin = ADAMC_NAME(load_state)(stype, t->exp_avg_sq, t->exp_avg_sq_absmax, 0, i, k, vtile);
         ADAMC_T *vout = ADAMC_NAME(out_state)(stype, t->exp_avg_sq, i, vtile);
-        const ADAMC_T *xin = amsgrad ? ADAMC_NAME(load_state)(stype, t->max_exp_avg_sq, i, k, xtile) : NULL;
+        const ADAMC_T *xin = amsgrad ? ADAMC_NAME(load_state)(stype, t->max_exp_avg_sq, t->max_exp_avg_sq_absmax, 0,
+                                                             i, k, xtile)
+                                     : NULL;
         ADAMC_T *xout = amsgrad ? ADAMC_NAME(out_state)(stype, t->max_exp_avg_sq, i, xtile) : NULL;
         ADAMC_T *eb = ema ? (ADAMC_T *)t->ema + i : NULL;
 
@@ -178,10 +205,16 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
         }
 
         ADAMC_NAME(store)(ptype, stochastic, t->param, i, k, pout, c);
-        ADAMC_NAME(store_state)(stype, t->exp_avg, i, k, mout);
-        ADAMC_NAME(store_state)(stype, t->exp_avg_sq, i, k, vout);
-        if (amsgrad)
-            ADAMC_NAME(store_state)(stype, t->max_exp_avg_sq, i, k, xout);
+        if (stype != ADAMC_STATE_COMPUTE) {
+            const int sr = t->state_rounding == ADAMC_ROUND_STOCHASTIC; /* uniform: a branch per tile */
+            ADAMC_NAME(store_state)(stype, t->exp_avg, t->exp_avg_absmax, 1, i, k, mout, sr, c->state_key_lo[0],
+                                    c->state_key_hi[0]);
+            ADAMC_NAME(store_state)(stype, t->exp_avg_sq, t->exp_avg_sq_absmax, 0, i, k, vout, sr,
+                                    c->state_key_lo[1], c->state_key_hi[1]);
+            if (amsgrad)
+                ADAMC_NAME(store_state)(stype, t->max_exp_avg_sq, t->max_exp_avg_sq_absmax, 0, i, k, xout, sr,
+                                        c->state_key_lo[2], c->state_key_hi[2]);
+        }
     }
 }
 
@@ -199,11 +232,12 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
 #define ADAMC_CASES_MUL(base) ADAMC_CASES_AMS(base) ADAMC_CASES_AMS((base) | ADAMC_VARIANT_GRAD_MUL)
 
 /* The general kernels: AMSGrad and EMA compile-time (they add memory streams to the loop); everything else is a
- * uniform run-time value: storage types, master and rounding pick per-tile conversions (outside the math loop),
+ * uniform run-time value: storage types (state included), master and rounding pick per-tile conversions (outside
+ * the math loop),
  * weight decay, lerp form and grad multipliers are selected inside it (see pass). 4 loops per compute type. */
 #define ADAMC_GCASE(ams, ema)                                                                                     \
     case ADAMC_KIND(ams, ema):                                                                                    \
-        ADAMC_NAME(pass)(t, c, begin, end, t->dtype, c->grad_type, ADAMC_STATE_COMPUTE, t->master != NULL,         \
+        ADAMC_NAME(pass)(t, c, begin, end, t->dtype, c->grad_type, c->state, t->master != NULL,                    \
                          t->rounding == ADAMC_ROUND_STOCHASTIC, ema, ams, -1, -1, 1);                             \
         return;
 
@@ -233,7 +267,6 @@ void ADAMC_NAME(adamc_kernel)(const adamc_tensor *t, const adamc_coeffs *c, size
 #undef ADAMC_CASES_AMS
 #undef ADAMC_CASES_MUL
 #undef ADAMC_GCASE
-#undef ADAMC_STATE_COMPUTE
 
 /* Sum of squares of the unscaled grads over [begin, end) in double: 4 accumulators of 8 lanes (independent
  * chains, so the adds overlap), element e going to lane (e - begin) % 32 in the main loop and to accumulators in

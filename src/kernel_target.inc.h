@@ -3,6 +3,10 @@
 #include <math.h>
 #include "adam_internal.h"
 #include "convert.inc.h"
+#include "state_codec.inc.h"
+
+_Static_assert(ADAMC_TILE == ADAMC_Q8_BLOCK && ADAMC_Q8_BLOCK == ADAMC_STATE_BLOCK,
+               "a kernel tile must be exactly one block of int8 state");
 
 #define ADAMC_CAT3_(a, b, c) a##_##b##_##c
 #define ADAMC_CAT3(a, b, c) ADAMC_CAT3_(a, b, c)
@@ -50,4 +54,31 @@ int ADAMC_CAT2(adamc_convert, ADAMC_TARGET_SUFFIX)(const void *src, int src_dtyp
     else
         return 0;
     return 1;
+}
+
+/* The memory-floor probe with compressed state: the bytes of a step (read p, g, m, v; write p, m, v) with m and v
+ * 2 or 1 bytes wide, and no math. m and v are written back unchanged (the added 0 is not known at compile time):
+ * codes that drifted through every bit pattern would feed the next real step NaNs and denormals. */
+void ADAMC_CAT2(adamc_probe_state, ADAMC_TARGET_SUFFIX)(float *restrict p, const float *restrict g, void *m, void *v,
+                                                        size_t n, int state)
+{
+    if (state == ADAMC_STATE_BFLOAT16) {
+        uint16_t *restrict m16 = (uint16_t *)m, *restrict v16 = (uint16_t *)v;
+#pragma omp simd
+        for (size_t i = 0; i < n; i++) {
+            p[i] = p[i] + g[i];
+            const uint16_t zero = (uint16_t)(g[i] > 3.0e38f);
+            m16[i] = (uint16_t)(m16[i] + zero);
+            v16[i] = (uint16_t)(v16[i] + zero);
+        }
+    } else {
+        uint8_t *restrict m8 = (uint8_t *)m, *restrict v8 = (uint8_t *)v;
+#pragma omp simd
+        for (size_t i = 0; i < n; i++) {
+            p[i] = p[i] + g[i];
+            const uint8_t zero = (uint8_t)(g[i] > 3.0e38f);
+            m8[i] = (uint8_t)(m8[i] + zero);
+            v8[i] = (uint8_t)(v8[i] + zero);
+        }
+    }
 }

@@ -75,14 +75,15 @@ def reference_for(groups, defaults=DEFAULTS):
 
 
 # mixed precision (tests/test_mixed.py): keyword-only, off by default
-MIXED_DEFAULTS = {"master_weights": False, "rounding": "nearest", "ema_decay": None, "seed": 0}
+MIXED_DEFAULTS = {"master_weights": False, "rounding": "nearest", "ema_decay": None, "seed": 0,
+                  "state_dtype": None, "state_rounding": "nearest"}
 
 
 def test_adam_signature():
     sig = inspect.signature(adam_c.Adam)
     names = list(sig.parameters)
     assert names == ["params", "lr", "betas", "eps", "weight_decay", "amsgrad", "maximize",
-                     "decoupled_weight_decay", "master_weights", "rounding", "ema_decay", "seed"]
+                     "decoupled_weight_decay", *MIXED_DEFAULTS]
     for key, value in DEFAULTS.items():
         assert sig.parameters[key].default == value, key
     for key, value in MIXED_DEFAULTS.items():

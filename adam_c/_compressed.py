@@ -1,0 +1,157 @@
+"""_compressed.py: compressed optimizer state (state_dtype): validation, buffers, conversion to and from float32.
+
+Layouts, per param and state key (exp_avg, exp_avg_sq, max_exp_avg_sq):
+- "float32" (default): an array of the param's compute dtype and shape.
+- "bfloat16": a uint16 array of the param's shape holding bfloat16 bit patterns (the upper half of a float32).
+- "int8": uint8 codes of the param's shape (the 8-bit dynamic map, see _codec) and "<key>_absmax", float32, one per
+  256-element block (the last one shorter). Params under 4096 elements keep float32 state (their bytes do not
+  matter and their statistics are the least smooth).
+"""
+import numpy as np
+
+from . import _codec
+from ._validation import compute_dtype
+
+STATE_DTYPES = ("float32", "bfloat16", "int8")
+STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+SIGNED = {"exp_avg": True, "exp_avg_sq": False, "max_exp_avg_sq": False}
+# the C kernel's codes for a tensor's state storage (adamc_tensor.state_dtype)
+KERNEL_CODE = {"float32": 0, "bfloat16": 1, "int8": 2}
+
+
+def check_state_dtype(value, name="state_dtype"):
+    """None or one of STATE_DTYPES (also accepts numpy/ml_dtypes dtype objects of those names) -> the name."""
+    if value is None:
+        return "float32"
+    if isinstance(value, (np.dtype, type)):
+        try:
+            value = np.dtype(value).name
+        except TypeError:
+            raise TypeError(f"{name} must be one of {STATE_DTYPES}, got {value!r}") from None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {STATE_DTYPES} (a string), got {type(value).__name__}")
+    if value not in STATE_DTYPES:
+        raise ValueError(f"{name} must be one of {STATE_DTYPES}, got {value!r}")
+    return value
+
+
+def check_state_rounding(value, state_dtype, name="state_rounding"):
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be 'nearest' or 'stochastic', got {type(value).__name__}")
+    if value not in ("nearest", "stochastic"):
+        raise ValueError(f"{name} must be 'nearest' or 'stochastic', got {value!r}")
+    if value == "stochastic" and state_dtype != "bfloat16":
+        raise ValueError(f"{name}='stochastic' needs state_dtype='bfloat16', got state_dtype={state_dtype!r}")
+    return value
+
+
+def check_params_support(state_dtype, params, name="state_dtype"):
+    """Compressed state needs float32 compute (float32 params): float64 params refuse it."""
+    if state_dtype == "float32":
+        return
+    for i, p in enumerate(params):
+        if p.dtype == np.float64:
+            raise ValueError(f"{name}={state_dtype!r} needs float32 params (the state is decoded to float32); "
+                             f"param {i} is float64")
+
+
+def layout_for(state_dtype, param):
+    """The storage a param's state really uses: int8 falls back to float32 under MIN_QUANTIZED_SIZE elements."""
+    if state_dtype == "int8" and param.size < _codec.MIN_QUANTIZED_SIZE:
+        return "float32"
+    return state_dtype
+
+
+def n_blocks(size):
+    return -(-size // _codec.BLOCK)
+
+
+def zeros(layout, param):
+    """(buffer, absmax or None) of zeros for one state key."""
+    if layout == "bfloat16":
+        return np.zeros(param.shape, np.uint16), None
+    if layout == "int8":
+        return np.zeros(param.shape, np.uint8), np.zeros(n_blocks(param.size), np.float32)
+    return np.zeros(param.shape, compute_dtype(param.dtype)), None
+
+
+def to_float32(layout, key, buf, absmax):
+    """A stored state buffer -> a new float32 array of its shape."""
+    if layout == "bfloat16":
+        return _codec.bf16_bits_to_f32(np.ascontiguousarray(buf)).reshape(buf.shape)
+    if layout == "int8":
+        return _codec.dequantize(buf, absmax, SIGNED[key]).reshape(buf.shape)
+    return np.array(buf, np.float32)
+
+
+def from_float32(layout, key, values):
+    """float32 values -> (buffer, absmax or None) in `layout` (round to nearest; v never rounds to 0 in int8)."""
+    values = np.ascontiguousarray(values, np.float32)
+    if layout == "bfloat16":
+        return _codec.bf16_round_bits(values).reshape(values.shape), None
+    if layout == "int8":
+        codes, absmax = _codec.quantize_blockwise(values, SIGNED[key], keep_nonzero=not SIGNED[key])
+        return codes.reshape(values.shape), absmax
+    return values.copy(), None
+
+
+def entry_layout(entry, where):
+    """The layout a saved state entry says it has: its "state_dtype" key, else float32 (torch / older files)."""
+    saved = entry.get("state_dtype", "float32")
+    if hasattr(saved, "item") and not isinstance(saved, str):
+        saved = saved.item()
+    return check_state_dtype(saved, f"{where}['state_dtype']")
+
+
+def load_saved(entry, key, param, layout, where, plain_loader):
+    """A saved state entry's `key` (any layout) -> (buffer, absmax or None) in `layout`, validated, fresh copies.
+    Same layout: the stored arrays are copied as they are (no re-rounding); another layout goes through float32.
+    plain_loader(value, param, where): the checkpoint module's loader of a plain float array."""
+    saved_layout = entry_layout(entry, where)
+    if saved_layout == "float32":
+        values = plain_loader(entry[key], param, f"{where}[{key!r}]")
+        return (values, None) if layout == "float32" else from_float32(layout, key, values)
+    value = _as_array(entry[key], f"{where}[{key!r}]")
+    want = np.uint16 if saved_layout == "bfloat16" else np.uint8
+    if value.dtype != want:
+        raise TypeError(f"{where}[{key!r}] must be {np.dtype(want).name} for state_dtype {saved_layout!r}, "
+                        f"got {value.dtype}")
+    if value.shape != param.shape:
+        raise ValueError(f"{where}[{key!r}] has shape {value.shape}, but its param has shape {param.shape}")
+    value = np.array(value, order="C", copy=True)
+    absmax = None
+    if saved_layout == "int8":
+        akey = key + "_absmax"
+        if entry.get(akey) is None:
+            raise ValueError(f"{where} is missing the key {akey!r} (int8 state)")
+        absmax = _as_array(entry[akey], f"{where}[{akey!r}]")
+        if absmax.dtype != np.float32 or absmax.shape != (n_blocks(param.size),):
+            raise ValueError(f"{where}[{akey!r}] must be float32 of shape ({n_blocks(param.size)},), got "
+                             f"{absmax.dtype} {absmax.shape}")
+        absmax = np.array(absmax, order="C", copy=True)
+    if saved_layout == layout:
+        return value, absmax
+    values = to_float32(saved_layout, key, value, absmax)
+    if layout == "float32":
+        return values.astype(compute_dtype(param.dtype)), None
+    return from_float32(layout, key, values)
+
+
+def _as_array(value, where):
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            import torch
+            value = value.view(torch.int16)
+        value = value.numpy()
+        if value.dtype == np.int16:
+            value = value.view(np.uint16)
+    try:
+        return np.asarray(value)
+    except Exception as exc:
+        raise TypeError(f"{where} must be an array, got {type(value).__name__}") from exc
+
+
+def state_nbytes(arrays):
+    return int(sum(a.nbytes for a in arrays if a is not None))
+
