@@ -60,10 +60,7 @@ class MixedOptions:
         for j, p in enumerate(params):
             if self.state_dtype != "float32" and p.dtype == np.float64:
                 raise ValueError(f"{where}[{j}] has dtype float64: state_dtype={self.state_dtype!r} needs float32 "
-                                 "compute (float32 params, or float16/bfloat16 params with master_weights=True)")
-            if self.state_dtype != "float32" and low_precision(p) and not self.master_weights:
-                raise ValueError(f"{where}[{j}] has dtype {p.dtype}: state_dtype={self.state_dtype!r} with "
-                                 "float16/bfloat16 params needs master_weights=True")
+                                 "compute (float32, float16 or bfloat16 params)")
             if self.rounding == "stochastic" and p.dtype != BFLOAT16 and p.dtype != np.float32 \
                     and p.dtype != np.float64:
                 raise ValueError(f"{where}[{j}] has dtype {p.dtype}: rounding='stochastic' is for bfloat16 "

@@ -228,8 +228,6 @@ static adamc_status check_tensor(const adamc_tensor *t)
         return ADAMC_ERR_DTYPE;
     if (t->state_dtype != ADAMC_STATE_COMPUTE && t->dtype == ADAMC_FLOAT64)
         return ADAMC_ERR_DTYPE; /* compressed state decodes to float32 */
-    if (t->state_dtype != ADAMC_STATE_COMPUTE && is_low_precision(t->dtype) && !t->master)
-        return ADAMC_ERR_OPTION; /* compressed state with float16/bfloat16 params needs the float32 master */
     if (t->state_rounding != ADAMC_ROUND_NEAREST &&
         !(t->state_rounding == ADAMC_ROUND_STOCHASTIC && t->state_dtype == ADAMC_STATE_BFLOAT16))
         return ADAMC_ERR_OPTION;

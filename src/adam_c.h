@@ -89,7 +89,7 @@ typedef struct adamc_tensor {
     void *master;              /* float32 master copy, or NULL (default) */
     void *ema;                 /* EMA buffer in the compute type, or NULL (default) */
     uint64_t index;            /* stable number of this tensor, keys stochastic rounding; default 0 */
-    /* compressed optimizer state: float32 params, or float16/bfloat16 params with a float32 master */
+    /* compressed optimizer state (float32 compute: float32, float16 or bfloat16 params) */
     int state_dtype;           /* adamc_state_dtype of exp_avg, exp_avg_sq, max_exp_avg_sq; default: compute type */
     int state_rounding;        /* adamc_rounding of bfloat16 state (the state's own random stream); default nearest */
     float *exp_avg_absmax;     /* int8 state: one float32 scale per 256-element block (ceil(n / 256)) of each */
