@@ -222,3 +222,47 @@ class TrainingLoopSuite:
         return medians["default"] / medians["serial"]
 
     track_default_over_serial.unit = "ratio"
+
+
+STATE_DTYPES = ["float32", "bfloat16", "int8"]
+STATE_SIZES = [1_000_000, 10_000_000]
+
+
+class CompressedStateSuite:
+    """The step with compressed optimizer state (state_dtype) on float32 params: time, the ratio to the float32-state
+    step and percent of its own memory floor (adam_c's probe of the same layout), measured side by side."""
+
+    params = (STATE_SIZES, STATE_DTYPES)
+    param_names = ["size", "state_dtype"]
+    timeout = 300
+
+    def setup(self, size, state_dtype):
+        use_threads(None)
+        self.param_arrays, self.grads = make_tensors([size], "float32")
+        try:
+            self.opt = adam_c.Adam(self.param_arrays, lr=LR, state_dtype=state_dtype)
+        except TypeError:
+            raise NotImplementedError("this adam_c has no state_dtype") from None
+        self.opt.step(self.grads)
+        reference_params = [p.copy() for p in self.param_arrays]
+        self.reference = adam_c.Adam(reference_params, lr=LR)
+        self.reference.step(self.grads)
+        plan, groups = self.opt._plan, self.opt.param_groups
+        self.probe = lambda: plan.run(self.grads, groups, probe=True)
+        self.step = lambda: self.opt.step(self.grads)
+        self.fp32_step = lambda: self.reference.step(self.grads)
+
+    def time_step(self, size, state_dtype):
+        self.opt.step(self.grads)
+
+    def track_ratio_to_fp32_state(self, size, state_dtype):
+        medians = interleaved_medians({"step": self.step, "fp32": self.fp32_step})
+        return medians["step"] / medians["fp32"]
+
+    track_ratio_to_fp32_state.unit = "x"
+
+    def track_percent_of_floor(self, size, state_dtype):
+        medians = interleaved_medians({"probe": self.probe, "step": self.step})
+        return 100.0 * medians["probe"] / medians["step"]
+
+    track_percent_of_floor.unit = "%"
