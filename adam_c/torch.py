@@ -587,6 +587,8 @@ class Adam(Optimizer):
                 continue  # torch.optim's own format: torch loads it as it always does
             converted[p] = _converted_state(entry, p, layout, f"state_dict['state'][{pid!r}]")
             state[pid] = {k: v for k, v in entry.items() if k not in _FORMAT_KEYS}
+        if not converted:
+            return None
         out = dict(state_dict)
         out["state"] = state
         return out
