@@ -316,7 +316,9 @@ class Adam(Optimizer):
     exp_avg/exp_avg_sq/max_exp_avg_sq as torch.bfloat16 tensors, state_dtype="int8" as torch.uint8 codes plus
     float32 "<key>_absmax" block scales (params under 4096 elements keep float32 state); the entry then says
     "state_dtype". float32 params only. state_rounding="stochastic" rounds bfloat16 state stochastically, keyed
-    by `seed`, the step and the param's position (as adam_c.Adam). load_state_dict() converts between formats.
+    by `seed`, the step and the param's position (as adam_c.Adam). load_state_dict() converts between formats;
+    torch.optim.Adam cannot read int8 codes (it would cast them to numbers): load such a checkpoint into an
+    adam_c.torch.Adam with float32 state (decoded) and save that for it.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,

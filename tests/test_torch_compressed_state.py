@@ -206,6 +206,31 @@ def test_grad_scale_divides_the_grads_and_found_inf_skips():
     assert all(torch.equal(before[k], oa.state[a[0]][k]) for k in before)
 
 
+def test_grad_scaler_with_int8_state_matches_the_numpy_optimizer():
+    """torch.amp.GradScaler hands the step its scale and found_inf: the unscaled grads step the codes as
+    adam_c.Adam does, and a step with an inf grad changes nothing."""
+    gen = torch.Generator().manual_seed(11)
+    net = torch.nn.Linear(81, 64)  # 5184 weights: int8 state; 64 biases: float32 state
+    params = list(net.parameters())
+    nparams = [p.detach().numpy().copy() for p in params]
+    opt = adam_torch.Adam(params, lr=1e-2, state_dtype="int8")
+    nopt = adam_c.Adam(nparams, lr=1e-2, state_dtype="int8")
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=2)
+    for k in range(6):
+        opt.zero_grad()
+        loss = (net(torch.randn(16, 81, generator=gen)) ** 2).mean()
+        scaler.scale(loss).backward()
+        if k == 2:
+            net.weight.grad[0, 0] = float("inf")
+        scale = torch.tensor(scaler.get_scale())
+        if k != 2:
+            nopt.step([(p.grad / scale).numpy() for p in params])
+        scaler.step(opt)
+        scaler.update()
+        assert_same(opt, params, nopt, nparams, f"step {k}")
+    assert opt.state[params[0]]["state_dtype"] == "int8" and opt.state[params[0]]["step"].item() == 5
+
+
 # ---------------------------------------------------------------- state_bytes, state_float32, copies
 
 def test_state_bytes_and_state_float32_match_the_numpy_optimizer():
