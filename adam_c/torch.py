@@ -12,7 +12,7 @@ from . import _compressed, _core
 from ._checkpoint import _state_array
 from ._engine import CallLock
 from ._mixed import MixedOptions, numpy_view
-from ._validation import BFLOAT16, check_hyperparameters, compute_dtype, first_overlap
+from ._validation import BFLOAT16, check_hyperparameters, first_overlap
 
 try:  # the registries behind torch.optim.optimizer.register_optimizer_step_{pre,post}_hook
     from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
