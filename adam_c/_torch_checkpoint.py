@@ -35,7 +35,10 @@ def _parts(state_dict):
 def to_torch_state_dict(state_dict):
     """adam_c.Adam(W).state_dict() in torch.optim.Adam's exact layout (torch tensors copied from the arrays,
     `step` as a float32 0-d tensor, torch's group keys), loadable by adam_c.torch.Adam/AdamW and by
-    torch.optim.Adam/AdamW, and by torch.load(weights_only=True) after torch.save."""
+    torch.optim.Adam/AdamW, and by torch.load(weights_only=True) after torch.save. Compressed state keeps its
+    format as adam_c.torch holds it (bfloat16 bits as torch.bfloat16, int8 codes as torch.uint8 with their float32
+    block scales, and "state_dtype"): adam_c.torch reads it in any state_dtype; torch.optim reads the bfloat16
+    one as values but not int8 codes."""
     import torch
     state, groups = _parts(state_dict)
     out_state = {}

@@ -324,6 +324,8 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
                  maximize=False, foreach=None, capturable=False, differentiable=False, fused=None,
                  decoupled_weight_decay=False, seed=0, state_dtype=None, state_rounding="nearest"):
+        if isinstance(state_dtype, torch.dtype):  # torch.bfloat16 means "bfloat16", as np.dtype names do
+            state_dtype = str(state_dtype).replace("torch.", "")
         # the NumPy optimizer's storage policy; adam_c.torch has no master weights, rounding or EMA
         self._mixed = MixedOptions.checked(False, "nearest", None, seed, state_dtype, state_rounding)
         raw = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "amsgrad": amsgrad,

@@ -386,6 +386,7 @@ def test_bad_compressed_checkpoint_is_refused_unchanged():
     (dict(state_dtype="int4"), ValueError, "state_dtype"),
     (dict(state_dtype=8), TypeError, "state_dtype"),
     (dict(state_dtype="float16"), ValueError, "state_dtype"),
+    (dict(state_dtype=torch.float16), ValueError, "state_dtype"),
     (dict(state_rounding="up"), ValueError, "state_rounding"),
     (dict(state_dtype="int8", state_rounding="stochastic"), ValueError, "state_rounding"),
     (dict(state_dtype="bfloat16", seed=-1), ValueError, "seed"),
@@ -396,6 +397,12 @@ def test_bad_state_options_are_refused(kwargs, exc, match):
         adam_torch.Adam(make_params([(5,)]), **kwargs)
     with pytest.raises(exc, match=match):
         adam_torch.AdamW(make_params([(5,)]), **kwargs)
+
+
+def test_torch_dtypes_name_the_state_format():
+    for given, name in ((torch.bfloat16, "bfloat16"), (torch.int8, "int8"), (torch.float32, "float32"),
+                        (None, "float32")):
+        assert adam_torch.Adam(make_params([(5,)]), state_dtype=given).state_dtype == name
 
 
 @pytest.mark.parametrize("dtype,match", [(torch.float64, "params\\[1\\] has dtype float64"),
