@@ -655,6 +655,9 @@ cdef object _KEY_MAX_EXP_AVG_SQ = "max_exp_avg_sq"
 cdef object _KEY_DTYPE = "dtype"
 cdef object _KEY_SHAPE = "shape"
 cdef object _KEY_IS_CPU = "is_cpu"
+cdef object _KEY_EXP_AVG_ABSMAX = "exp_avg_absmax"
+cdef object _KEY_EXP_AVG_SQ_ABSMAX = "exp_avg_sq_absmax"
+cdef object _KEY_MAX_EXP_AVG_SQ_ABSMAX = "max_exp_avg_sq_absmax"
 
 
 cdef inline bint same_entry(object inner, object key, object expected):
@@ -695,6 +698,11 @@ cdef class TorchStepPlan:
     cdef object groups_obj, state_obj
     cdef Py_ssize_t state_mutations
     cdef object data_ptr, stride_of, read_group, fix_grad, unscale, bump_versions
+    cdef list scales              # per param: None, or (exp_avg_absmax, exp_avg_sq_absmax, max_exp_avg_sq_absmax
+                                  # or None) of its int8 state, checked by identity each run
+    cdef list watched             # per param: None, or ((tensor, data_ptr, dtype, shape), ...) of its compressed
+                                  # state buffers and scales, re-read each run: the kernel trusts their sizes
+    cdef uint64_t seed            # key of stochastic state rounding, with each entry's index (its position)
 
     def __cinit__(self):
         self.tune = adamc_autotune_new()
@@ -712,16 +720,24 @@ cdef class TorchStepPlan:
 
     def __init__(self, object groups_obj, object state_obj, Py_ssize_t state_mutations, list group_dicts,
                  list params, list infos, list keep, object data_ptr, object stride_of, object read_group, object fix_grad, object unscale,
-                 object bump_versions):
+                 object bump_versions, list compressed=None, uint64_t seed=0):
         """infos: per param (in group order) a tuple (group_index, param_ptr, numel, adamc_dtype, dtype, shape,
         strides, inner, entry, step_ptr, step_is_f64, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_sq_ptr) where
         inner/entry are None for a param without state. The helpers are Python callables: data_ptr(t),
         stride_of(t), read_group(group, index) -> hyperparameter tuple, fix_grad(grad, index, shape, strides) ->
         tensor in the param's dtype and layout (or raises; TorchPlanStale if the param no longer has the shape
-        and strides the plan was built for), unscale(grads, grad_scale) -> new list, bump_versions(list)."""
+        and strides the plan was built for), unscale(grads, grad_scale) -> new list, bump_versions(list).
+        compressed: per param None (state in the compute dtype) or (adamc_state_dtype, stochastic, scales, scale_ptrs)
+        with scales = (exp_avg_absmax, exp_avg_sq_absmax, max_exp_avg_sq_absmax), tensors or None (int8 only), and
+        scale_ptrs their data pointers. seed keys stochastic state rounding (with index = the param's position,
+        as StepPlan does)."""
         cdef Py_ssize_t n = len(params), i, gi
         if len(infos) != n:
             raise ValueError("TorchStepPlan: infos must be aligned with params")
+        compressed = compressed if compressed is not None else [None] * n
+        if len(compressed) != n:
+            raise ValueError("TorchStepPlan: compressed must be aligned with params")
+        self.seed = seed
         self.n_tensors = n
         self.n_groups = len(group_dicts)
         self.groups_obj = groups_obj
@@ -749,6 +765,7 @@ cdef class TorchStepPlan:
                 and self.step_is_f64 and self.has_vmax and self.param_ptrs and self.group_of):
             raise MemoryError("TorchStepPlan: out of memory")
         self.inner, self.entries, self.dtypes, self.shapes, self.strides = [], [], [], [], []
+        self.scales, self.watched = [], []
         for i in range(n):
             (gi, param_ptr, numel, code, dtype, shape, strides, inner, entry, step_ptr, step_f64,
              m_ptr, v_ptr, vmax_ptr) = infos[i]
@@ -766,6 +783,11 @@ cdef class TorchStepPlan:
             if not ADAMC_FLOAT32 <= code <= ADAMC_BFLOAT16:
                 raise ValueError(f"TorchStepPlan: param {i} has no adamc_dtype ({code!r})")
             self.table[i].dtype = code
+            self.table[i].index = <uint64_t>i
+            self.scales.append(None)
+            self.watched.append(None)
+            if entry is not None and compressed[i] is not None:
+                self.set_compressed(i, entry, compressed[i])
             if entry is not None:
                 self.step_ptrs[i] = <void *><uintptr_t>step_ptr
                 self.step_is_f64[i] = 1 if step_f64 else 0
@@ -774,6 +796,56 @@ cdef class TorchStepPlan:
                 if (<tuple>entry)[3] is not None:  # by presence: an empty tensor's data pointer may be 0
                     self.table[i].max_exp_avg_sq = <void *><uintptr_t>vmax_ptr
                     self.has_vmax[i] = 1
+
+    cdef set_compressed(self, Py_ssize_t i, tuple entry, tuple info):
+        """Table entry i stores its state as bfloat16 or int8 codes (info: see __init__); int8 needs one float32
+        scale per 256-element block of each state buffer it has."""
+        state_code, stochastic, scales, scale_ptrs = info
+        cdef size_t blocks = (self.table[i].n + ADAMC_STATE_BLOCK - 1) // ADAMC_STATE_BLOCK
+        if state_code != ADAMC_STATE_BFLOAT16 and state_code != ADAMC_STATE_INT8:
+            raise ValueError(f"TorchStepPlan: state code {state_code!r} of param {i} is not a compressed state")
+        if self.table[i].dtype != ADAMC_FLOAT32:
+            raise ValueError(f"TorchStepPlan: param {i} has compressed state but is not float32")
+        self.table[i].state_dtype = state_code
+        self.table[i].state_rounding = (ADAMC_ROUND_STOCHASTIC if stochastic and state_code == ADAMC_STATE_BFLOAT16
+                                        else ADAMC_ROUND_NEAREST)
+        watched = []
+        for k in range(3):
+            t = entry[k + 1]
+            if t is not None:
+                if t.numel() != <Py_ssize_t>self.table[i].n or t.element_size() != (
+                        2 if state_code == ADAMC_STATE_BFLOAT16 else 1):
+                    raise ValueError(f"TorchStepPlan: a state buffer of param {i} does not match its state code")
+                watched.append((t, self.data_ptr(t), t.dtype, t.shape))
+        if state_code == ADAMC_STATE_INT8:
+            for k in range(3):
+                scale = scales[k]
+                if (scale is None) != (entry[k + 1] is None):
+                    raise ValueError(f"TorchStepPlan: param {i} needs an int8 scale for each state buffer")
+                if scale is not None:
+                    if scale.numel() != <Py_ssize_t>blocks or scale.element_size() != 4:
+                        raise ValueError(f"TorchStepPlan: an int8 state scale of param {i} does not match it")
+                    watched.append((scale, self.data_ptr(scale), scale.dtype, scale.shape))
+            self.table[i].exp_avg_absmax = <float *><uintptr_t>scale_ptrs[0]
+            self.table[i].exp_avg_sq_absmax = <float *><uintptr_t>scale_ptrs[1]
+            if scales[2] is not None:
+                self.table[i].max_exp_avg_sq_absmax = <float *><uintptr_t>scale_ptrs[2]
+            self.scales[i] = tuple(scales)
+        self.watched[i] = tuple(watched)
+
+    cdef bint compressed_unchanged(self, Py_ssize_t i) except -1:
+        """Param i's int8 scales are still the entry's, and its compressed buffers and scales still have the
+        memory, dtype and shape the table was built with (an in-place resize_ or set_ would change them)."""
+        inner = self.inner[i]
+        scales = self.scales[i]
+        if scales is not None and not (same_entry(inner, _KEY_EXP_AVG_ABSMAX, (<tuple>scales)[0])
+                                       and same_entry(inner, _KEY_EXP_AVG_SQ_ABSMAX, (<tuple>scales)[1])
+                                       and same_entry(inner, _KEY_MAX_EXP_AVG_SQ_ABSMAX, (<tuple>scales)[2])):
+            return False
+        for t, ptr, dtype, shape in <tuple>self.watched[i]:
+            if self.data_ptr(t) != ptr or getattr(t, _KEY_DTYPE) is not dtype or getattr(t, _KEY_SHAPE) != shape:
+                return False
+        return True
 
     def __dealloc__(self):
         adamc_autotune_free(self.tune)
@@ -825,6 +897,7 @@ cdef class TorchStepPlan:
         error, before changing anything."""
         cdef Py_ssize_t gi, i, j, k = 0
         cdef adamc_status status
+        cdef adamc_step_options opts
         cdef double value, new_value
         cdef float value32
         cdef list grads = []
@@ -853,6 +926,8 @@ cdef class TorchStepPlan:
             if grad is None:
                 continue
             if self.step_ptrs[i] == NULL or not self.state_unchanged(i):
+                raise TorchPlanStale()
+            if self.watched[i] is not None and not self.compressed_unchanged(i):
                 raise TorchPlanStale()
             if self.hparams[self.group_of[i]].amsgrad and not self.has_vmax[i]:
                 raise TorchPlanStale()
@@ -887,8 +962,10 @@ cdef class TorchStepPlan:
                 raise ValueError(f"state of params[{i}]: 'step' must be a whole number >= 0, "
                                  f"got {new_value - 1.0!r}")
             self.work[j].step = <int64_t>new_value
+        adamc_step_options_init(&opts)
+        opts.seed = self.seed
         with nogil:
-            status = adamc_step_multi_tuned(self.work, k, self.tune)
+            status = adamc_step_multi_ex(self.work, k, &opts, NULL, self.tune)
         if status == ADAMC_ERR_OVERLAP:
             raise ValueError(self.describe_overlap(k))
         if status != ADAMC_OK:

@@ -8,6 +8,7 @@ from ._checkpoint import _step_value
 from ._validation import HYPERPARAMETERS
 
 _STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+_ABSMAX_KEYS = tuple(key + "_absmax" for key in _STATE_KEYS)  # int8 state's block scales (see _compressed)
 # torch.optim.Adam's group keys, in its order; the four flags mean nothing to the NumPy optimizer
 _TORCH_GROUP_KEYS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "capturable",
                      "differentiable", "fused", "decoupled_weight_decay")
@@ -34,7 +35,10 @@ def _parts(state_dict):
 def to_torch_state_dict(state_dict):
     """adam_c.Adam(W).state_dict() in torch.optim.Adam's exact layout (torch tensors copied from the arrays,
     `step` as a float32 0-d tensor, torch's group keys), loadable by adam_c.torch.Adam/AdamW and by
-    torch.optim.Adam/AdamW, and by torch.load(weights_only=True) after torch.save."""
+    torch.optim.Adam/AdamW, and by torch.load(weights_only=True) after torch.save. Compressed state keeps its
+    format as adam_c.torch holds it (bfloat16 bits as torch.bfloat16, int8 codes as torch.uint8 with their float32
+    block scales, and "state_dtype"): adam_c.torch reads it in any state_dtype; torch.optim reads the bfloat16
+    one as values but not int8 codes."""
     import torch
     state, groups = _parts(state_dict)
     out_state = {}
@@ -47,12 +51,24 @@ def to_torch_state_dict(state_dict):
             raise ValueError(f"{where}['step'] = {step} is above 2**24, where torch's float32 step counter "
                              "stops counting")
         out = {"step": torch.tensor(float(step), dtype=torch.float32)}
+        compressed = entry.get("state_dtype", "float32") != "float32"
         for key in _STATE_KEYS:
             if entry.get(key) is not None:
                 array = np.asarray(entry[key])
+                if compressed and array.dtype == np.uint16:  # bfloat16 state: adam_c.torch keeps torch.bfloat16
+                    out[key] = torch.from_numpy(np.array(array, copy=True).view(np.int16)).view(torch.bfloat16)
+                    continue
+                if compressed and array.dtype == np.uint8:  # int8 state: codes as they are
+                    out[key] = torch.from_numpy(np.array(array, copy=True))
+                    continue
                 if array.dtype not in (np.float32, np.float64):
                     raise TypeError(f"{where}[{key!r}] must be float32 or float64, got {array.dtype}")
                 out[key] = torch.from_numpy(np.array(array, dtype=array.dtype.newbyteorder("="), copy=True))
+        for key in _ABSMAX_KEYS:
+            if compressed and entry.get(key) is not None:
+                out[key] = torch.from_numpy(np.array(entry[key], dtype=np.float32, copy=True))
+        if compressed:
+            out["state_dtype"] = entry["state_dtype"]  # adam_c.torch reads it to know the codes
         out_state[pid] = out
     out_groups = []
     for group in groups:
@@ -65,6 +81,11 @@ def to_torch_state_dict(state_dict):
         new["params"] = list(group["params"])
         out_groups.append(new)
     return {"state": out_state, "param_groups": out_groups}
+
+
+def _torch_int16():
+    import torch
+    return torch.int16
 
 
 def _number(value):
@@ -84,13 +105,22 @@ def from_torch_state_dict(state_dict):
         if not isinstance(entry, Mapping):
             raise TypeError(f"{where} must be a dict, got {type(entry).__name__}")
         out = {"step": _step_value(entry.get("step"), f"{where}['step']")}
-        for key in _STATE_KEYS:
+        for key in _STATE_KEYS + _ABSMAX_KEYS:
             value = entry.get(key)
             if value is None:
                 continue
             if hasattr(value, "detach"):
-                value = value.detach().cpu().numpy()
+                value = value.detach().cpu()
+                if str(value.dtype) == "torch.bfloat16":
+                    # bfloat16 state of adam_c.torch: the NumPy optimizer's uint16 bits; torch.optim's bfloat16
+                    # state of bfloat16 params: exact in float32
+                    value = (value.view(_torch_int16()).numpy().view(np.uint16)
+                             if entry.get("state_dtype") == "bfloat16" else value.float().numpy())
+                else:
+                    value = value.numpy()
             out[key] = np.array(value, order="C", copy=True)
+        if entry.get("state_dtype") is not None:
+            out["state_dtype"] = entry["state_dtype"]
         out_state[pid] = out
     out_groups = []
     for group in groups:

@@ -1,15 +1,18 @@
 """torch.py: Adam and AdamW as torch.optim.Optimizer subclasses that step CPU tensors with adam_c's C engine."""
 import numbers
 from collections import defaultdict
+from collections.abc import Mapping
 from itertools import chain
 
+import numpy as np
 import torch
 from torch.optim.optimizer import Optimizer
 
-from . import _core
+from . import _compressed, _core
+from ._checkpoint import _state_array
 from ._engine import CallLock
-from ._mixed import numpy_view
-from ._validation import check_hyperparameters, first_overlap
+from ._mixed import MixedOptions, numpy_view
+from ._validation import BFLOAT16, check_hyperparameters, first_overlap
 
 try:  # the registries behind torch.optim.optimizer.register_optimizer_step_{pre,post}_hook
     from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
@@ -29,6 +32,14 @@ def _state_dtype(dtype):
     torch.optim keeps float16/bfloat16 state, which this optimizer upcasts exactly when it first meets it)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 _STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+_ABSMAX_KEYS = tuple(key + "_absmax" for key in _STATE_KEYS)
+# every key that depends on how the state is stored (see _compressed): converted together, never cast by torch
+_FORMAT_KEYS = _STATE_KEYS + _ABSMAX_KEYS + ("state_dtype",)
+# compressed state as torch holds it (both load with torch.load(weights_only=True)): bfloat16 state as
+# torch.bfloat16 (the very bits the kernel reads as uint16), int8 state as torch.uint8 codes
+_LAYOUT_DTYPES = {"bfloat16": torch.bfloat16, "int8": torch.uint8}
+_NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
+                 torch.float16: np.dtype(np.float16), torch.bfloat16: BFLOAT16}
 _COMPAT_FLAGS = ("foreach", "capturable", "differentiable", "fused")
 _data_ptr = torch.Tensor.data_ptr   # unbound: called on each param and grad by the plan without a bound method
 _stride = torch.Tensor.stride
@@ -130,6 +141,115 @@ def _nonzero(found_inf):
     return bool(found_inf.item() if isinstance(found_inf, torch.Tensor) else found_inf)
 
 
+# ---------------------------------------------------------------- compressed state (state_dtype)
+# The kernel walks a param and its state in memory order, and int8 scales cover 256 elements of that order. A
+# dense param may be laid out in another order than C order (channels_last), so state is converted as 1-D runs in
+# the param's memory order and stored with the param's strides.
+
+def _memory_order(t):
+    """The dims of a dense tensor from the largest stride to the smallest: permuted so, it is contiguous."""
+    return sorted(range(t.dim()), key=lambda d: -t.stride(d))
+
+
+def _flat(t, order):
+    """t's elements as a 1-D tensor in the memory order of a tensor whose dims run in `order` (a view when t itself
+    runs so, else a copy)."""
+    return t.detach().permute(order).reshape(-1)
+
+
+def _saved_tensor(value, name):
+    """A checkpoint's state value as a CPU tensor (NumPy arrays, as adam_c.Adam saves them, too: uint16 is
+    bfloat16 bits)."""
+    if isinstance(value, np.ndarray):
+        if value.dtype == np.uint16:
+            return torch.from_numpy(np.ascontiguousarray(value).view(np.int16)).view(torch.bfloat16)
+        if value.dtype == BFLOAT16:
+            value = value.astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.layout != torch.strided or value.is_quantized:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got {value.layout}")
+    return value.detach().cpu()
+
+
+def _tensor_like(param, array, order):
+    """A new tensor with param's shape and strides holding `array` (1-D, in param's memory order): uint16 arrays
+    (bfloat16 bits) become torch.bfloat16 tensors."""
+    if array.dtype == np.uint16:
+        source = torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    else:
+        source = torch.from_numpy(array)
+    out = torch.empty_like(param, dtype=source.dtype, memory_format=torch.preserve_format, requires_grad=False)
+    out.permute(order).view(-1).copy_(source)  # view(): fails loudly rather than copying if out is not dense
+    return out
+
+
+def _converted_state(entry, param, layout, where):
+    """The format-dependent part of a state entry (any saved format: its "state_dtype" key, else float32) as new
+    tensors in `layout` for `param`: exp_avg/exp_avg_sq/max_exp_avg_sq (those present), their int8 scales, and
+    "state_dtype" for a compressed layout. Codes in the same layout are copied, not re-rounded; other layouts go
+    through float32 (_compressed.load_saved, the NumPy optimizer's converter). Raises naming the entry; changes
+    nothing."""
+    saved_layout = _compressed.entry_layout(entry, where)
+    order = _memory_order(param)
+    n = param.numel()
+    # load_saved reads only the shape, size and dtype of the param: a 1-D stand-in in its memory order
+    flat_param = np.broadcast_to(np.zeros((), _NUMPY_DTYPES[param.dtype]), (n,))
+    out = {}
+    for key in _STATE_KEYS:
+        if entry.get(key) is None:
+            continue
+        name = f"{where}[{key!r}]"
+        value = _saved_tensor(entry[key], name)
+        if tuple(value.shape) != tuple(param.shape):
+            raise ValueError(f"{name} has shape {tuple(value.shape)}, its param {tuple(param.shape)}")
+        source_layout = saved_layout
+        if saved_layout == "int8" and not (_is_dense(value) and _same_layout(value, param)):
+            # its scales cover blocks of its own memory order: decode in that order first
+            own = _memory_order(value) if _is_dense(value) else list(range(value.dim()))
+            decoded, _ = _compressed.load_saved(
+                {"state_dtype": "int8", key: _flat(value, own), key + "_absmax": entry.get(key + "_absmax")},
+                key, flat_param, "float32", where, _state_array)
+            value = _tensor_like(value, decoded.astype(np.float32), own)
+            source_layout = "float32"
+        shim = {"state_dtype": source_layout, key: _flat(value, order)}
+        if source_layout == "int8":
+            shim[key + "_absmax"] = entry.get(key + "_absmax")
+        buf, absmax = _compressed.load_saved(shim, key, flat_param, layout, where, _state_array)
+        out[key] = _tensor_like(param, np.ascontiguousarray(buf), order)
+        if absmax is not None:
+            out[key + "_absmax"] = torch.from_numpy(np.ascontiguousarray(absmax))
+    if layout != "float32":
+        out["state_dtype"] = layout
+    return out
+
+
+def _in_layout(entry, param, layout):
+    """True if a compressed-layout entry already holds exactly what the kernel reads for `param` in `layout`."""
+    if entry.get("state_dtype") != layout:
+        return False
+    want = _LAYOUT_DTYPES[layout]
+    blocks = _compressed.n_blocks(param.numel())
+    for key in _STATE_KEYS:
+        t = entry.get(key)
+        scale = entry.get(key + "_absmax")
+        if t is None:
+            if scale is not None:
+                return False
+            continue
+        if not (isinstance(t, torch.Tensor) and t.dtype == want and t.device.type == "cpu"
+                and t.layout == torch.strided and t.shape == param.shape and _is_dense(t) and _same_layout(t, param)):
+            return False
+        if layout == "int8":
+            if not (isinstance(scale, torch.Tensor) and scale.dtype == torch.float32 and scale.device.type == "cpu"
+                    and scale.layout == torch.strided and tuple(scale.shape) == (blocks,) and scale.is_contiguous()):
+                return False
+        elif scale is not None:
+            return False
+    return True
+
+
 class _State(defaultdict):
     """opt.state: torch's defaultdict(dict) that counts its own assignments and deletions, so the step plan
     notices in O(1) when an entry is replaced (ZeroRedundancyOptimizer.load_state_dict writes entries
@@ -191,11 +311,23 @@ class Adam(Optimizer):
     capturable=True and differentiable=True are refused. Works with every torch LR scheduler, GradScaler
     (grad_scale / found_inf), step and state_dict hooks, and ZeroRedundancyOptimizer(optimizer_class=...).
     state_dict() has torch.optim.Adam's exact layout, so checkpoints load both ways.
+
+    Compressed state (as adam_c.Adam's, README "Compressed optimizer state"): state_dtype="bfloat16" keeps
+    exp_avg/exp_avg_sq/max_exp_avg_sq as torch.bfloat16 tensors, state_dtype="int8" as torch.uint8 codes plus
+    float32 "<key>_absmax" block scales (params under 4096 elements keep float32 state); the entry then says
+    "state_dtype". float32 params only. state_rounding="stochastic" rounds bfloat16 state stochastically, keyed
+    by `seed`, the step and the param's position (as adam_c.Adam). load_state_dict() converts between formats;
+    torch.optim.Adam cannot read int8 codes (it would cast them to numbers): load such a checkpoint into an
+    adam_c.torch.Adam with float32 state (decoded) and save that for it.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
                  maximize=False, foreach=None, capturable=False, differentiable=False, fused=None,
-                 decoupled_weight_decay=False):
+                 decoupled_weight_decay=False, seed=0, state_dtype=None, state_rounding="nearest"):
+        if isinstance(state_dtype, torch.dtype):  # torch.bfloat16 means "bfloat16", as np.dtype names do
+            state_dtype = str(state_dtype).replace("torch.", "")
+        # the NumPy optimizer's storage policy; adam_c.torch has no master weights, rounding or EMA
+        self._mixed = MixedOptions.checked(False, "nearest", None, seed, state_dtype, state_rounding)
         raw = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "amsgrad": amsgrad,
                "maximize": maximize, "foreach": foreach, "capturable": capturable,
                "differentiable": differentiable, "fused": fused, "decoupled_weight_decay": decoupled_weight_decay}
@@ -229,8 +361,14 @@ class Adam(Optimizer):
             out["betas"] = tuple(b.squeeze() if isinstance(b, torch.Tensor) else b for b in betas)
         return out
 
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_mixed"] = self._mixed
+        return state
+
     def __setstate__(self, state):
         super().__setstate__(state)
+        self.__dict__.setdefault("_mixed", MixedOptions.default())
         self._plan = None
         self._lock = CallLock()
         self.state = _State(dict, self.state)
@@ -287,6 +425,8 @@ class Adam(Optimizer):
             if isinstance(entry, tuple) and len(entry) == 2:
                 label += f" ({entry[0]!r})"
             _check_tensor(tensor, label, "param")
+        self._check_state_support([e[1] if isinstance(e, tuple) and len(e) == 2 else e for e in params],
+                                  "params" if flat else f"param_groups[{gi}]['params']")
         merged = dict(self.defaults)
         merged.update({k: v for k, v in group.items() if k not in ("params", "param_names")})
         stored = self._stored_hyperparameters(merged, where)
@@ -304,6 +444,27 @@ class Adam(Optimizer):
         param_group.update({k: stored[k] for k in group if k in stored})
         super().add_param_group(param_group)
         self._plan = None
+
+    def _check_state_support(self, tensors, where):
+        """Compressed state needs float32 params: MixedOptions.check_params, the NumPy optimizer's rule."""
+        if self._mixed.state_dtype == "float32":
+            return
+        try:
+            self._mixed.check_params([np.empty(0, _NUMPY_DTYPES[t.dtype]) for t in tensors], where)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (adam_c.torch keeps no master weights: state_dtype="
+                             f"{self._mixed.state_dtype!r} needs float32 params)") from None
+
+    def _layout(self, param):
+        """How param's state is stored: "float32" (its compute dtype), "bfloat16" or "int8" (_compressed.layout_for)."""
+        if self._mixed.state_dtype == "float32":
+            return "float32"
+        return _compressed.layout_for(self._mixed.state_dtype, np.broadcast_to(np.float32(0), (param.numel(),)))
+
+    @property
+    def state_dtype(self):
+        """How exp_avg/exp_avg_sq/max_exp_avg_sq are stored: "float32" (the compute dtype), "bfloat16" or "int8"."""
+        return self._mixed.state_dtype
 
     # ------------------------------------------------------------ the step
 
@@ -389,6 +550,82 @@ class Adam(Optimizer):
             self._forget(created)  # a failed step changes nothing, not even new zero state
             raise
 
+    # ------------------------------------------------------------ checkpoints and state
+
+    def load_state_dict(self, state_dict):
+        """torch's load_state_dict, except that state stored in another format than this optimizer's (or in a
+        compressed one) is converted into this optimizer's format instead of being cast by torch (which would turn
+        int8 codes into numbers): a torch.optim.Adam checkpoint loads into int8/bfloat16 state, a compressed one
+        into float32 state; same-format codes are copied as they are. Every entry is converted, and so checked,
+        before anything changes; the user's load_state_dict pre-hooks see the checkpoint as given."""
+        converted = {}
+        pre = self.register_load_state_dict_pre_hook(
+            lambda opt, saved: opt._convert_checkpoint_state(saved, converted))
+        post = self.register_load_state_dict_post_hook(lambda opt: opt._install_converted(converted), prepend=True)
+        try:
+            super().load_state_dict(state_dict)
+        finally:
+            pre.remove()
+            post.remove()
+
+    def _convert_checkpoint_state(self, state_dict, converted):
+        """The last load pre-hook: convert the format-dependent keys of each entry that needs it (into
+        `converted`, by param) and return a state_dict without them, for torch to load the rest."""
+        if not isinstance(state_dict, Mapping) or not isinstance(state_dict.get("state"), Mapping):
+            return None  # torch says what is wrong
+        saved_groups = state_dict.get("param_groups")
+        if not isinstance(saved_groups, (list, tuple)) or len(saved_groups) != len(self.param_groups):
+            return None
+        id_map = {}
+        for saved, group in zip(saved_groups, self.param_groups):
+            if not isinstance(saved, Mapping) or len(saved.get("params", ())) != len(group["params"]):
+                return None
+            id_map.update(zip(saved["params"], group["params"]))
+        state = dict(state_dict["state"])
+        for pid, entry in state_dict["state"].items():
+            p = id_map.get(pid)
+            if p is None or not isinstance(entry, Mapping):
+                continue
+            layout = self._layout(p)
+            if layout == "float32" and entry.get("state_dtype") is None:
+                continue  # torch.optim's own format: torch loads it as it always does
+            converted[p] = _converted_state(entry, p, layout, f"state_dict['state'][{pid!r}]")
+            state[pid] = {k: v for k, v in entry.items() if k not in _FORMAT_KEYS}
+        if not converted:
+            return None
+        out = dict(state_dict)
+        out["state"] = state
+        return out
+
+    def _install_converted(self, converted):
+        for p, values in converted.items():
+            self.state[p].update(values)
+        self._plan = None
+
+    def state_float32(self):
+        """{index: {"step": int, "exp_avg": ..., "exp_avg_sq": ...[, "max_exp_avg_sq"]}} for params with state
+        (indices as in state_dict()), the Adam buffers decoded to new float32 tensors of the param's shape, whatever
+        format stores them (as adam_c.Adam.state_float32)."""
+        with self._lock.held("state_float32()"):
+            out = {}
+            for i, p in enumerate(p for group in self.param_groups for p in group["params"]):
+                entry = self.state.get(p)
+                if not entry or entry.get("exp_avg") is None:
+                    continue
+                decoded = _converted_state(entry, p, "float32", f"state of {self._param_label(i)}")
+                step = entry.get("step")
+                decoded = {k: v.to(torch.float32) for k, v in decoded.items()}
+                out[i] = {"step": int(step.item() if isinstance(step, torch.Tensor) else step), **decoded}
+            return out
+
+    def state_bytes(self):
+        """Bytes the optimizer state takes now: the Adam buffers and int8 block scales (not params, grads or the
+        step counters), as adam_c.Adam.state_bytes."""
+        with self._lock.held("state_bytes()"):
+            return _compressed.state_nbytes(
+                entry.get(key) for entry in list(self.state.values()) if isinstance(entry, dict)
+                for key in _STATE_KEYS + _ABSMAX_KEYS if isinstance(entry.get(key), torch.Tensor))
+
     # ------------------------------------------------------------ the plan
 
     def _build_plan(self):
@@ -400,7 +637,7 @@ class Adam(Optimizer):
             self.state = _State(dict, self.state)
         if not isinstance(self.param_groups, list):
             raise TypeError(f"param_groups must be a list, got {type(self.param_groups).__name__}")
-        params, infos, keep, created = [], [], [], []
+        params, infos, compressed, keep, created = [], [], [], [], []
         try:
             for gi, group in enumerate(self.param_groups):
                 if not isinstance(group, dict) or not isinstance(group.get("params"), list):
@@ -414,11 +651,20 @@ class Adam(Optimizer):
                     _check_tensor(p, label, "param")
                     params.append(p)
                     keep.append(p.untyped_storage())
-                    infos.append(self._plan_entry(gi, i, p, label, amsgrad, keep, created))
+                self._check_state_support(group["params"], "params" if len(self.param_groups) == 1
+                                          and getattr(self, "_flat_params", False) else f"param_groups[{gi}]['params']")
+                for p in group["params"]:
+                    i = len(infos)
+                    info, packed = self._plan_entry(gi, i, p, self._param_label(i), amsgrad, keep, created)
+                    infos.append(info)
+                    compressed.append(packed)
             _check_distinct(params, self._param_label)
-            written = [(f"state of {self._param_label(i)}[{key!r}]", info[8][k + 1].detach().numpy())
+            written = [(f"state of {self._param_label(i)}[{key!r}]", numpy_view(info[8][k + 1]))
                        for i, info in enumerate(infos) if info[8] is not None
                        for k, key in enumerate(_STATE_KEYS) if info[8][k + 1] is not None]
+            written += [(f"state of {self._param_label(i)}[{key!r}]", packed[2][k].numpy())
+                        for i, packed in enumerate(compressed) if packed is not None
+                        for k, key in enumerate(_ABSMAX_KEYS) if packed[2][k] is not None]
             pair = first_overlap([(self._param_label(i), numpy_view(p)) for i, p in enumerate(params)]
                                  + written)
             if pair is not None:
@@ -426,33 +672,44 @@ class Adam(Optimizer):
             self._plan = _core.TorchStepPlan(self.param_groups, self.state, self.state.mutations,
                                              list(self.param_groups), params,
                                              infos, keep, _data_ptr, _stride, self._read_group, self._fix_grad,
-                                             _unscaled, torch._C._increment_version)
+                                             _unscaled, torch._C._increment_version, compressed,
+                                             self._mixed.seed)
         except BaseException:
             self._forget(created)
             raise
         return created
 
     def _plan_entry(self, gi, i, p, label, amsgrad, keep, created):
-        """The plan's tuple for param i (see TorchStepPlan), creating or normalizing its state as needed."""
+        """The plan's tuple for param i (see TorchStepPlan) and its `compressed` item, creating or normalizing its
+        state as needed."""
         state = self.state.get(p)
         has_grad = p.grad is not None
+        layout = self._layout(p)
         if not state:
             if not has_grad:
                 return (gi, _data_ptr(p), p.numel(), _DTYPE_CODES[p.dtype], p.dtype, p.shape, p.stride(),
-                        None, None, 0, False, 0, 0, 0)
+                        None, None, 0, False, 0, 0, 0), None
             state = {"step": torch.zeros((), dtype=torch.float32)}
             for key in _STATE_KEYS[:3 if amsgrad else 2]:
-                state[key] = torch.zeros_like(p, dtype=_state_dtype(p.dtype), memory_format=torch.preserve_format)
+                state.update(self._zero_state(p, layout, key))
+            if layout != "float32":
+                state["state_dtype"] = layout
             created.append((p, self.state.get(p), None))
             self.state[p] = state
         elif amsgrad and state.get("max_exp_avg_sq") is None and has_grad:
             # amsgrad switched on for a param that has state: its running max starts from zeros
-            created.append((p, state, "max_exp_avg_sq"))
-            state["max_exp_avg_sq"] = torch.zeros_like(p, dtype=_state_dtype(p.dtype),
-                                                       memory_format=torch.preserve_format)
+            for key, value in self._zero_state(p, layout, "max_exp_avg_sq").items():
+                created.append((p, state, key))
+                state[key] = value
         where = f"state of {label}"
         if not isinstance(state, dict):
             raise TypeError(f"{where} must be a dict, got {type(state).__name__}")
+        if (layout != "float32" or state.get("state_dtype") is not None) and not _in_layout(state, p, layout):
+            # entries written directly (not through load_state_dict) in another format: converted like a checkpoint
+            converted = _converted_state(state, p, layout, where)
+            for key in _FORMAT_KEYS:
+                state.pop(key, None)
+            state.update(converted)
         step = state.get("step")
         if not isinstance(step, torch.Tensor):  # older checkpoints store a number: torch makes it a tensor
             if isinstance(step, bool) or not isinstance(step, numbers.Real):
@@ -474,6 +731,11 @@ class Adam(Optimizer):
                 tensors.append(None)
                 ptrs.append(0)
                 continue
+            if layout != "float32":  # checked whole by _in_layout above
+                keep.append(t.untyped_storage())
+                tensors.append(t)
+                ptrs.append(_data_ptr(t))
+                continue
             name = f"{where}[{key!r}]"
             _check_tensor(t, name)
             want = _state_dtype(p.dtype)
@@ -490,8 +752,26 @@ class Adam(Optimizer):
             keep.append(t.untyped_storage())
             tensors.append(t)
             ptrs.append(_data_ptr(t))
+        packed = None
+        if layout != "float32":
+            scales = tuple(state.get(key) if layout == "int8" else None for key in _ABSMAX_KEYS)
+            for scale in scales:
+                if scale is not None:
+                    keep.append(scale.untyped_storage())
+            packed = (_compressed.KERNEL_CODE[layout], self._mixed.state_rounding == "stochastic", scales,
+                      tuple(0 if scale is None else _data_ptr(scale) for scale in scales))
         return (gi, _data_ptr(p), p.numel(), _DTYPE_CODES[p.dtype], p.dtype, p.shape, p.stride(), state,
-                tuple(tensors), _data_ptr(step), step.dtype == torch.float64, ptrs[0], ptrs[1], ptrs[2])
+                tuple(tensors), _data_ptr(step), step.dtype == torch.float64, ptrs[0], ptrs[1], ptrs[2]), packed
+
+    @staticmethod
+    def _zero_state(p, layout, key):
+        """{key: zeros[, key_absmax: zeros]}: a new state buffer of param p in `layout`, laid out like p."""
+        if layout == "float32":
+            return {key: torch.zeros_like(p, dtype=_state_dtype(p.dtype), memory_format=torch.preserve_format)}
+        out = {key: torch.zeros_like(p, dtype=_LAYOUT_DTYPES[layout], memory_format=torch.preserve_format)}
+        if layout == "int8":
+            out[key + "_absmax"] = torch.zeros(_compressed.n_blocks(p.numel()), dtype=torch.float32)
+        return out
 
     def _forget(self, created):
         for p, previous, key in reversed(created):
@@ -556,10 +836,12 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (param *= 1 - lr * weight_decay first), torch.optim.AdamW's defaults."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
-                 maximize=False, foreach=None, capturable=False, differentiable=False, fused=None):
+                 maximize=False, foreach=None, capturable=False, differentiable=False, fused=None, seed=0,
+                 state_dtype=None, state_rounding="nearest"):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, foreach=foreach,
                          capturable=capturable, differentiable=differentiable, fused=fused,
-                         decoupled_weight_decay=True)
+                         decoupled_weight_decay=True, seed=seed, state_dtype=state_dtype,
+                         state_rounding=state_rounding)
 
     def __setstate__(self, state):
         super().__setstate__(state)
