@@ -804,8 +804,8 @@ cdef class TorchStepPlan:
         cdef size_t blocks = (self.table[i].n + ADAMC_STATE_BLOCK - 1) // ADAMC_STATE_BLOCK
         if state_code != ADAMC_STATE_BFLOAT16 and state_code != ADAMC_STATE_INT8:
             raise ValueError(f"TorchStepPlan: state code {state_code!r} of param {i} is not a compressed state")
-        if self.table[i].dtype != ADAMC_FLOAT32:
-            raise ValueError(f"TorchStepPlan: param {i} has compressed state but is not float32")
+        if self.table[i].dtype == ADAMC_FLOAT64:
+            raise ValueError(f"TorchStepPlan: param {i} has compressed state but is float64")
         self.table[i].state_dtype = state_code
         self.table[i].state_rounding = (ADAMC_ROUND_STOCHASTIC if stochastic and state_code == ADAMC_STATE_BFLOAT16
                                         else ADAMC_ROUND_NEAREST)

@@ -315,8 +315,8 @@ class Adam(Optimizer):
     Compressed state (as adam_c.Adam's, README "Compressed optimizer state"): state_dtype="bfloat16" keeps
     exp_avg/exp_avg_sq/max_exp_avg_sq as torch.bfloat16 tensors, state_dtype="int8" as torch.uint8 codes plus
     float32 "<key>_absmax" block scales (params under 4096 elements keep float32 state); the entry then says
-    "state_dtype". float32 params only. state_rounding="stochastic" rounds bfloat16 state stochastically, keyed
-    by `seed`, the step and the param's position (as adam_c.Adam). load_state_dict() converts between formats;
+    "state_dtype". float32, float16 and bfloat16 params (not float64). state_rounding="stochastic" rounds
+    bfloat16 state stochastically, keyed by `seed`, the step and the param's position (as adam_c.Adam). load_state_dict() converts between formats;
     torch.optim.Adam cannot read int8 codes (it would cast them to numbers): load such a checkpoint into an
     adam_c.torch.Adam with float32 state (decoded) and save that for it.
     """
@@ -446,14 +446,11 @@ class Adam(Optimizer):
         self._plan = None
 
     def _check_state_support(self, tensors, where):
-        """Compressed state needs float32 params: MixedOptions.check_params, the NumPy optimizer's rule."""
+        """Compressed state needs float32 compute (float32, float16 or bfloat16 params): MixedOptions.check_params,
+        the NumPy optimizer's rule."""
         if self._mixed.state_dtype == "float32":
             return
-        try:
-            self._mixed.check_params([np.empty(0, _NUMPY_DTYPES[t.dtype]) for t in tensors], where)
-        except ValueError as exc:
-            raise ValueError(f"{exc} (adam_c.torch keeps no master weights: state_dtype="
-                             f"{self._mixed.state_dtype!r} needs float32 params)") from None
+        self._mixed.check_params([np.empty(0, _NUMPY_DTYPES[t.dtype]) for t in tensors], where)
 
     def _layout(self, param):
         """How param's state is stored: "float32" (its compute dtype), "bfloat16" or "int8" (_compressed.layout_for)."""

@@ -405,18 +405,45 @@ def test_torch_dtypes_name_the_state_format():
         assert adam_torch.Adam(make_params([(5,)]), state_dtype=given).state_dtype == name
 
 
-@pytest.mark.parametrize("dtype,match", [(torch.float64, "params\\[1\\] has dtype float64"),
-                                         (torch.float16, "params\\[1\\] has dtype float16.*master"),
-                                         (torch.bfloat16, "params\\[1\\] has dtype bfloat16.*master")])
-def test_params_other_than_float32_refuse_compressed_state(dtype, match):
-    params = [torch.zeros(5000, requires_grad=True), torch.zeros(7, dtype=dtype, requires_grad=True)]
-    with pytest.raises(ValueError, match=match):
+def test_float64_params_refuse_compressed_state():
+    params = [torch.zeros(5000, requires_grad=True), torch.zeros(7, dtype=torch.float64, requires_grad=True)]
+    with pytest.raises(ValueError, match="params\\[1\\] has dtype float64.*float32 compute"):
         adam_torch.Adam(params, state_dtype="int8")
     opt = adam_torch.Adam(params[:1], state_dtype="bfloat16")
-    with pytest.raises(ValueError, match="param_groups\\[1\\]\\['params'\\]\\[0\\] has dtype"):
+    with pytest.raises(ValueError, match="param_groups\\[1\\]\\['params'\\]\\[0\\] has dtype float64"):
         opt.add_param_group({"params": [params[1]]})
     assert len(opt.param_groups) == 1
     adam_torch.Adam(params)  # float32 state takes them all
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+def test_low_precision_params_with_compressed_state_match_numpy_optimizer(dtype, state_dtype):
+    """float16/bfloat16 params (no master: adam_c.torch has none) with compressed state: the same bits as
+    adam_c.Adam on NumPy views of the same values (float16 / ml_dtypes.bfloat16)."""
+    pytest.importorskip("ml_dtypes")
+    from adam_c._mixed import numpy_view
+    sizes = [(70, 100), (9,)]
+    gen = torch.Generator().manual_seed(3)
+    start = [torch.randn(s, generator=gen).to(dtype) for s in sizes]
+    grads = [[(torch.randn(s, generator=gen) * 1e-2).to(dtype) for s in sizes] for _ in range(4)]
+    tparams = [torch.nn.Parameter(t.clone()) for t in start]
+    topt = adam_torch.AdamW(tparams, lr=1e-2, amsgrad=True, state_dtype=state_dtype)
+    nparams = [numpy_view(t.clone()) for t in start]
+    nopt = adam_c.AdamW(nparams, lr=1e-2, amsgrad=True, state_dtype=state_dtype)
+    for step_grads in grads:
+        for p, g in zip(tparams, step_grads):
+            p.grad = g.clone()
+        topt.step()
+        nopt.step([numpy_view(g) for g in step_grads])
+    for i, p in enumerate(tparams):
+        assert np.array_equal(numpy_view(p.detach()).view(np.uint16), nparams[i].view(np.uint16)), i
+        theirs, ours = topt.state[p], nopt.state[i]
+        assert theirs.get("state_dtype", "float32") == ours.get("state_dtype", "float32")
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            t = theirs[key]
+            t = t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
+            assert np.array_equal(t.reshape(-1), ours[key].reshape(-1)), (i, key)
 
 
 def test_param_changed_to_float64_in_place_is_refused_unchanged():
