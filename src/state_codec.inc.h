@@ -127,9 +127,9 @@ static inline __attribute__((always_inline)) float adamc_q8_decode(const uint8_t
  * adam_c._codec like the tables above; the tests compare every target bit for bit. */
 #include <immintrin.h>
 static const int32_t adamc_q8s_binade_decade[32] = {7, 6, 6, 6, 5, 5, 5, 4, 4, 4, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
-static const float adamc_q8s_binade_edge[32] = {INFINITY, 0x1.fe3332p-1f, INFINITY, INFINITY, 0x1.a51eb8p-4f, INFINITY, INFINITY, 0x1.5a1cacp-7f, INFINITY, INFINITY, 0x1.23a29cp-10f, INFINITY, INFINITY, 0x1.00e6bp-13f, INFINITY, INFINITY, INFINITY, 0x1.e68a0cp-17f, INFINITY, INFINITY, 0x1.fe07p-20f, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY};
+static const float adamc_q8s_binade_edge[32] = {NAN, 0x1.fe3332p-1f, INFINITY, INFINITY, 0x1.a51eb8p-4f, INFINITY, INFINITY, 0x1.5a1cacp-7f, INFINITY, INFINITY, 0x1.23a29cp-10f, INFINITY, INFINITY, 0x1.00e6bp-13f, INFINITY, INFINITY, INFINITY, 0x1.e68a0cp-17f, INFINITY, INFINITY, 0x1.fe07p-20f, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY};
 static const int32_t adamc_q8u_binade_decade[32] = {7, 6, 6, 6, 5, 5, 5, 4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
-static const float adamc_q8u_binade_edge[32] = {INFINITY, 0x1.ff1998p-1f, INFINITY, INFINITY, 0x1.9f5c28p-4f, INFINITY, INFINITY, 0x1.50e56p-7f, INFINITY, INFINITY, 0x1.14e3bcp-10f, INFINITY, INFINITY, INFINITY, 0x1.d29dc8p-14f, INFINITY, INFINITY, 0x1.9b0ab4p-17f, INFINITY, INFINITY, 0x1.853b3ep-20f, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY};
+static const float adamc_q8u_binade_edge[32] = {NAN, 0x1.ff1998p-1f, INFINITY, INFINITY, 0x1.9f5c28p-4f, INFINITY, INFINITY, 0x1.50e56p-7f, INFINITY, INFINITY, 0x1.14e3bcp-10f, INFINITY, INFINITY, INFINITY, 0x1.d29dc8p-14f, INFINITY, INFINITY, 0x1.9b0ab4p-17f, INFINITY, INFINITY, 0x1.853b3ep-20f, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY};
 
 /* A 16-lane table from a 7-entry one (entries 7..15 zero). */
 static inline __m512 adamc_q8_table7(const float *t7)
@@ -142,7 +142,8 @@ static inline __m512 adamc_q8_table7(const float *t7)
 
 /* 16 values -> codes. Cheaper than the generic formulas but the same codes, because:
  * - decade 7 (tables: lo 0, 1/width 0, bins - 1 0, first = the 1.0 code) is the map's 1.0: binade 0 and binade 1
- *   above e7 (the only switch point in it) go there, so a >= e7 needs no separate select;
+ *   above e7 (the only switch point in it) go there, so a >= e7 needs no separate select; binade 0's edge is NaN
+ *   (never passed), so an infinite a (1/absmax overflows for a denormal absmax) stays in decade 7;
  * - no clamp of pos at 0: in decade d, a >= its switch point (or >= 0 in decade 0) keeps pos > -1 (pos >= -0.23,
  *   checked for both maps), and truncation towards zero then gives 0 like the clamp;
  * - no NaN -> 0: a NaN a (and a negative one, possible only in the unsigned map) fails the zero test below;
