@@ -118,6 +118,23 @@ static inline void adamc_tile_f32_to_bf16(uint16_t *restrict dst, const float *r
         }
         _mm512_storeu_si512(dst + i, _mm512_permutex2var_epi16(r[0], sel, r[1]));
     }
+#elif defined(__AVX2__)
+    /* the same on 16 values: rounded patterns shifted down, packed (in-lane), then the two middle quarters
+     * swapped back into order */
+    for (; i + 16 <= n; i += 16) {
+        __m256i r[2];
+        for (int h = 0; h < 2; h++) {
+            const __m256i u = _mm256_loadu_si256((const __m256i *)(src + i + 8 * h));
+            const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+            const __m256i rounded = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), lsb);
+            const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7FFFFFFF)),
+                                                   _mm256_set1_epi32(0x7F800000));
+            const __m256i quiet = _mm256_or_si256(u, _mm256_set1_epi32(0x400000));
+            r[h] = _mm256_srli_epi32(_mm256_blendv_epi8(rounded, quiet, nan), 16);
+        }
+        _mm256_storeu_si256((__m256i *)(dst + i),
+                            _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), _MM_SHUFFLE(3, 1, 2, 0)));
+    }
 #endif
 #pragma omp simd
     for (size_t j = i; j < n; j++)
