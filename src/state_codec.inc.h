@@ -140,6 +140,15 @@ static inline __m512 adamc_q8_table7(const float *t7)
     return _mm512_loadu_ps(t);
 }
 
+/* The same with entries 8..15 a copy of 0..7 (the signed encoder's "negative" decades d + 8). */
+static inline __m512 adamc_q8_table7_twice(const float *t7)
+{
+    float t[16] = {0};
+    for (int i = 0; i < 7; i++)
+        t[i] = t[i + 8] = t7[i];
+    return _mm512_loadu_ps(t);
+}
+
 /* 16 values -> codes. Cheaper than the generic formulas but the same codes, because:
  * - decade 7 (tables: lo 0, 1/width 0, bins - 1 0, first = the 1.0 code) is the map's 1.0: binade 0 and binade 1
  *   above e7 (the only switch point in it) go there, so a >= e7 needs no separate select; binade 0's edge is NaN
@@ -150,8 +159,9 @@ static inline __m512 adamc_q8_table7(const float *t7)
  *   NaN and inf have binade -128, i.e. 0 in the permutes' low 5 bits: decade 7, so inf still encodes as 1.0;
  * - values below 2^-31 (binade > 31, which the permutes would wrap) are clamped to binade 31 only when a nonzero
  *   value must keep a nonzero code; else they are below e0 and get code 0 anyway;
- * - signed: magnitude code m (1.0 = 0x80); a negative value gets min(m, 127) | 0x80 (so -1.0 -> 0xFF), and
- *   the zero test comes last (a sign bit with code 0 stays 0). */
+ * - signed: a negative value uses decade d + 8, whose tables are decade d's except the first code, which has the
+ *   sign bit (first + k stays below 128, so adding the bin sets no other bit) and is 0xFF for -1.0 (the map has
+ *   no -1.0: the nearest is the top bin's -0.99); the zero test comes last (a sign bit with code 0 stays 0). */
 static inline __attribute__((always_inline)) void adamc_q8_encode16(uint8_t *codes, const float *vals,
                                                                     const __m512 inv, const int sgn,
                                                                     const int keep_nonzero, const __m512 t_lo,
@@ -172,17 +182,14 @@ static inline __attribute__((always_inline)) void adamc_q8_encode16(uint8_t *cod
     __m512i d = _mm512_permutex2var_epi32(bd_lo, j, bd_hi);
     const __m512 edge = _mm512_permutex2var_ps(be_lo, j, be_hi);
     d = _mm512_mask_add_epi32(d, _mm512_cmp_ps_mask(a, edge, _CMP_GE_OQ), d, _mm512_set1_epi32(1));
+    if (sgn)
+        d = _mm512_mask_add_epi32(d, _mm512_movepi32_mask(_mm512_castps_si512(x)), d, _mm512_set1_epi32(8));
     const __m512 lo = _mm512_permutexvar_ps(d, t_lo);
     const __m512 iw = _mm512_permutexvar_ps(d, t_iw);
     const __m512 cm1 = _mm512_permutexvar_ps(d, t_cm1);
     const __m512i first = _mm512_permutexvar_epi32(d, t_first);
     const __m512 pos = _mm512_min_ps(_mm512_mul_ps(_mm512_sub_ps(a, lo), iw), cm1); /* NaN -> cm1 */
-    __m512i idx = _mm512_add_epi32(first, _mm512_cvttps_epi32(pos));
-    if (sgn) {
-        const __mmask16 neg = _mm512_movepi32_mask(_mm512_castps_si512(x));
-        idx = _mm512_mask_or_epi32(idx, neg, _mm512_min_epi32(idx, _mm512_set1_epi32(127)),
-                                   _mm512_set1_epi32(0x80));
-    }
+    const __m512i idx = _mm512_add_epi32(first, _mm512_cvttps_epi32(pos));
     const __mmask16 nonzero = keep_nonzero ? _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ)
                                            : _mm512_cmp_ps_mask(a, e0, _CMP_GE_OQ);
     /* a masked vpmovdb is slow on Zen 4: zero the lanes first, then narrow */
@@ -205,7 +212,14 @@ static inline __attribute__((always_inline)) void adamc_q8_encode_avx512(uint8_t
     for (int i = 0; i < 7; i++)
         first16[i] = FIRST[i];
     first16[7] = sgn ? 0x80 : 255; /* decade 7: the 1.0 code (its lo, 1/width and bins - 1 are 0) */
-    const __m512 t_lo = adamc_q8_table7(LO), t_iw = adamc_q8_table7(IW), t_cm1 = adamc_q8_table7(CM1);
+    if (sgn) {
+        for (int i = 0; i < 7; i++)
+            first16[i + 8] = FIRST[i] | 0x80;
+        first16[15] = 0xFF;
+    }
+    const __m512 t_lo = sgn ? adamc_q8_table7_twice(LO) : adamc_q8_table7(LO);
+    const __m512 t_iw = sgn ? adamc_q8_table7_twice(IW) : adamc_q8_table7(IW);
+    const __m512 t_cm1 = sgn ? adamc_q8_table7_twice(CM1) : adamc_q8_table7(CM1);
     const __m512i t_first = _mm512_loadu_si512(first16);
     const __m512i bd_lo = _mm512_loadu_si512(BD), bd_hi = _mm512_loadu_si512(BD + 16);
     const __m512 be_lo = _mm512_loadu_ps(BE), be_hi = _mm512_loadu_ps(BE + 16);
