@@ -124,7 +124,9 @@ static inline __attribute__((always_inline)) float adamc_q8_decode(const uint8_t
  * chains spill: 30+ constant vectors). The binade of |x|/absmax (its float exponent) holds at most one decade
  * switch point, so the decade is binade_decade[binade] + (a >= binade_edge[binade]): exactly the number of switch
  * points <= a that the generic code counts. Per-decade constants come from one vpermps each. Generated from
- * adam_c._codec like the tables above; the tests compare every target bit for bit. */
+ * adam_c._codec like the tables above, plus decade 7 (the map's 1.0, see adamc_q8_encode16): binade 0 ([1, 2))
+ * is decade 7 with a NaN edge, binade 1 switches to it at e7 (the switch point to 1.0); the tests compare every
+ * target bit for bit. */
 #include <immintrin.h>
 static const int32_t adamc_q8s_binade_decade[32] = {7, 6, 6, 6, 5, 5, 5, 4, 4, 4, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 static const float adamc_q8s_binade_edge[32] = {NAN, 0x1.fe3332p-1f, INFINITY, INFINITY, 0x1.a51eb8p-4f, INFINITY, INFINITY, 0x1.5a1cacp-7f, INFINITY, INFINITY, 0x1.23a29cp-10f, INFINITY, INFINITY, 0x1.00e6bp-13f, INFINITY, INFINITY, INFINITY, 0x1.e68a0cp-17f, INFINITY, INFINITY, 0x1.fe07p-20f, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY};
