@@ -593,7 +593,7 @@ static inline __attribute__((always_inline)) void adamc_q8_decode_tile(float *re
 
 /* k (<= 256) float32 values of one block -> codes and the block's new absmax (max |x|; NaN if any value is not
  * finite, which makes the whole block decode as NaN). The max is exact in any order, so threads and targets agree. */
-static inline __attribute__((always_inline)) void adamc_q8_encode_tile(uint8_t *restrict codes, float *absmax_out,
+static inline __attribute__((always_inline)) void adamc_q8_encode_tile_body(uint8_t *restrict codes, float *absmax_out,
                                                                         const float *restrict vals, size_t k,
                                                                         const int sgn, const int keep_nonzero)
 {
@@ -632,4 +632,38 @@ static inline __attribute__((always_inline)) void adamc_q8_encode_tile(uint8_t *
     for (size_t i = 0; i < k; i++)
         codes[i] = adamc_q8_encode(vals[i], inv, sgn, keep_nonzero);
 #endif
+}
+
+#if defined(ADAMC_Q8_HAVE_AVX512)
+/* On AVX-512 the two encoders the kernel uses are separate functions, called once per block: inlined into the one
+ * large kernel function, their code changed how gcc compiled the unrelated float32-state loops (measured: in-cache
+ * float32 step 0.24 -> 0.30 ns/el). */
+static __attribute__((noinline)) void adamc_q8_encode_tile_signed(uint8_t *restrict codes, float *absmax_out,
+                                                                  const float *restrict vals, size_t k)
+{
+    adamc_q8_encode_tile_body(codes, absmax_out, vals, k, 1, 0);
+}
+static __attribute__((noinline)) void adamc_q8_encode_tile_unsigned_nonzero(uint8_t *restrict codes,
+                                                                            float *absmax_out,
+                                                                            const float *restrict vals, size_t k)
+{
+    adamc_q8_encode_tile_body(codes, absmax_out, vals, k, 0, 1);
+}
+#endif
+
+static inline __attribute__((always_inline)) void adamc_q8_encode_tile(uint8_t *restrict codes, float *absmax_out,
+                                                                        const float *restrict vals, size_t k,
+                                                                        const int sgn, const int keep_nonzero)
+{
+#if defined(ADAMC_Q8_HAVE_AVX512)
+    if (sgn && !keep_nonzero) {
+        adamc_q8_encode_tile_signed(codes, absmax_out, vals, k);
+        return;
+    }
+    if (!sgn && keep_nonzero) {
+        adamc_q8_encode_tile_unsigned_nonzero(codes, absmax_out, vals, k);
+        return;
+    }
+#endif
+    adamc_q8_encode_tile_body(codes, absmax_out, vals, k, sgn, keep_nonzero);
 }
