@@ -525,3 +525,26 @@ def test_all_bf16_with_bf16_state_tracks_torch_bf16_fused_adam():
         assert np.mean(mine == theirs) > 0.999, key
         assert np.all(np.abs(mine - theirs) <= np.maximum(np.abs(theirs) * 2.0 ** -7,
                                                           np.abs(theirs).max() * 1e-6)), key
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+def test_denormal_blocks_match_oracle_every_target(simd_target, state_dtype):
+    """A block whose state is denormal (its absmax too: 1/absmax overflows to inf) encodes as on every other
+    target and as the oracle; blocks of zeros and of mixed signs beside it."""
+    n = 4096 + 3 * 256 + 5
+    rng = np.random.default_rng(8)
+    params = [rng.standard_normal(n).astype(np.float32)]
+    ref_params = [params[0].copy()]
+    grads = rng.standard_normal(n).astype(np.float32) * np.float32(1e-3)
+    grads[:256] = np.float32(1e-39) * np.sign(rng.standard_normal(256)).astype(np.float32)  # denormal m
+    grads[256:512] = 0                                                                     # a block of zeros
+    grads[512:768] = np.float32(2e-45)                                                     # the smallest
+    opt = adam_c.Adam(params, lr=1e-2, state_dtype=state_dtype)
+    state = {k: zero_state(n, state_dtype)() for k in KEYS[:2]}
+    for step in (1, 2, 3):
+        opt.step([grads])
+        ref_params[0], state = compressed_step_reference(ref_params[0], grads, state, state_dtype=state_dtype,
+                                                         step=step, lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8,
+                                                         weight_decay=0.0, maximize=False,
+                                                         decoupled_weight_decay=False)
+    assert_matches(params, opt, ref_params, [state], KEYS[:2], [n], state_dtype)
