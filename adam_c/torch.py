@@ -39,6 +39,7 @@ _FORMAT_KEYS = _STATE_KEYS + _ABSMAX_KEYS + ("state_dtype",)
 # mixed precision (MixedOptions.extra_buffers): float32 master of a float16/bfloat16 param, EMA in the compute dtype;
 # loaded by this optimizer, never cast to the param dtype by torch
 _MIXED_KEYS = ("master", "ema")
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 # compressed state as torch holds it (both load with torch.load(weights_only=True)): bfloat16 state as
 # torch.bfloat16 (the very bits the kernel reads as uint16), int8 state as torch.uint8 codes
 _LAYOUT_DTYPES = {"bfloat16": torch.bfloat16, "int8": torch.uint8}
@@ -645,11 +646,16 @@ class Adam(Optimizer):
             layout = self._layout(p)
             where = f"state_dict['state'][{pid!r}]"
             extra = self._loaded_mixed(entry, p, where)
-            if layout == "float32" and entry.get("state_dtype") is None:
+            if layout == "float32" and entry.get("state_dtype") is None and (
+                    extra is None or p.dtype not in _LOW_PRECISION):
                 if extra is None:
                     continue  # torch.optim's own format: torch loads it as it always does
                 converted[p] = extra
+                state[pid] = {k: v for k, v in entry.items() if k not in _MIXED_KEYS}
+                continue
             else:
+                # (a float16/bfloat16 param with a master or EMA: its float32 state must not be cast by torch
+                # either, or the restored run would differ from the saved one)
                 converted[p] = _converted_state(entry, p, layout, where)
                 converted[p].update(extra or {})
             state[pid] = {k: v for k, v in entry.items() if k not in _FORMAT_KEYS + _MIXED_KEYS}
