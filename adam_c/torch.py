@@ -687,9 +687,9 @@ class Adam(Optimizer):
         self._plan = None
 
     def state_float32(self):
-        """{index: {"step": int, "exp_avg": ..., "exp_avg_sq": ...[, "max_exp_avg_sq"]}} for params with state
-        (indices as in state_dict()), the Adam buffers decoded to new float32 tensors of the param's shape, whatever
-        format stores them (as adam_c.Adam.state_float32)."""
+        """{index: {"step": int, "exp_avg": ..., "exp_avg_sq": ...[, "max_exp_avg_sq", "master", "ema"]}} for
+        params with state (indices as in state_dict()), the Adam buffers decoded to new float32 tensors of the
+        param's shape, whatever format stores them, master and EMA copied (as adam_c.Adam.state_float32)."""
         with self._lock.held("state_float32()"):
             out = {}
             for i, p in enumerate(p for group in self.param_groups for p in group["params"]):
@@ -699,6 +699,8 @@ class Adam(Optimizer):
                 decoded = _converted_state(entry, p, "float32", f"state of {self._param_label(i)}")
                 step = entry.get("step")
                 decoded = {k: v.to(torch.float32) for k, v in decoded.items()}
+                decoded.update((key, entry[key].to(torch.float32, copy=True)) for key in _MIXED_KEYS
+                               if isinstance(entry.get(key), torch.Tensor))
                 out[i] = {"step": int(step.item() if isinstance(step, torch.Tensor) else step), **decoded}
             return out
 

@@ -354,3 +354,13 @@ def test_channels_last_param_gets_master_and_ema_in_its_layout():
     assert _same_bits(p, twin)
     assert torch.equal(opt.state[p]["ema"], ref.state[twin]["ema"])
     assert opt.last_grad_norm == pytest.approx(ref.last_grad_norm, rel=1e-12)  # sums in another memory order
+
+
+def test_state_float32_includes_master_and_ema_copies():
+    opt, ref, params, twins, gen = _pair(torch.bfloat16, master_weights=True, ema_decay=0.9)
+    _step_both(opt, ref, params, gen)
+    mine, theirs = opt.state_float32(), ref.state_float32()
+    for i, p in enumerate(params):
+        for key in ("master", "ema"):
+            assert torch.equal(mine[i][key], torch.from_numpy(np.asarray(theirs[i][key])).reshape(p.shape))
+            assert mine[i][key] is not opt.state[p][key]
