@@ -703,6 +703,8 @@ cdef class TorchStepPlan:
     cdef list watched             # per param: None, or ((tensor, data_ptr, dtype, shape), ...) of its compressed
                                   # state buffers and scales, re-read each run: the kernel trusts their sizes
     cdef uint64_t seed            # key of stochastic state rounding, with each entry's index (its position)
+    cdef list mixed               # per param: None, or ((key, tensor, data_ptr, dtype, shape), ...) of its master
+                                  # and EMA (float32/compute dtype), re-read each run like compressed buffers
 
     def __cinit__(self):
         self.tune = adamc_autotune_new()
@@ -720,7 +722,8 @@ cdef class TorchStepPlan:
 
     def __init__(self, object groups_obj, object state_obj, Py_ssize_t state_mutations, list group_dicts,
                  list params, list infos, list keep, object data_ptr, object stride_of, object read_group, object fix_grad, object unscale,
-                 object bump_versions, list compressed=None, uint64_t seed=0):
+                 object bump_versions, list compressed=None, uint64_t seed=0, list mixed=None,
+                 bint stochastic=False):
         """infos: per param (in group order) a tuple (group_index, param_ptr, numel, adamc_dtype, dtype, shape,
         strides, inner, entry, step_ptr, step_is_f64, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_sq_ptr) where
         inner/entry are None for a param without state. The helpers are Python callables: data_ptr(t),
@@ -730,13 +733,18 @@ cdef class TorchStepPlan:
         compressed: per param None (state in the compute dtype) or (adamc_state_dtype, stochastic, scales, scale_ptrs)
         with scales = (exp_avg_absmax, exp_avg_sq_absmax, max_exp_avg_sq_absmax), tensors or None (int8 only), and
         scale_ptrs their data pointers. seed keys stochastic state rounding (with index = the param's position,
-        as StepPlan does)."""
+        as StepPlan does). mixed: per param None or (master, ema), each a tensor of the compute dtype or None
+        (master only for float16/bfloat16 params). stochastic: bfloat16 params without a master round
+        stochastically (keyed by seed and index), as StepPlan."""
         cdef Py_ssize_t n = len(params), i, gi
         if len(infos) != n:
             raise ValueError("TorchStepPlan: infos must be aligned with params")
         compressed = compressed if compressed is not None else [None] * n
         if len(compressed) != n:
             raise ValueError("TorchStepPlan: compressed must be aligned with params")
+        mixed = mixed if mixed is not None else [None] * n
+        if len(mixed) != n:
+            raise ValueError("TorchStepPlan: mixed must be aligned with params")
         self.seed = seed
         self.n_tensors = n
         self.n_groups = len(group_dicts)
@@ -765,7 +773,7 @@ cdef class TorchStepPlan:
                 and self.step_is_f64 and self.has_vmax and self.param_ptrs and self.group_of):
             raise MemoryError("TorchStepPlan: out of memory")
         self.inner, self.entries, self.dtypes, self.shapes, self.strides = [], [], [], [], []
-        self.scales, self.watched = [], []
+        self.scales, self.watched, self.mixed = [], [], []
         for i in range(n):
             (gi, param_ptr, numel, code, dtype, shape, strides, inner, entry, step_ptr, step_f64,
              m_ptr, v_ptr, vmax_ptr) = infos[i]
@@ -786,6 +794,11 @@ cdef class TorchStepPlan:
             self.table[i].index = <uint64_t>i
             self.scales.append(None)
             self.watched.append(None)
+            self.mixed.append(None)
+            if entry is not None and mixed[i] is not None:
+                self.set_mixed(i, mixed[i])
+            if stochastic and code == ADAMC_BFLOAT16 and self.table[i].master == NULL:
+                self.table[i].rounding = ADAMC_ROUND_STOCHASTIC
             if entry is not None and compressed[i] is not None:
                 self.set_compressed(i, entry, compressed[i])
             if entry is not None:
@@ -832,6 +845,37 @@ cdef class TorchStepPlan:
                 self.table[i].max_exp_avg_sq_absmax = <float *><uintptr_t>scale_ptrs[2]
             self.scales[i] = tuple(scales)
         self.watched[i] = tuple(watched)
+
+    cdef set_mixed(self, Py_ssize_t i, tuple buffers):
+        """Table entry i updates a float32 master (its param written as the master rounded to nearest) and/or an
+        EMA of the compute dtype."""
+        cdef Py_ssize_t width = 8 if self.table[i].dtype == ADAMC_FLOAT64 else 4
+        watched = []
+        for key, t in zip(("master", "ema"), buffers):
+            if t is None:
+                continue
+            if key == "master" and self.table[i].dtype < ADAMC_FLOAT16:
+                raise ValueError(f"TorchStepPlan: param {i} has a master but is not float16/bfloat16")
+            if t.numel() != <Py_ssize_t>self.table[i].n or t.element_size() != width:
+                raise ValueError(f"TorchStepPlan: the {key} of param {i} does not match it")
+            ptr = self.data_ptr(t)
+            if key == "master":
+                self.table[i].master = <void *><uintptr_t>ptr
+            else:
+                self.table[i].ema = <void *><uintptr_t>ptr
+            watched.append((key, t, ptr, t.dtype, t.shape))
+        self.mixed[i] = tuple(watched)
+
+    cdef bint mixed_unchanged(self, Py_ssize_t i) except -1:
+        """Param i's state still holds the master/EMA tensors the table points at, with the same memory, dtype and
+        shape."""
+        inner = self.inner[i]
+        for key, t, ptr, dtype, shape in <tuple>self.mixed[i]:
+            if not same_entry(inner, key, t):
+                return False
+            if self.data_ptr(t) != ptr or getattr(t, _KEY_DTYPE) is not dtype or getattr(t, _KEY_SHAPE) != shape:
+                return False
+        return True
 
     cdef bint compressed_unchanged(self, Py_ssize_t i) except -1:
         """Param i's int8 scales are still the entry's, and its compressed buffers and scales still have the
@@ -891,13 +935,17 @@ cdef class TorchStepPlan:
             return False
         return getattr(grad, _KEY_SHAPE) == self.shapes[i]
 
-    def run(self, list groups, object state, Py_ssize_t state_mutations, object grad_scale=None):
+    def run(self, list groups, object state, Py_ssize_t state_mutations, object grad_scale=None,
+            double max_grad_norm=0.0, double ema_decay=0.0):
         """One step of every param whose .grad is not None. `state` is opt.state and `state_mutations` the
-        count of its assignments and deletions. Raises TorchPlanStale (rebuild, then run again) or a clear
-        error, before changing anything."""
+        count of its assignments and deletions. max_grad_norm > 0 clips by the global norm of the (unscaled)
+        grads in the C call; ema_decay is the EMA's (validated by the caller). Returns (k, grad_norm or None):
+        the number of params stepped and the global norm when clipping. Raises TorchPlanStale (rebuild, then
+        run again) or a clear error, before changing anything."""
         cdef Py_ssize_t gi, i, j, k = 0
         cdef adamc_status status
         cdef adamc_step_options opts
+        cdef adamc_step_result result
         cdef double value, new_value
         cdef float value32
         cdef list grads = []
@@ -928,6 +976,8 @@ cdef class TorchStepPlan:
             if self.step_ptrs[i] == NULL or not self.state_unchanged(i):
                 raise TorchPlanStale()
             if self.watched[i] is not None and not self.compressed_unchanged(i):
+                raise TorchPlanStale()
+            if self.mixed[i] is not None and not self.mixed_unchanged(i):
                 raise TorchPlanStale()
             if self.hparams[self.group_of[i]].amsgrad and not self.has_vmax[i]:
                 raise TorchPlanStale()
@@ -964,8 +1014,11 @@ cdef class TorchStepPlan:
             self.work[j].step = <int64_t>new_value
         adamc_step_options_init(&opts)
         opts.seed = self.seed
+        opts.max_grad_norm = max_grad_norm
+        opts.compute_norm = max_grad_norm > 0
+        opts.ema_decay = ema_decay
         with nogil:
-            status = adamc_step_multi_ex(self.work, k, &opts, NULL, self.tune)
+            status = adamc_step_multi_ex(self.work, k, &opts, &result, self.tune)
         if status == ADAMC_ERR_OVERLAP:
             raise ValueError(self.describe_overlap(k))
         if status != ADAMC_OK:
@@ -980,7 +1033,7 @@ cdef class TorchStepPlan:
             written.append(self.params[i])
         if k:
             self.bump_versions(written)
-        return k
+        return k, (result.grad_norm if max_grad_norm > 0 else None)
 
     def threading(self):
         """This plan's threading decision, as StepPlan.threading()."""

@@ -1,4 +1,5 @@
 """torch.py: Adam and AdamW as torch.optim.Optimizer subclasses that step CPU tensors with adam_c's C engine."""
+import contextlib
 import numbers
 from collections import defaultdict
 from collections.abc import Mapping
@@ -11,7 +12,7 @@ from torch.optim.optimizer import Optimizer
 from . import _compressed, _core
 from ._checkpoint import _state_array
 from ._engine import CallLock
-from ._mixed import MixedOptions, numpy_view
+from ._mixed import MixedOptions, check_step_extras, numpy_view
 from ._validation import BFLOAT16, check_hyperparameters, first_overlap
 
 try:  # the registries behind torch.optim.optimizer.register_optimizer_step_{pre,post}_hook
@@ -35,6 +36,10 @@ _STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 _ABSMAX_KEYS = tuple(key + "_absmax" for key in _STATE_KEYS)
 # every key that depends on how the state is stored (see _compressed): converted together, never cast by torch
 _FORMAT_KEYS = _STATE_KEYS + _ABSMAX_KEYS + ("state_dtype",)
+# mixed precision (MixedOptions.extra_buffers): float32 master of a float16/bfloat16 param, EMA in the compute dtype;
+# loaded by this optimizer, never cast to the param dtype by torch
+_MIXED_KEYS = ("master", "ema")
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 # compressed state as torch holds it (both load with torch.load(weights_only=True)): bfloat16 state as
 # torch.bfloat16 (the very bits the kernel reads as uint16), int8 state as torch.uint8 codes
 _LAYOUT_DTYPES = {"bfloat16": torch.bfloat16, "int8": torch.uint8}
@@ -135,6 +140,16 @@ def _check_distinct(params, labels):
     pair = first_overlap([(labels(i), numpy_view(p)) for i, p in enumerate(params)])
     if pair is not None:
         raise ValueError(f"params overlap in memory ({pair[0]} and {pair[1]} are views of one storage)")
+
+
+def _check_mixed_buffer(t, p, name):
+    """A master or EMA of param p: a CPU dense tensor of p's compute dtype and shape (never a cast)."""
+    _check_tensor(t, name)
+    want = _state_dtype(p.dtype)
+    if t.dtype != want:
+        raise TypeError(f"{name} has dtype {t.dtype}; the master and EMA of a {p.dtype} param are {want}")
+    if t.shape != p.shape:
+        raise ValueError(f"{name} has shape {tuple(t.shape)}, its param {tuple(p.shape)}")
 
 
 def _nonzero(found_inf):
@@ -319,15 +334,24 @@ class Adam(Optimizer):
     bfloat16 state stochastically, keyed by `seed`, the step and the param's position (as adam_c.Adam). load_state_dict() converts between formats;
     torch.optim.Adam cannot read int8 codes (it would cast them to numbers): load such a checkpoint into an
     adam_c.torch.Adam with float32 state (decoded) and save that for it.
+
+    Mixed precision (as adam_c.Adam's, README "Mixed precision"): master_weights=True keeps a float32
+    state["master"] of each float16/bfloat16 param (updated in the kernel; the param is the master rounded to
+    nearest even); rounding="stochastic" rounds bfloat16 params without master stochastically (keyed by seed,
+    step, param position, element); ema_decay=d keeps state["ema"], an EMA of the params (see ema_weights()).
+    step(max_grad_norm=) clips by the global grad norm inside the C call (opt.last_grad_norm).
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
                  maximize=False, foreach=None, capturable=False, differentiable=False, fused=None,
-                 decoupled_weight_decay=False, seed=0, state_dtype=None, state_rounding="nearest"):
+                 decoupled_weight_decay=False, seed=0, state_dtype=None, state_rounding="nearest",
+                 master_weights=False, rounding="nearest", ema_decay=None):
         if isinstance(state_dtype, torch.dtype):  # torch.bfloat16 means "bfloat16", as np.dtype names do
             state_dtype = str(state_dtype).replace("torch.", "")
-        # the NumPy optimizer's storage policy; adam_c.torch has no master weights, rounding or EMA
-        self._mixed = MixedOptions.checked(False, "nearest", None, seed, state_dtype, state_rounding)
+        # the NumPy optimizer's storage policy (master weights, rounding, EMA, state format)
+        self._mixed = MixedOptions.checked(master_weights, rounding, ema_decay, seed, state_dtype, state_rounding)
+        self.last_step_skipped = False  # the last step was skipped (GradScaler's found_inf)
+        self.last_grad_norm = None      # global grad norm of the last step (with max_grad_norm), else None
         raw = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "amsgrad": amsgrad,
                "maximize": maximize, "foreach": foreach, "capturable": capturable,
                "differentiable": differentiable, "fused": fused, "decoupled_weight_decay": decoupled_weight_decay}
@@ -369,6 +393,8 @@ class Adam(Optimizer):
     def __setstate__(self, state):
         super().__setstate__(state)
         self.__dict__.setdefault("_mixed", MixedOptions.default())
+        self.__dict__.setdefault("last_step_skipped", False)
+        self.__dict__.setdefault("last_grad_norm", None)
         self._plan = None
         self._lock = CallLock()
         self.state = _State(dict, self.state)
@@ -446,9 +472,9 @@ class Adam(Optimizer):
         self._plan = None
 
     def _check_state_support(self, tensors, where):
-        """Compressed state needs float32 compute (float32, float16 or bfloat16 params): MixedOptions.check_params,
-        the NumPy optimizer's rule."""
-        if self._mixed.state_dtype == "float32":
+        """Compressed state needs float32 compute (float32, float16 or bfloat16 params), stochastic rounding
+        bfloat16 (or float32/float64) params: MixedOptions.check_params, the NumPy optimizer's rule."""
+        if self._mixed.state_dtype == "float32" and self._mixed.rounding == "nearest":
             return
         self._mixed.check_params([np.empty(0, _NUMPY_DTYPES[t.dtype]) for t in tensors], where)
 
@@ -465,18 +491,21 @@ class Adam(Optimizer):
 
     # ------------------------------------------------------------ the step
 
-    def step(self, closure=None, *, grad_scale=None, found_inf=None):
+    def step(self, closure=None, *, grad_scale=None, found_inf=None, max_grad_norm=None):
         """One Adam step of every param whose .grad is not None. closure (optional) re-evaluates the model
         under torch.enable_grad() and returns the loss. grad_scale / found_inf (as GradScaler provides them,
         also read from the attributes it sets): grads are divided by grad_scale inside the step (the user's
-        .grad tensors are left scaled), and a nonzero found_inf skips the step entirely.
+        .grad tensors are left scaled), and a nonzero found_inf skips the step entirely (opt.last_step_skipped).
+        max_grad_norm: clip by the global L2 norm of all (unscaled) grads, torch.nn.utils.clip_grad_norm_'s rule,
+        fused into the C call; the norm before clipping is then in opt.last_grad_norm (else None).
         Raises a clear error before changing anything."""
         if (type(self).step is _ADAM_STEP and not (
                 self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _global_optimizer_pre_hooks
                 or _global_optimizer_post_hooks or torch.autograd._profiler_enabled())):
-            return self._step(closure, grad_scale, found_inf)
+            return self._step(closure, grad_scale, found_inf, max_grad_norm)
         args = (self,) if closure is None else (self, closure)
-        kwargs = {k: v for k, v in (("grad_scale", grad_scale), ("found_inf", found_inf)) if v is not None}
+        kwargs = {k: v for k, v in (("grad_scale", grad_scale), ("found_inf", found_inf),
+                                    ("max_grad_norm", max_grad_norm)) if v is not None}
         return self._step_with_hooks(args, kwargs)
 
     step.hooked = True  # type: ignore[attr-defined]  # Optimizer._patch_step_function: this step runs the hooks itself (see below)
@@ -493,13 +522,16 @@ class Adam(Optimizer):
                                            f"got {result!r}")
                     args, kwargs = result
             closure = args[1] if len(args) > 1 else kwargs.get("closure")
-            out = self._step(closure, kwargs.get("grad_scale"), kwargs.get("found_inf"))
+            out = self._step(closure, kwargs.get("grad_scale"), kwargs.get("found_inf"),
+                             kwargs.get("max_grad_norm"))
             self._optimizer_step_code()
             for hook in chain(self._optimizer_step_post_hooks.values(), _global_optimizer_post_hooks.values()):
                 hook(self, args, kwargs)
             return out
 
-    def _step(self, closure, grad_scale, found_inf):
+    def _step(self, closure, grad_scale, found_inf, max_grad_norm=None):
+        # the NumPy optimizer's rule for max_grad_norm (a real number > 0), checked before anything runs
+        max_grad_norm = check_step_extras(None, max_grad_norm, False).get("max_grad_norm", 0.0)
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -509,12 +541,38 @@ class Adam(Optimizer):
         if found_inf is None:
             found_inf = getattr(self, "found_inf", None)
         if found_inf is not None and _nonzero(found_inf):
+            self.last_step_skipped, self.last_grad_norm = True, None
             return loss  # GradScaler found inf/NaN grads: no param, state or step changes
         if grad_scale is not None:
             _check_grad_scale(grad_scale)
         with self._lock.held("step()"):
-            self._locked_step(grad_scale)
+            norm = self._locked_step(grad_scale, max_grad_norm)
+            self.last_step_skipped, self.last_grad_norm = False, norm
         return loss
+
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """Within the block the params hold their EMA (rounded to nearest even for float16/bfloat16, as
+        adam_c.Adam.ema_weights); afterwards their own values again, bit for bit. Needs ema_decay; params
+        without an EMA yet (never stepped) keep their values."""
+        if self._mixed.ema_decay is None:
+            raise ValueError("ema_weights() needs an optimizer built with ema_decay=")
+        saved = []
+        with self._lock.held("ema_weights()"), torch.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    entry = self.state.get(p)
+                    ema = entry.get("ema") if isinstance(entry, dict) else None
+                    if isinstance(ema, torch.Tensor):
+                        saved.append((p, p.detach().clone(memory_format=torch.preserve_format), ema))
+            for p, _, ema in saved:
+                p.copy_(ema)
+        try:
+            yield self
+        finally:
+            with self._lock.held("ema_weights()"), torch.no_grad():
+                for p, backup, _ in saved:
+                    p.copy_(backup)
 
     def threading_info(self):
         """How this optimizer's steps use threads, as measured (see adam_c.Adam.threading_info)."""
@@ -523,7 +581,9 @@ class Adam(Optimizer):
             return {"threads": 0, "serial_us": None, "threads_us": None, "steps": 0}
         return plan.threading()
 
-    def _locked_step(self, grad_scale):
+    def _locked_step(self, grad_scale, max_grad_norm=0.0):
+        """Run the plan (rebuilt when stale); returns the global grad norm when clipping, else None."""
+        ema_decay = self._mixed.run_options()["ema_decay"]
         plan = self._plan
         if plan is not None:
             state = self.state
@@ -532,13 +592,13 @@ class Adam(Optimizer):
             except AttributeError:  # opt.state was replaced by a plain dict: the rebuild wraps it again
                 mutations = -1
             try:
-                plan.run(self.param_groups, state, mutations, grad_scale)
-                return
+                return plan.run(self.param_groups, state, mutations, grad_scale, max_grad_norm, ema_decay)[1]
             except _core.TorchPlanStale:
                 pass
         created = self._build_plan()
         try:
-            self._plan.run(self.param_groups, self.state, self.state.mutations, grad_scale)
+            return self._plan.run(self.param_groups, self.state, self.state.mutations, grad_scale, max_grad_norm,
+                                  ema_decay)[1]
         except _core.TorchPlanStale:
             self._forget(created)
             raise RuntimeError("adam_c.torch: the step plan was out of date right after it was built "
@@ -584,14 +644,41 @@ class Adam(Optimizer):
             if p is None or not isinstance(entry, Mapping):
                 continue
             layout = self._layout(p)
-            if layout == "float32" and entry.get("state_dtype") is None:
-                continue  # torch.optim's own format: torch loads it as it always does
-            converted[p] = _converted_state(entry, p, layout, f"state_dict['state'][{pid!r}]")
-            state[pid] = {k: v for k, v in entry.items() if k not in _FORMAT_KEYS}
+            where = f"state_dict['state'][{pid!r}]"
+            extra = self._loaded_mixed(entry, p, where)
+            if layout == "float32" and entry.get("state_dtype") is None and (
+                    extra is None or p.dtype not in _LOW_PRECISION):
+                if extra is None:
+                    continue  # torch.optim's own format: torch loads it as it always does
+                converted[p] = extra
+                state[pid] = {k: v for k, v in entry.items() if k not in _MIXED_KEYS}
+                continue
+            else:
+                # (a float16/bfloat16 param with a master or EMA: its float32 state must not be cast by torch
+                # either, or the restored run would differ from the saved one)
+                converted[p] = _converted_state(entry, p, layout, where)
+                converted[p].update(extra or {})
+            state[pid] = {k: v for k, v in entry.items() if k not in _FORMAT_KEYS + _MIXED_KEYS}
         if not converted:
             return None
         out = dict(state_dict)
         out["state"] = state
+        return out
+
+    def _loaded_mixed(self, entry, p, where):
+        """The checkpoint's master/EMA of param p that this optimizer keeps, checked and copied (torch would cast
+        them to the param dtype), or None if the entry has neither key; ones it does not keep are dropped (as
+        adam_c.Adam does) and missing ones start from the param on the next step."""
+        if not any(key in entry for key in _MIXED_KEYS):
+            return None
+        out = {}
+        for key in self._mixed.extra_buffers(np.empty(0, _NUMPY_DTYPES[p.dtype])):
+            if entry.get(key) is None:
+                continue
+            name = f"{where}[{key!r}]"
+            t = _saved_tensor(entry[key], name)
+            _check_mixed_buffer(t, p, name)
+            out[key] = torch.empty_like(p, dtype=t.dtype, memory_format=torch.preserve_format).copy_(t)
         return out
 
     def _install_converted(self, converted):
@@ -600,9 +687,9 @@ class Adam(Optimizer):
         self._plan = None
 
     def state_float32(self):
-        """{index: {"step": int, "exp_avg": ..., "exp_avg_sq": ...[, "max_exp_avg_sq"]}} for params with state
-        (indices as in state_dict()), the Adam buffers decoded to new float32 tensors of the param's shape, whatever
-        format stores them (as adam_c.Adam.state_float32)."""
+        """{index: {"step": int, "exp_avg": ..., "exp_avg_sq": ...[, "max_exp_avg_sq", "master", "ema"]}} for
+        params with state (indices as in state_dict()), the Adam buffers decoded to new float32 tensors of the
+        param's shape, whatever format stores them, master and EMA copied (as adam_c.Adam.state_float32)."""
         with self._lock.held("state_float32()"):
             out = {}
             for i, p in enumerate(p for group in self.param_groups for p in group["params"]):
@@ -612,16 +699,18 @@ class Adam(Optimizer):
                 decoded = _converted_state(entry, p, "float32", f"state of {self._param_label(i)}")
                 step = entry.get("step")
                 decoded = {k: v.to(torch.float32) for k, v in decoded.items()}
+                decoded.update((key, entry[key].to(torch.float32, copy=True)) for key in _MIXED_KEYS
+                               if isinstance(entry.get(key), torch.Tensor))
                 out[i] = {"step": int(step.item() if isinstance(step, torch.Tensor) else step), **decoded}
             return out
 
     def state_bytes(self):
-        """Bytes the optimizer state takes now: the Adam buffers and int8 block scales (not params, grads or the
-        step counters), as adam_c.Adam.state_bytes."""
+        """Bytes the optimizer state takes now: the Adam buffers, int8 block scales, master and EMA copies (not
+        params, grads or the step counters), as adam_c.Adam.state_bytes."""
         with self._lock.held("state_bytes()"):
             return _compressed.state_nbytes(
                 entry.get(key) for entry in list(self.state.values()) if isinstance(entry, dict)
-                for key in _STATE_KEYS + _ABSMAX_KEYS if isinstance(entry.get(key), torch.Tensor))
+                for key in _STATE_KEYS + _ABSMAX_KEYS + _MIXED_KEYS if isinstance(entry.get(key), torch.Tensor))
 
     # ------------------------------------------------------------ the plan
 
@@ -634,7 +723,7 @@ class Adam(Optimizer):
             self.state = _State(dict, self.state)
         if not isinstance(self.param_groups, list):
             raise TypeError(f"param_groups must be a list, got {type(self.param_groups).__name__}")
-        params, infos, compressed, keep, created = [], [], [], [], []
+        params, infos, compressed, mixed, keep, created = [], [], [], [], [], []
         try:
             for gi, group in enumerate(self.param_groups):
                 if not isinstance(group, dict) or not isinstance(group.get("params"), list):
@@ -652,9 +741,10 @@ class Adam(Optimizer):
                                           and getattr(self, "_flat_params", False) else f"param_groups[{gi}]['params']")
                 for p in group["params"]:
                     i = len(infos)
-                    info, packed = self._plan_entry(gi, i, p, self._param_label(i), amsgrad, keep, created)
+                    info, packed, extra = self._plan_entry(gi, i, p, self._param_label(i), amsgrad, keep, created)
                     infos.append(info)
                     compressed.append(packed)
+                    mixed.append(extra)
             _check_distinct(params, self._param_label)
             written = [(f"state of {self._param_label(i)}[{key!r}]", numpy_view(info[8][k + 1]))
                        for i, info in enumerate(infos) if info[8] is not None
@@ -662,6 +752,9 @@ class Adam(Optimizer):
             written += [(f"state of {self._param_label(i)}[{key!r}]", packed[2][k].numpy())
                         for i, packed in enumerate(compressed) if packed is not None
                         for k, key in enumerate(_ABSMAX_KEYS) if packed[2][k] is not None]
+            written += [(f"state of {self._param_label(i)}[{key!r}]", numpy_view(t))
+                        for i, extra in enumerate(mixed) if extra is not None
+                        for key, t in zip(_MIXED_KEYS, extra) if t is not None]
             pair = first_overlap([(self._param_label(i), numpy_view(p)) for i, p in enumerate(params)]
                                  + written)
             if pair is not None:
@@ -670,22 +763,22 @@ class Adam(Optimizer):
                                              list(self.param_groups), params,
                                              infos, keep, _data_ptr, _stride, self._read_group, self._fix_grad,
                                              _unscaled, torch._C._increment_version, compressed,
-                                             self._mixed.seed)
+                                             self._mixed.seed, mixed, self._mixed.rounding == "stochastic")
         except BaseException:
             self._forget(created)
             raise
         return created
 
     def _plan_entry(self, gi, i, p, label, amsgrad, keep, created):
-        """The plan's tuple for param i (see TorchStepPlan) and its `compressed` item, creating or normalizing its
-        state as needed."""
+        """The plan's tuple for param i (see TorchStepPlan), its `compressed` item and its `mixed` item (master,
+        ema) or None, creating or normalizing its state as needed."""
         state = self.state.get(p)
         has_grad = p.grad is not None
         layout = self._layout(p)
         if not state:
             if not has_grad:
                 return (gi, _data_ptr(p), p.numel(), _DTYPE_CODES[p.dtype], p.dtype, p.shape, p.stride(),
-                        None, None, 0, False, 0, 0, 0), None
+                        None, None, 0, False, 0, 0, 0), None, None
             state = {"step": torch.zeros((), dtype=torch.float32)}
             for key in _STATE_KEYS[:3 if amsgrad else 2]:
                 state.update(self._zero_state(p, layout, key))
@@ -757,8 +850,36 @@ class Adam(Optimizer):
                     keep.append(scale.untyped_storage())
             packed = (_compressed.KERNEL_CODE[layout], self._mixed.state_rounding == "stochastic", scales,
                       tuple(0 if scale is None else _data_ptr(scale) for scale in scales))
+        extra = self._mixed_entry(p, state, where, keep, created)
         return (gi, _data_ptr(p), p.numel(), _DTYPE_CODES[p.dtype], p.dtype, p.shape, p.stride(), state,
-                tuple(tensors), _data_ptr(step), step.dtype == torch.float64, ptrs[0], ptrs[1], ptrs[2]), packed
+                tuple(tensors), _data_ptr(step), step.dtype == torch.float64, ptrs[0], ptrs[1], ptrs[2]), packed, extra
+
+    def _mixed_entry(self, p, state, where, keep, created):
+        """(master, ema) of param p for the plan (each a tensor of p's compute dtype laid out like p, or None), or
+        None without either: the buffers MixedOptions.extra_buffers asks for, created as the NumPy engine does
+        (master = p in float32, ema = a copy of the master or of p) where the state lacks them."""
+        keys = self._mixed.extra_buffers(np.empty(0, _NUMPY_DTYPES[p.dtype]))
+        if not keys:
+            return None
+        want = _state_dtype(p.dtype)
+        out = {}
+        for key in keys:
+            t = state.get(key)
+            name = f"{where}[{key!r}]"
+            if t is None:
+                source = out.get("master", p) if key == "ema" else p
+                with torch.no_grad():
+                    t = torch.empty_like(p, dtype=want, memory_format=torch.preserve_format).copy_(source)
+                created.append((p, state, key))
+                state[key] = t
+            else:
+                _check_mixed_buffer(t, p, name)
+                if not _same_layout(t, p):  # a contiguous checkpoint of a channels_last param
+                    with torch.no_grad():
+                        t = state[key] = torch.empty_like(p, dtype=want, memory_format=torch.preserve_format).copy_(t)
+            keep.append(t.untyped_storage())
+            out[key] = t
+        return tuple(out.get(key) for key in _MIXED_KEYS)
 
     @staticmethod
     def _zero_state(p, layout, key):
@@ -834,11 +955,13 @@ class AdamW(Adam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
                  maximize=False, foreach=None, capturable=False, differentiable=False, fused=None, seed=0,
-                 state_dtype=None, state_rounding="nearest"):
+                 state_dtype=None, state_rounding="nearest", master_weights=False, rounding="nearest",
+                 ema_decay=None):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, foreach=foreach,
                          capturable=capturable, differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=True, seed=seed, state_dtype=state_dtype,
-                         state_rounding=state_rounding)
+                         state_rounding=state_rounding, master_weights=master_weights, rounding=rounding,
+                         ema_decay=ema_decay)
 
     def __setstate__(self, state):
         super().__setstate__(state)
