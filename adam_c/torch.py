@@ -646,16 +646,15 @@ class Adam(Optimizer):
             layout = self._layout(p)
             where = f"state_dict['state'][{pid!r}]"
             extra = self._loaded_mixed(entry, p, where)
-            if layout == "float32" and entry.get("state_dtype") is None and (
-                    extra is None or p.dtype not in _LOW_PRECISION):
+            if layout == "float32" and entry.get("state_dtype") is None and p.dtype not in _LOW_PRECISION:
                 if extra is None:
                     continue  # torch.optim's own format: torch loads it as it always does
                 converted[p] = extra
                 state[pid] = {k: v for k, v in entry.items() if k not in _MIXED_KEYS}
                 continue
             else:
-                # (a float16/bfloat16 param with a master or EMA: its float32 state must not be cast by torch
-                # either, or the restored run would differ from the saved one)
+                # (a float16/bfloat16 param's float32 state must not be cast to the param's dtype by torch either,
+                # or the restored run would differ from the saved one)
                 converted[p] = _converted_state(entry, p, layout, where)
                 converted[p].update(extra or {})
             state[pid] = {k: v for k, v in entry.items() if k not in _FORMAT_KEYS + _MIXED_KEYS}

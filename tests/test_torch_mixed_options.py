@@ -364,3 +364,35 @@ def test_state_float32_includes_master_and_ema_copies():
         for key in ("master", "ema"):
             assert torch.equal(mine[i][key], torch.from_numpy(np.asarray(theirs[i][key])).reshape(p.shape))
             assert mine[i][key] is not opt.state[p][key]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_checkpoint_without_master_resumes_bit_exactly(dtype):
+    """A float16/bfloat16 param's float32 state survives save and load unrounded (torch's own loader would cast it to
+    the param's dtype): the resumed run equals the uninterrupted one bit for bit."""
+    gen = torch.Generator().manual_seed(4)
+    start = torch.randn(300, generator=gen).to(dtype)
+    grads = [(torch.randn(300, generator=gen) * 1e-3).to(dtype) for _ in range(6)]
+
+    def run(p, opt, gs):
+        for g in gs:
+            p.grad = g.clone()
+            opt.step()
+
+    straight = torch.nn.Parameter(start.clone())
+    opt = at.Adam([straight], lr=1e-2)
+    run(straight, opt, grads)
+
+    first = torch.nn.Parameter(start.clone())
+    opt1 = at.Adam([first], lr=1e-2)
+    run(first, opt1, grads[:3])
+    buf = io.BytesIO()
+    torch.save(opt1.state_dict(), buf)
+    buf.seek(0)
+    resumed = torch.nn.Parameter(first.detach().clone())
+    opt2 = at.Adam([resumed], lr=1e-2)
+    opt2.load_state_dict(torch.load(buf, weights_only=True))
+    assert opt2.state[resumed]["exp_avg"].dtype == torch.float32
+    run(resumed, opt2, grads[3:])
+    assert _same_bits(resumed.detach(), straight.detach())
+    assert _same_bits(opt2.state[resumed]["exp_avg_sq"], opt.state[straight]["exp_avg_sq"])
