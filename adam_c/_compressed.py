@@ -128,6 +128,9 @@ def load_saved(entry, key, param, layout, where, plain_loader):
         if absmax.dtype != np.float32 or absmax.shape != (n_blocks(param.size),):
             raise ValueError(f"{where}[{akey!r}] must be float32 of shape ({n_blocks(param.size)},), got "
                              f"{absmax.dtype} {absmax.shape}")
+        if np.any(absmax < 0) or np.any(np.isinf(absmax)):
+            raise ValueError(f"{where}[{akey!r}] holds a negative or infinite block scale (scales are each block's "
+                             "largest magnitude, or NaN for a block that holds inf/NaN)")
         absmax = np.array(absmax, order="C", copy=True)
     if saved_layout == layout:
         return value, absmax

@@ -276,6 +276,14 @@ def test_bad_compressed_checkpoint_is_refused_unchanged():
     bad["state"][0]["exp_avg_sq_absmax"] = bad["state"][0]["exp_avg_sq_absmax"][:-1]
     with pytest.raises(ValueError, match="exp_avg_sq_absmax"):
         opt.load_state_dict(bad)
+    for value in (-1.0, np.inf):
+        bad = pickle.loads(pickle.dumps(sd))
+        bad["state"][0]["exp_avg_absmax"][3] = value
+        with pytest.raises(ValueError, match="exp_avg_absmax.*negative or infinite"):
+            opt.load_state_dict(bad)
+    nan_block = pickle.loads(pickle.dumps(sd))
+    nan_block["state"][0]["exp_avg_absmax"][3] = np.nan  # what a block that held inf/NaN stores: loads
+    trained("int8")[0].load_state_dict(nan_block)
     for k, v in before.items():
         assert np.array_equal(opt.state[0][k], v), k
 
