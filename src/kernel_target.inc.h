@@ -58,27 +58,24 @@ int ADAMC_CAT2(adamc_convert, ADAMC_TARGET_SUFFIX)(const void *src, int src_dtyp
 
 /* The memory-floor probe with compressed state: the bytes of a step (read p, g, m, v; write p, m, v) with m and v
  * 2 or 1 bytes wide, and no math. m and v are written back unchanged (the added 0 is not known at compile time):
- * codes that drifted through every bit pattern would feed the next real step NaNs and denormals. */
+ * codes that drifted through every bit pattern would feed the next real step NaNs and denormals. One loop body for
+ * both element widths. */
+#define ADAMC_PROBE_STATE_LOOP(T)                                                                                 \
+    do {                                                                                                          \
+        T *restrict ms = (T *)m, *restrict vs = (T *)v;                                                           \
+        _Pragma("omp simd") for (size_t i = 0; i < n; i++) {                                                     \
+            p[i] = p[i] + g[i];                                                                                   \
+            const T zero = (T)(g[i] > 3.0e38f);                                                                   \
+            ms[i] = (T)(ms[i] + zero);                                                                            \
+            vs[i] = (T)(vs[i] + zero);                                                                            \
+        }                                                                                                         \
+    } while (0)
 void ADAMC_CAT2(adamc_probe_state, ADAMC_TARGET_SUFFIX)(float *restrict p, const float *restrict g, void *m, void *v,
                                                         size_t n, int state)
 {
-    if (state == ADAMC_STATE_BFLOAT16) {
-        uint16_t *restrict m16 = (uint16_t *)m, *restrict v16 = (uint16_t *)v;
-#pragma omp simd
-        for (size_t i = 0; i < n; i++) {
-            p[i] = p[i] + g[i];
-            const uint16_t zero = (uint16_t)(g[i] > 3.0e38f);
-            m16[i] = (uint16_t)(m16[i] + zero);
-            v16[i] = (uint16_t)(v16[i] + zero);
-        }
-    } else {
-        uint8_t *restrict m8 = (uint8_t *)m, *restrict v8 = (uint8_t *)v;
-#pragma omp simd
-        for (size_t i = 0; i < n; i++) {
-            p[i] = p[i] + g[i];
-            const uint8_t zero = (uint8_t)(g[i] > 3.0e38f);
-            m8[i] = (uint8_t)(m8[i] + zero);
-            v8[i] = (uint8_t)(v8[i] + zero);
-        }
-    }
+    if (state == ADAMC_STATE_BFLOAT16)
+        ADAMC_PROBE_STATE_LOOP(uint16_t);
+    else
+        ADAMC_PROBE_STATE_LOOP(uint8_t);
 }
+#undef ADAMC_PROBE_STATE_LOOP
