@@ -212,9 +212,9 @@ def summarize(results, log=print):
 
 
 def plot(results, path):
-    import matplotlib
+    import matplotlib  # type: ignore[import-not-found,unused-ignore]  # optional: the bench extra
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4))
     axes = np.atleast_1d(axes)
     for ax, (model, by_dtype) in zip(axes, results.items()):
