@@ -268,13 +268,13 @@ def _carried_buffer(buf, param, param_name, name, stored_as):
     dtype, size, shape = stored_as
     if not isinstance(buf, np.ndarray):
         raise TypeError(f"{name} must be an ndarray, got {type(buf).__name__}")
-    if buf.dtype != dtype:
-        raise TypeError(f"{param_name} has dtype {param.dtype} but its optimizer state {name} has dtype "
-                        f"{buf.dtype}: a param's dtype must not change after the optimizer created its state "
-                        f"(that state of a {param.dtype} param has dtype {dtype})")
+    if buf.dtype != dtype:  # (a param whose own dtype changed in place was refused before this)
+        raise TypeError(f"{name} has dtype {buf.dtype}, but that state of {param_name} ({param.dtype}) must have "
+                        f"dtype {dtype}: optimizer state must not be changed in place")
     if buf.size != size:
-        raise ValueError(f"{param_name} has {param.size} elements but its optimizer state {name} has {buf.size}: "
-                         "a param must not be resized after the optimizer created its state")
+        raise ValueError(f"{name} has {buf.size} elements, but {param_name} has {param.size}, so that state must "
+                         f"have {size}: neither a param nor its optimizer state may be resized after the state was "
+                         "created")
     if not (buf.flags.c_contiguous and buf.flags.aligned and buf.flags.writeable):
         raise ValueError(f"{name} must stay writable, aligned and C-contiguous")
     return buf.reshape(shape) if buf.shape != shape else buf

@@ -556,3 +556,34 @@ def test_denormal_blocks_match_oracle_every_target(simd_target, state_dtype):
                                                          weight_decay=0.0, maximize=False,
                                                          decoupled_weight_decay=False)
     assert_matches(params, opt, ref_params, [state], KEYS[:2], [n], state_dtype)
+
+
+def test_state_changed_in_place_is_refused_naming_it_and_nothing_changes():
+    """A block-scale or code array of int8 state reinterpreted or resized in place: the next step refuses it with
+    an error naming that array, and writes nothing."""
+    rng = np.random.default_rng(9)
+    p = rng.standard_normal(5000).astype(np.float32)
+    g = rng.standard_normal(5000).astype(np.float32)
+    opt = adam_c.Adam([p], state_dtype="int8")
+    opt.step([g])
+    before = p.copy()
+    scale = opt.state[0]["exp_avg_absmax"]
+    scale.dtype = np.int32
+    with pytest.raises(TypeError, match=r"opt\.state\[0\]\['exp_avg_absmax'\] has dtype int32.*float32"):
+        opt.step([g])
+    scale.dtype = np.float32
+    codes = opt.state[0]["exp_avg_sq"]
+    codes.dtype = np.uint16
+    with pytest.raises(TypeError, match=r"opt\.state\[0\]\['exp_avg_sq'\] has dtype uint16.*uint8"):
+        opt.step([g])
+    codes.dtype = np.uint8
+    scale = opt.state[0]["exp_avg_sq_absmax"]
+    saved = scale.copy()
+    scale.resize(3, refcheck=False)
+    with pytest.raises(ValueError, match=r"opt\.state\[0\]\['exp_avg_sq_absmax'\] has 3 elements.*20"):
+        opt.step([g])
+    scale.resize(saved.size, refcheck=False)
+    scale[...] = saved
+    assert np.array_equal(p, before) and opt.state[0]["step"] == 1
+    opt.step([g])  # restored: steps again
+    assert opt.state[0]["step"] == 2
