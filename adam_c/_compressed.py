@@ -13,7 +13,6 @@ from . import _codec
 from ._validation import compute_dtype
 
 STATE_DTYPES = ("float32", "bfloat16", "int8")
-STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 SIGNED = {"exp_avg": True, "exp_avg_sq": False, "max_exp_avg_sq": False}
 # the C kernel's codes for a tensor's state storage (adamc_tensor.state_dtype)
 KERNEL_CODE = {"float32": 0, "bfloat16": 1, "int8": 2}
@@ -43,16 +42,6 @@ def check_state_rounding(value, state_dtype, name="state_rounding"):
     if value == "stochastic" and state_dtype != "bfloat16":
         raise ValueError(f"{name}='stochastic' needs state_dtype='bfloat16', got state_dtype={state_dtype!r}")
     return value
-
-
-def check_params_support(state_dtype, params, name="state_dtype"):
-    """Compressed state needs float32 compute (float32 params): float64 params refuse it."""
-    if state_dtype == "float32":
-        return
-    for i, p in enumerate(params):
-        if p.dtype == np.float64:
-            raise ValueError(f"{name}={state_dtype!r} needs float32 params (the state is decoded to float32); "
-                             f"param {i} is float64")
 
 
 def layout_for(state_dtype, param):

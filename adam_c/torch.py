@@ -479,10 +479,9 @@ class Adam(Optimizer):
         self._mixed.check_params([np.empty(0, _NUMPY_DTYPES[t.dtype]) for t in tensors], where)
 
     def _layout(self, param):
-        """How param's state is stored: "float32" (its compute dtype), "bfloat16" or "int8" (_compressed.layout_for)."""
-        if self._mixed.state_dtype == "float32":
-            return "float32"
-        return _compressed.layout_for(self._mixed.state_dtype, np.broadcast_to(np.float32(0), (param.numel(),)))
+        """How param's state is stored: "float32" (its compute dtype), "bfloat16" or "int8": the engine's rule
+        (MixedOptions.state_format), which only reads the element count."""
+        return self._mixed.state_format(np.broadcast_to(np.float32(0), (param.numel(),)))
 
     @property
     def state_dtype(self):
