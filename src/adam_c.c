@@ -503,6 +503,8 @@ static size_t chunk_bytes_for(size_t total_bytes)
 #define TUNE_RECHECK_MAX 3200 /* ... doubling (up to this) each time it loses again, so a mode that cannot win
                               * (threads on a busy core: one slow step each) costs less and less */
 #define TUNE_MARGIN 0.97     /* threads are chosen only if their median is at least 3% below serial's */
+#define TUNE_WAKE_NS 250000.0 /* the first step of a re-try pays for waking sleeping workers (tens of us on a VM):
+                              * unless it lost by more than this, it is not judged; the next step is */
 
 struct adamc_autotune {
     uint64_t steps;                        /* steps seen, the first (page faults, cold caches) not timed */
@@ -513,6 +515,7 @@ struct adamc_autotune {
     int threads;                           /* thread count of the last threaded run */
     uint64_t backoff;                      /* steps between re-tries of the mode not chosen while it loses */
     uint64_t next_check;                   /* the step that re-tries it */
+    int retrying;                          /* inside a run of re-tries whose first (wake-up) step was seen */
 };
 
 adamc_autotune *adamc_autotune_new(void) { return (adamc_autotune *)calloc(1, sizeof(adamc_autotune)); }
@@ -563,12 +566,24 @@ void adamc_autotune_record(adamc_autotune *tune, int mode, double ns)
 {
     const int decided = tune->filled[0] >= TUNE_FIRST && tune->filled[1] >= TUNE_FIRST;
     if (decided && mode != tune->choice) {
+        const double chosen = tune_median(tune, tune->choice);
+        if (!tune->retrying && ns < chosen + TUNE_WAKE_NS) {
+            /* The first step of a re-try runs after a stretch of the other mode: threads that slept since their last
+             * step must be woken (a fixed cost a back-to-back loop pays once), serial starts beside a worker still
+             * spinning. Judging it would keep a mode that wins in steady state from ever being chosen (back-to-back
+             * steps of 1e5 elements: a cold threaded step is 4x serial, a warm one faster than serial). So it is
+             * not a sample, unless it lost by more than any wake-up costs (a thread that cannot run: milliseconds);
+             * the next step, also of this mode, is judged. */
+            tune->retrying = 1;
+            tune->next_check = tune->steps + 1;
+            return;
+        }
         /* a re-try of the mode not chosen: if it now looks faster, re-try it on the next steps too, so the median
          * can follow quickly; if it lost again, wait twice as long before the next re-try */
-        const double chosen = tune_median(tune, tune->choice);
         const int promising = mode ? ns < TUNE_MARGIN * chosen : TUNE_MARGIN * ns < chosen;
         if (!promising)
             tune->backoff = tune->backoff >= TUNE_RECHECK_MAX / 2 ? TUNE_RECHECK_MAX : 2 * tune->backoff;
+        tune->retrying = promising;
         tune->next_check = tune->steps + (promising ? 1 : tune->backoff);
     }
     tune->samples[mode][tune->next[mode]] = ns;
@@ -580,6 +595,7 @@ void adamc_autotune_record(adamc_autotune *tune, int mode, double ns)
         if (choice != tune->choice || !decided) { /* a new decision: re-check it after the base interval */
             tune->backoff = TUNE_RECHECK;
             tune->next_check = tune->steps + TUNE_RECHECK;
+            tune->retrying = 0;
         }
         tune->choice = choice;
     }

@@ -223,8 +223,9 @@ int adamc_pool_restarts(void);
  * A caller that steps the same table again and again (an optimizer) keeps one adamc_autotune per table and
  * passes it to adamc_step_multi_tuned. Above the parallel threshold adam_c then times steps run serially and
  * with threads, keeps whichever is faster (threads must win by 3%), and re-tries the other now and then (less and
- * less often while it keeps losing), so a
- * step is not made slower by threads that cannot run. The decision changes only timing, never results. */
+ * less often while it keeps losing; the first step of a re-try, which wakes sleeping workers, is judged only if it
+ * lost by milliseconds), so a step is not made slower by threads that cannot run, and threads that win in steady
+ * state are found. The decision changes only timing, never results. */
 typedef struct adamc_autotune adamc_autotune;
 /* A new decision record (NULL if out of memory); free it with adamc_autotune_free. */
 adamc_autotune *adamc_autotune_new(void);

@@ -114,6 +114,29 @@ def test_autotune_follows_a_change_of_regime():
     assert choice == 2
 
 
+def test_autotune_finds_threads_whose_first_step_pays_a_wake_up():
+    # back-to-back steps of 1e5 elements: a threaded step right after serial ones wakes the sleeping workers
+    # (4x serial), while threaded steps in a row are faster than serial. Judging only a re-try's first step kept
+    # serial forever; its first step is a wake-up now, and the next one decides.
+    previous = {"mode": 0}
+
+    def times(k, mode):
+        warm = previous["mode"] == 1
+        previous["mode"] = mode
+        return (15_000 if warm else 100_000) if mode else 21_000
+    modes, choice = _core.autotune_trace(times, 3 * RECHECK + 40)
+    assert choice == 2, modes
+    assert modes[-40:].count(1) >= 36, modes[-40:]  # serial only at its re-checks
+
+
+def test_autotune_judges_a_hopeless_first_retry_at_once():
+    # a thread that cannot run costs a scheduler slice: such a first re-try step is judged (no second slow step)
+    modes, choice = _core.autotune_trace(lambda k, mode: 4_000_000 if mode else 15_000, 400)
+    assert choice == 1
+    runs = [i for i in range(21, len(modes)) if modes[i] == 1 and modes[i - 1] == 1]
+    assert not runs, f"two threaded steps in a row at {runs}"
+
+
 def test_autotune_ignores_unusable_samples():
     # a threaded run that found the pool busy reports ns < 0: never recorded, never decides
     modes, choice = _core.autotune_trace(lambda k, mode: -1.0 if mode else 100_000, 200)
