@@ -1,4 +1,5 @@
 """The process-level knobs: ADAM_C_TARGET, OMP_NUM_THREADS, set_num_threads, threadpoolctl; the demo and bench run."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -144,3 +145,40 @@ def test_demo_reports_the_optimizers_share(tmp_path):
     seconds = float(line[0].split(",")[1].split("s in opt.step")[0])
     assert 0 < seconds < 1.0, line[0]
     assert "threads:" in line[0] and ("serial" in line[0] or "threads)" in line[0] or "threads" in line[0])
+
+
+def test_bench_interleaving_gives_every_implementation_every_predecessor():
+    """A sample can slow down the next one (threads left spinning), so the bench must not give an implementation
+    the same neighbour most of the time: the rotated round-robin it used did, and made an identical serial step
+    look 2.4x slower. With a random order per round each one follows each other one about equally often."""
+    from adam_c.bench import Timed, measure_interleaved
+    sequence = []
+    timed = [Timed(name, lambda: None) for name in "abcd"]
+    for t in timed:
+        t.sample = (lambda name: lambda: sequence.append(name))(t.name)
+        t.summary = lambda: {}
+        t.warm_up = lambda: None
+    measure_interleaved(timed, 400, 400, 3600.0)  # max_rounds ends it
+    assert len(sequence) == 1600
+    follows = {}
+    for before, after in zip(sequence, sequence[1:]):
+        if before != after:
+            follows[(before, after)] = follows.get((before, after), 0) + 1
+    for after in "abcd":
+        counts = [follows.get((before, after), 0) for before in "abcd" if before != after]
+        assert min(counts) > 0.6 * max(counts), (after, counts)
+
+
+def test_bench_loop_workload_smoke(tmp_path):
+    """The training-loop workload runs end to end and reports both groups (torch's, when installed)."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "adam_c.bench", "--quick", "--workloads", "loop", "--json",
+                           str(out)], capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [r for r in json.loads(out.read_text())["results"] if r.get("workload") == "loop"]
+    assert [r["n_elements"] for r in rows] == [26_000, 100_000, 1_000_000, 8_000_000]
+    has_torch = importlib.util.find_spec("torch") is not None
+    for r in rows:
+        assert r["adam_c_over_serial"] > 0 and r["b2b_speedup"] > 0 and r["b2b_probe_speedup"] > 0
+        assert (r["adam_c_over_serial_with_torch"] is not None) == has_torch
+        assert (r["adam_c_over_torch"] is not None) == has_torch

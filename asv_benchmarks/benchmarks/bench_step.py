@@ -1,6 +1,7 @@
 """bench_step.py: asv benchmarks of adam_c's fused step: time per step, GB/s, and percent of the memory floor."""
 import math
 import os
+import random
 import time
 
 import numpy as np
@@ -59,8 +60,9 @@ def use_threads(threads):
 
 
 def interleaved_medians(calls, rounds=15, min_sample_s=0.002):
-    """Median seconds per call of each of `calls` ({name: fn}), sampled round-robin; each sample is a batch of
-    calls lasting at least min_sample_s."""
+    """Median seconds per call of each of `calls` ({name: fn}), one sample of each per round in a seeded random
+    order (so no call always follows the same neighbour, whose spinning threads or cache contents could slow it);
+    each sample is a batch of calls lasting at least min_sample_s."""
     batches = {}
     for name, fn in calls.items():
         fn()
@@ -71,9 +73,9 @@ def interleaved_medians(calls, rounds=15, min_sample_s=0.002):
         batches[name] = max(1, math.ceil(min_sample_s * n / (time.perf_counter() - start)))
     samples = {name: [] for name in calls}
     names = list(calls)
+    order = random.Random(len(names))
     for r in range(rounds):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
+        for name in order.sample(names, len(names)):
             fn, batch = calls[name], batches[name]
             start = time.perf_counter()
             for _ in range(batch):
