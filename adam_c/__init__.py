@@ -1,7 +1,10 @@
 """adam_c: fused, in-place Adam/AdamW/AMSGrad for NumPy arrays and other CPU buffers, with a C core."""
+import operator as _operator
 import os as _os
 import warnings as _warnings
 from typing import Optional as _Optional
+
+import numpy as _np
 
 try:
     from . import _core
@@ -74,8 +77,9 @@ def set_num_threads(n: _Optional[int]) -> None:
     """Use n >= 1 threads for large steps; None (or 0) follows OpenMP again."""
     if n is None:
         n = 0
-    if isinstance(n, bool) or not isinstance(n, int):
+    if isinstance(n, (bool, _np.bool_)) or not hasattr(type(n), "__index__"):
         raise TypeError(f"n must be an int or None, got {type(n).__name__}")
+    n = _operator.index(n)  # NumPy integers too (a thread count from np.argmin, say)
     if not 0 <= n <= _MAX_THREADS:
         raise ValueError(f"n must be in 1..{_MAX_THREADS}, or 0/None to follow OpenMP, got {n}")
     _core.set_num_threads_raw(n)

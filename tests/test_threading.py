@@ -253,6 +253,20 @@ def test_set_num_threads_is_bounded_by_the_pool():
     adam_c.set_num_threads(None)
 
 
+def test_set_num_threads_takes_numpy_integers_and_refuses_the_rest():
+    try:
+        adam_c.set_num_threads(np.int64(1))
+        assert adam_c.get_num_threads() == 1
+        adam_c.set_num_threads(np.uint8(2))
+        assert adam_c.get_num_threads() == 2
+        for bad in (True, np.bool_(True), 1.0, np.float64(2.0), "2", [2]):
+            with pytest.raises(TypeError, match=r"\bn must be an int"):
+                adam_c.set_num_threads(bad)
+            assert adam_c.get_num_threads() == 2, f"a refused {bad!r} changed the thread count"
+    finally:
+        adam_c.set_num_threads(None)
+
+
 MANY_THREADS_SCRIPT = textwrap.dedent(r"""
     import os, resource, sys, threading
     import numpy as np, adam_c
