@@ -63,13 +63,16 @@ def run_compressed(settings, threads, n=None, log=print):
         opts[layout] = opt
         timed.append(Timed(f"floor {layout}", functools.partial(opt._plan.run, [g], opt.param_groups, True)))
         timed.append(Timed(f"adam_c {layout}", functools.partial(opt.step, [g])))
+    stats = measure_interleaved(timed, settings.min_rounds, settings.max_rounds, settings.budget_s)
     why_not_bnb = bitsandbytes_status()
     if why_not_bnb is None:
+        # on its own, after adam_c's group: its step runs on torch's OpenMP threads, which keep spinning after it
+        # and would slow whichever adam_c sample came next
         try:
-            timed.append(Timed("bitsandbytes Adam8bit", build_bitsandbytes([p.copy()], [g])))
+            bnb_timed = [Timed("bitsandbytes Adam8bit", build_bitsandbytes([p.copy()], [g]))]
+            stats.update(measure_interleaved(bnb_timed, 3, settings.min_rounds, settings.budget_s / 2))
         except Exception as exc:  # no CPU path in this build, or any other failure: report it
             why_not_bnb = f"bitsandbytes Adam8bit failed here: {type(exc).__name__}: {exc}"
-    stats = measure_interleaved(timed, settings.min_rounds, settings.max_rounds, settings.budget_s)
     base = stats["adam_c float32"]["median_ns"]
     records = []
     log(f"\ncompressed state | 1 tensor of {n:,} float32 params | {threads} threads | "

@@ -145,6 +145,20 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
     ADAMC_T gtile[ADAMC_TILE], ptile[ADAMC_TILE], mtile[ADAMC_TILE], vtile[ADAMC_TILE], xtile[ADAMC_TILE];
     for (size_t i = begin; i < end; i += ADAMC_TILE) {
         const size_t k = end - i < ADAMC_TILE ? end - i : ADAMC_TILE;
+        if (stype == ADAMC_STATE_INT8 && i + ADAMC_TILE < end) {
+            /* The next tile's int8 codes (4 cache lines per state array). At one byte per element these streams
+             * advance a quarter as fast as the float32 ones, and the hardware prefetchers leave them behind:
+             * measured interleaved in one process (3.2e7 elements, 2 threads, Zen 4), this makes the int8-state
+             * step 16-26% faster; prefetching the other streams too, or further ahead, gained nothing more, and
+             * for bfloat16 state it gained nothing at all. */
+            const size_t next = i + ADAMC_TILE;
+            for (size_t line = 0; line < ADAMC_TILE; line += 64) {
+                __builtin_prefetch((const uint8_t *)t->exp_avg + next + line, 1);
+                __builtin_prefetch((const uint8_t *)t->exp_avg_sq + next + line, 1);
+                if (amsgrad)
+                    __builtin_prefetch((const uint8_t *)t->max_exp_avg_sq + next + line, 1);
+            }
+        }
         const ADAMC_T *gp = ADAMC_NAME(load)(gtype, t->grad, i, k, gtile);
         const ADAMC_T *pin = master ? (const ADAMC_T *)t->master + i : ADAMC_NAME(load)(ptype, t->param, i, k, ptile);
         ADAMC_T *pout = master ? (ADAMC_T *)t->master + i : ADAMC_NAME(out)(ptype, t->param, i, ptile);
