@@ -4,6 +4,7 @@ The NumPy optimizer (optim.Adam) and a torch front-end keep their own param_grou
 layouts are validated and adopted whole, the lock is re-entrancy-, Ctrl-C- and fork-aware, and a step whose C
 call ran is committed whole.
 """
+import copy
 import os
 import threading
 import weakref
@@ -20,6 +21,32 @@ MIXED_KEYS = ("master", "ema")  # mixed precision (see _mixed.py): float32 maste
 # int8 state (see _compressed.py): one float32 absmax per 256-element block of each Adam buffer
 ABSMAX_KEYS = tuple(key + "_absmax" for key in ADAM_KEYS)
 STATE_KEYS = ADAM_KEYS + MIXED_KEYS + ABSMAX_KEYS
+
+# ---------------------------------------------------------------- opt.state
+
+class StateView(dict):
+    """`opt.state` and each of its entries: the optimizer's live arrays (change them in place), read-only as
+    mappings. The optimizer steps its own buffers, so an array assigned to an entry would be silently ignored (it
+    was, until this refused it); torch's `opt.state[p][key] = t` is `adam_c.torch`'s, where it works. Copies and
+    pickles are plain dicts."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("opt.state is a view of the optimizer's own buffers: change an array in place "
+                        "(opt.state[i]['exp_avg'][...] = x), or replace state with opt.load_state_dict(...)")
+
+    __setitem__ = __delitem__ = __ior__ = update = pop = popitem = clear = setdefault = _refuse  # type: ignore
+
+    def __reduce__(self):
+        return (dict, (dict(self),))
+
+    def __copy__(self):
+        return dict(self)
+
+    def __deepcopy__(self, memo):
+        return copy.deepcopy(dict(self), memo)
+
 
 # ---------------------------------------------------------------- the lock
 
@@ -378,6 +405,9 @@ class Engine:
             np.copyto(p, backup)
 
     def state_view(self):
+        return StateView({i: StateView(entry) for i, entry in self._state_entries().items()})
+
+    def _state_entries(self):
         """{index: {"step", "exp_avg", "exp_avg_sq"[, "max_exp_avg_sq", "master", "ema"]}} of the adopted layout
         (live arrays). Compressed state adds "state_dtype" ("bfloat16": uint16 bit patterns; "int8": uint8 codes
         and "<key>_absmax" float32 block scales)."""
@@ -400,7 +430,7 @@ class Engine:
         """state_view() with exp_avg/exp_avg_sq/max_exp_avg_sq decoded to new float32 arrays (any state format),
         without the block scales and the state_dtype key."""
         out = {}
-        for i, entry in self.state_view().items():
+        for i, entry in self._state_entries().items():
             decoded = {}
             for key, value in entry.items():
                 if key == "state_dtype" or key.endswith("_absmax"):

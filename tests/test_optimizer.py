@@ -879,3 +879,38 @@ def test_failed_step_does_not_count_as_a_step_for_none_grads_either():
     with pytest.raises(ValueError, match=r"grads\[2\]"):
         opt.step(grads)
     assert_unchanged(opt, params, before)
+
+
+@pytest.mark.parametrize("state_dtype", [None, "bfloat16", "int8"])
+def test_state_entries_refuse_assignment_instead_of_ignoring_it(state_dtype):
+    """opt.state's arrays are live, but the optimizer steps its own buffers: an array assigned to an entry used to
+    be dropped without a word (the step went on with the old one). Now every mapping change raises; changes in
+    place still count, and copies and pickles are plain dicts."""
+    p = np.ones(5000, np.float32)
+    g = np.full(5000, 0.5, np.float32)
+    opt = adam_c.Adam([p], state_dtype=state_dtype)
+    opt.step([g])
+    before = {k: np.array(v, copy=True) for k, v in opt.state[0].items() if isinstance(v, np.ndarray)}
+    changes = [lambda s: s.__setitem__("exp_avg", np.zeros_like(s["exp_avg"])), lambda s: s.pop("exp_avg"),
+               lambda s: s.update(step=5), lambda s: s.clear(), lambda s: s.__delitem__("exp_avg"),
+               lambda s: s.setdefault("x", 1), lambda s: s.popitem()]
+    for change in changes:
+        with pytest.raises(TypeError, match="in place"):
+            change(opt.state[0])
+    with pytest.raises(TypeError, match="in place"):
+        opt.state[1] = {}
+    after = {k: v for k, v in opt.state[0].items() if isinstance(v, np.ndarray)}
+    assert before.keys() == after.keys()
+    for k in before:
+        assert before[k].tobytes() == after[k].tobytes(), k
+    copied = copy.deepcopy(opt.state)
+    pickled = pickle.loads(pickle.dumps(opt.state))
+    for other in (copied, pickled):
+        assert type(other) is dict and type(other[0]) is dict
+    assert type(copy.copy(opt.state)) is dict and type(copy.copy(opt.state[0])) is dict
+    assert copied[0]["exp_avg"] is not opt.state[0]["exp_avg"]
+    assert copied[0]["exp_avg"].tobytes() == opt.state[0]["exp_avg"].tobytes()
+    if state_dtype is None:  # a change in place is the optimizer's own: the next step starts from it
+        opt.state[0]["exp_avg"][...] = 0.0
+        opt.step([g])
+        np.testing.assert_array_equal(opt.state[0]["exp_avg"], np.float32(0.1) * g)
