@@ -220,9 +220,12 @@ def _converted_state(entry, param, layout, where):
         if tuple(value.shape) != tuple(param.shape):
             raise ValueError(f"{name} has shape {tuple(value.shape)}, its param {tuple(param.shape)}")
         source_layout = saved_layout
-        if saved_layout == "int8" and not (_is_dense(value) and _same_layout(value, param)):
-            # its scales cover blocks of its own memory order: decode in that order first
-            own = _memory_order(value) if _is_dense(value) else list(range(value.dim()))
+        own = _memory_order(value) if _is_dense(value) else list(range(value.dim()))
+        if saved_layout == "int8" and not (_is_dense(value) and _same_layout(value, param)) and own != order:
+            # its scales cover blocks of its own memory order, which is not the param's: decode in that order
+            # first. (Where the element orders agree, a strided or differently strided tensor of codes is copied
+            # exactly below: re-encoding decoded codes is not exact, e.g. for a block whose largest value is
+            # negative, stored as -0.99 of its scale.)
             decoded, _ = _compressed.load_saved(
                 {"state_dtype": "int8", key: _flat(value, own), key + "_absmax": entry.get(key + "_absmax")},
                 key, flat_param, "float32", where, _state_array)

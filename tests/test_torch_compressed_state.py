@@ -532,3 +532,32 @@ def test_state_written_directly_in_another_format_is_converted():
     step_both(opt, [ours_p], nopt, 2)
     assert opt.state[ours_p]["exp_avg"].dtype == torch.uint8
     assert_same(opt, [ours_p], nopt, nparams, "converted entry")
+
+
+@pytest.mark.parametrize("shape", [(5000,), (40, 130)])
+def test_strided_int8_codes_assigned_to_state_are_copied_exactly(shape):
+    """Codes written into opt.state as a strided view (not dense) whose elements run in the param's order: the step
+    must go on exactly as with the same codes in a contiguous tensor. They used to be decoded and re-encoded, which
+    is not exact (a block whose largest value is negative is stored as -0.99 of its scale) and changed the params."""
+    runs = []
+    for strided in (False, True):
+        gen = torch.Generator().manual_seed(0)
+        p = torch.nn.Parameter(torch.randn(shape, generator=gen))
+        g = torch.randn(shape, generator=gen) * 0.1
+        opt = adam_torch.Adam([p], state_dtype="int8")
+        for _ in range(3):
+            p.grad = g.clone()
+            opt.step()
+        for key in ("exp_avg", "exp_avg_sq"):
+            codes = opt.state[p][key]
+            if strided:  # the same codes, every other element of a wider tensor
+                wide = torch.stack([codes, torch.zeros_like(codes)], -1)
+                opt.state[p][key] = wide[..., 0]
+                assert not opt.state[p][key].is_contiguous()
+        for _ in range(3):
+            p.grad = g.clone()
+            opt.step()
+        runs.append((p.detach().clone(), {k: v.clone() for k, v in opt.state[p].items() if torch.is_tensor(v)}))
+    assert torch.equal(runs[0][0], runs[1][0])
+    for key, value in runs[0][1].items():
+        assert torch.equal(value, runs[1][1][key]), key
