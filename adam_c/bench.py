@@ -374,11 +374,14 @@ def print_table(records, title):
 # ---------------------------------------------------------------- the training loop
 
 def run_training_loop(settings, skipped, threads):
-    """Time per (matmul + step), the loop NumPy users run, for adam_c with its default threading and adam_c forced
-    serial: once with no other library stepping (torch, if installed, is imported but idle), once with torch's
-    fused Adam interleaved, whose OpenMP threads keep spinning after each of its steps; plus adam_c default vs
-    serial back to back (no matmul), where threads should win. Each implementation has its own optimizer on shared
-    arrays; within a group all are interleaved in a random order."""
+    """The loop users run, in four groups measured one after another, each interleaved in a random order:
+    - time per (matmul + step) for adam_c's default threading and adam_c forced serial, with no other library
+      stepping (torch, if installed, is imported but idle);
+    - torch's fused Adam in the same loop, alone;
+    - adam_c's step alone (default and serial), each timed right after an untimed torch step + matmul, whose
+      OpenMP and BLAS threads are still spinning (a torch model's loop);
+    - default vs serial back to back (no matmul), where threads should win, beside the memory probe's 2-thread
+      speedup. Each implementation has its own optimizer on shared arrays."""
     rng = np.random.default_rng(3)
     a = rng.standard_normal((LOOP_MATMUL, LOOP_MATMUL)).astype(np.float32)
     b = rng.standard_normal((LOOP_MATMUL, LOOP_MATMUL)).astype(np.float32)
