@@ -1,6 +1,5 @@
 """bench_mixed.py: mixed precision at memory speed, adam_c against torch's recipes side by side (bench --workloads mixed)."""
 import gc
-import math
 
 import numpy as np
 
@@ -112,17 +111,19 @@ VARIANTS = [("fp32: unscale + inf check + global-norm clip + step", fp32_fused_a
             ("all bf16, no master", all_bf16)]
 
 
-def probe_ns_per_byte(settings):
-    """The memory floor's speed: adam_c's 4-read/3-write probe over an fp32 table of the same size (28 B/el)."""
+PROBE = "memory probe (28 B/el)"
+
+
+def probe_call():
+    """The memory floor: adam_c's 4-read/3-write probe over an fp32 table of the same size (28 B/el). Timed in
+    each variant's group, so a variant's % of floor compares two numbers taken at the same time (this host's
+    memory bandwidth moves by tens of percent from one minute to the next)."""
     rng = np.random.default_rng(3)
     params, grads = _arrays(np.float32, rng), _arrays(np.float32, rng, 1e-3)
     opt = adam_c.Adam(params, lr=LR)
     opt.step(grads)
     plan, groups = opt._plan, opt.param_groups
-    stats = measure_interleaved([Timed("probe", lambda: plan.run(grads, groups, True))], settings.min_rounds,
-                                settings.max_rounds, settings.budget_s)
-    n = N_TENSORS * TENSOR_ELEMENTS
-    return stats["probe"]["median_ns"] / (n * 28)
+    return lambda: plan.run(grads, groups, True)
 
 
 def run_mixed(settings, skipped, threads):
@@ -133,18 +134,18 @@ def run_mixed(settings, skipped, threads):
           f"{'' if torch is not None else ' | torch skipped'}")
     if _bf16() is None:
         print("  ml_dtypes is not installed: only the fp32 variant runs")
-    per_byte = probe_ns_per_byte(settings)
-    print(f"  memory floor: the probe moves 28 B/el at {per_byte * 28:.3f} ns/el = {1 / per_byte:.1f} GB/s; "
-          "a variant's floor = its bytes/el at that speed")
+    probe = probe_call()
+    print("  a variant's floor = its bytes/el at the speed of the memory probe, timed in the same group")
     records = []
     for title, build in VARIANTS:
         if build is not fp32_fused_around and _bf16() is None:
             continue
         entries = build(torch)
-        timed = [Timed(name, call) for name, _, call in entries]
+        timed = [Timed(name, call) for name, _, call in entries] + [Timed(PROBE, probe)]
         stats = measure_interleaved(timed, settings.min_rounds, settings.max_rounds, settings.budget_s)
         ours = stats[entries[0][0]]["median_ns"]
-        print(f"  {title}")
+        per_byte = stats[PROBE]["median_ns"] / (n * 28)
+        print(f"  {title} (the probe: {per_byte * 28:.3f} ns/el = {1 / per_byte:.1f} GB/s)")
         print(f"    {'implementation':58s} {'ns/el':>7s} {'IQR/2':>6s} {'B/el':>5s} {'% floor':>8s} {'adam_c/this':>11s}")
         for name, nbytes, _ in entries:
             s = stats[name]
@@ -159,6 +160,4 @@ def run_mixed(settings, skipped, threads):
                   f"{rec['adam_c_over_this']:11.2f}")
         del entries, timed
         gc.collect()
-    if not math.isfinite(per_byte):
-        print("  (the floor could not be measured)")
     return records
