@@ -405,6 +405,7 @@ class Engine:
             np.copyto(p, backup)
 
     def state_view(self):
+        """`opt.state`: _state_entries() as read-only mappings (see StateView) over the same live arrays."""
         return StateView({i: StateView(entry) for i, entry in self._state_entries().items()})
 
     def _state_entries(self):
