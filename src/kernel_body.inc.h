@@ -249,10 +249,20 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
  * uniform run-time value: storage types (state included), master and rounding pick per-tile conversions (outside
  * the math loop),
  * weight decay, lerp form and grad multipliers are selected inside it (see pass). 4 loops per compute type. */
+#define ADAMC_GPASS(ams, ema, decay, lerp_large, grad_mul)                                                       \
+    ADAMC_NAME(pass)(t, c, begin, end, t->dtype, c->grad_type, c->state, t->master != NULL,                        \
+                     t->rounding == ADAMC_ROUND_STOCHASTIC, ema, ams, decay, lerp_large, grad_mul)
 #define ADAMC_GCASE(ams, ema)                                                                                     \
     case ADAMC_KIND(ams, ema):                                                                                    \
-        ADAMC_NAME(pass)(t, c, begin, end, t->dtype, c->grad_type, c->state, t->master != NULL,                    \
-                         t->rounding == ADAMC_ROUND_STOCHASTIC, ema, ams, -1, -1, 1);                             \
+        ADAMC_GPASS(ams, ema, -1, -1, 1);                                                                         \
+        return;
+/* The common float32 general case (no AMSGrad, no EMA, torch's default lerp form, no decay or AdamW's): these
+ * options fixed at compile time, so the loop does not compute both forms and select. Same bits as the run-time
+ * selection. In cache, one thread, Zen 4, A/B in one run: all-bfloat16 and bf16 params + master about 0.94x the
+ * time (against the unchanged float32 step). */
+#define ADAMC_GFAST(flags, decay, grad_mul)                                                                       \
+    case flags:                                                                                                   \
+        ADAMC_GPASS(0, 0, decay, 0, grad_mul);                                                                    \
         return;
 
 /* Entry point of this compute type and target: one switch per call (per tensor segment), then one loop. */
@@ -266,6 +276,18 @@ void ADAMC_NAME(adamc_kernel)(const adamc_tensor *t, const adamc_coeffs *c, size
             return; /* unreachable: the dispatcher only builds the variants above */
         }
     }
+#if !ADAMC_IS_F64
+    if (c->kind == ADAMC_KIND(0, 0)) {
+        switch (c->variant) {
+            ADAMC_GFAST(0, 0, 0)
+            ADAMC_GFAST(ADAMC_VARIANT_DECOUPLED, 2, 0)
+            ADAMC_GFAST(ADAMC_VARIANT_GRAD_MUL, 0, 1)
+            ADAMC_GFAST(ADAMC_VARIANT_DECOUPLED | ADAMC_VARIANT_GRAD_MUL, 2, 1)
+        default:
+            break;
+        }
+    }
+#endif
     switch (c->kind) {
         ADAMC_GCASE(0, 0)
         ADAMC_GCASE(0, 1)
@@ -281,6 +303,8 @@ void ADAMC_NAME(adamc_kernel)(const adamc_tensor *t, const adamc_coeffs *c, size
 #undef ADAMC_CASES_AMS
 #undef ADAMC_CASES_MUL
 #undef ADAMC_GCASE
+#undef ADAMC_GFAST
+#undef ADAMC_GPASS
 
 /* Sum of squares of the unscaled grads over [begin, end) in double: 4 accumulators of 8 lanes (independent
  * chains, so the adds overlap), element e going to lane (e - begin) % 32 in the main loop and to accumulators in

@@ -17,6 +17,7 @@ OPTIONS = [
     dict(amsgrad=True),
     dict(weight_decay=0.1),
     dict(weight_decay=0.05, decoupled_weight_decay=True, amsgrad=True),
+    dict(weight_decay=0.05, decoupled_weight_decay=True),  # AdamW: the general kernel's compiled fast path
     dict(maximize=True, betas=(0.5, 0.9)),  # lerp weight 0.5: torch's other lerp form
 ]
 # odd lengths, block edges, the int8 small-tensor fallback (< 4096) and a multi-block tail

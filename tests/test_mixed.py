@@ -175,6 +175,7 @@ OPTIONS = [
     pytest.param(_hp(False, "none", False, 0.9), id="plain"),
     pytest.param(_hp(True, "l2", True, 0.9), id="ams-l2-max"),
     pytest.param(_hp(False, "decoupled", False, 0.3), id="decoupled-b1=0.3"),
+    pytest.param(_hp(False, "decoupled", False, 0.9), id="adamw"),  # the general kernel's compiled fast path
 ]
 EXTRAS = [  # (ema_decay, grad_scale, max_grad_norm)
     pytest.param(None, None, None, id="bare"),
