@@ -9,7 +9,9 @@
  * compile-time constant, so the helpers fold away (no copies) and each option set is its own branch-free loop.
  * In the general kernels the storage types are uniform run-time values: the helpers then choose a conversion
  * once per tile (outside the math loop), so 4 loops (AMSGrad x EMA) serve every storage combination; nothing is
- * decided per element. Multiply-adds are separate operations and the build uses -ffp-contract=off, so every
+ * decided per element. The common layouts without AMSGrad and EMA (all bfloat16, bfloat16 params with or without
+ * a float32 master, bfloat16 state) also get instances with the types and options compile-time, where bfloat16
+ * inputs are converted in registers inside the math loop ("fuse"): the same body, chosen once per segment. Multiply-adds are separate operations and the build uses -ffp-contract=off, so every
  * target rounds exactly like the others (and like PyTorch's unfused formulas).
  *
  * State hooks: load_state / out_state / store_state take the state's storage type `stype` (compute type, bfloat16,
@@ -122,7 +124,7 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(store_state)(const 
 static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
     const adamc_tensor *t, const adamc_coeffs *c, size_t begin, size_t end, const int ptype, const int gtype,
     const int stype, const int master, const int stochastic, const int ema, const int amsgrad, const int decay,
-    const int lerp_large, const int grad_mul)
+    const int lerp_large, const int grad_mul, const int fuse)
 {
     const ADAMC_T decay_keep = (ADAMC_T)c->decay_keep;
     const ADAMC_T weight_decay = (ADAMC_T)c->weight_decay;
@@ -141,6 +143,12 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
     const int l2 = decay >= 0 ? decay == 1 : (c->variant & ADAMC_VARIANT_L2) != 0;
     const int decoupled = decay >= 0 ? decay == 2 : (c->variant & ADAMC_VARIANT_DECOUPLED) != 0;
     const int large = lerp_large >= 0 ? lerp_large : (c->variant & ADAMC_VARIANT_LERP_LARGE) != 0;
+    /* fuse (only where the storage types are compile-time constants): bfloat16 inputs are converted in registers
+     * inside the math loop instead of into tiles first (a tile costs a store and a load per value; outputs still
+     * go through tiles, whose conversion uses AVX512-BF16 where the CPU has it) */
+    const int fuse_g = fuse && gtype == ADAMC_BFLOAT16;
+    const int fuse_p = fuse && !master && ptype == ADAMC_BFLOAT16;
+    const int fuse_s = fuse && stype == ADAMC_STATE_BFLOAT16;
 
     ADAMC_T gtile[ADAMC_TILE], ptile[ADAMC_TILE], mtile[ADAMC_TILE], vtile[ADAMC_TILE], xtile[ADAMC_TILE];
     for (size_t i = begin; i < end; i += ADAMC_TILE) {
@@ -159,12 +167,17 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
                     __builtin_prefetch((const uint8_t *)t->max_exp_avg_sq + next + line, 1);
             }
         }
-        const ADAMC_T *gp = ADAMC_NAME(load)(gtype, t->grad, i, k, gtile);
-        const ADAMC_T *pin = master ? (const ADAMC_T *)t->master + i : ADAMC_NAME(load)(ptype, t->param, i, k, ptile);
+        const uint16_t *const g16 = (const uint16_t *)t->grad + i, *const p16 = (const uint16_t *)t->param + i;
+        const uint16_t *const m16 = (const uint16_t *)t->exp_avg + i, *const v16 = (const uint16_t *)t->exp_avg_sq + i;
+        const ADAMC_T *gp = fuse_g ? NULL : ADAMC_NAME(load)(gtype, t->grad, i, k, gtile);
+        const ADAMC_T *pin = master ? (const ADAMC_T *)t->master + i
+                             : fuse_p ? NULL
+                                      : ADAMC_NAME(load)(ptype, t->param, i, k, ptile);
         ADAMC_T *pout = master ? (ADAMC_T *)t->master + i : ADAMC_NAME(out)(ptype, t->param, i, ptile);
-        const ADAMC_T *min = ADAMC_NAME(load_state)(stype, t->exp_avg, t->exp_avg_absmax, 1, i, k, mtile);
+        const ADAMC_T *min = fuse_s ? NULL : ADAMC_NAME(load_state)(stype, t->exp_avg, t->exp_avg_absmax, 1, i, k, mtile);
         ADAMC_T *mout = ADAMC_NAME(out_state)(stype, t->exp_avg, i, mtile);
-        const ADAMC_T *vin = ADAMC_NAME(load_state)(stype, t->exp_avg_sq, t->exp_avg_sq_absmax, 0, i, k, vtile);
+        const ADAMC_T *vin = fuse_s ? NULL
+                                    : ADAMC_NAME(load_state)(stype, t->exp_avg_sq, t->exp_avg_sq_absmax, 0, i, k, vtile);
         ADAMC_T *vout = ADAMC_NAME(out_state)(stype, t->exp_avg_sq, i, vtile);
         const ADAMC_T *xin = amsgrad ? ADAMC_NAME(load_state)(stype, t->max_exp_avg_sq, t->max_exp_avg_sq_absmax, 0,
                                                              i, k, xtile)
@@ -174,10 +187,10 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
 
 #pragma omp simd
         for (size_t j = 0; j < k; j++) {
-            ADAMC_T grad = gp[j];
+            ADAMC_T grad = fuse_g ? (ADAMC_T)adamc_bf16_to_f32(g16[j]) : gp[j];
             if (grad_mul)
                 grad = grad * grad_mul1 * grad_mul2; /* (g * mul1) * mul2: torch's unscale_, then clip */
-            ADAMC_T param = pin[j];
+            ADAMC_T param = fuse_p ? (ADAMC_T)adamc_bf16_to_f32(p16[j]) : pin[j];
             if (decay < 0) { /* run-time choice: both computed, one selected (bit-identical to the fixed forms) */
                 const ADAMC_T g_l2 = grad + weight_decay * param;
                 const ADAMC_T p_dec = param * decay_keep;
@@ -189,7 +202,7 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
                 if (decoupled)
                     param = param * decay_keep;
             }
-            const ADAMC_T avg = min[j];
+            const ADAMC_T avg = fuse_s ? (ADAMC_T)adamc_bf16_to_f32(m16[j]) : min[j];
             const ADAMC_T diff = grad - avg;
             /* torch's lerp: start + w*(end - start) for w < 0.5, else end - (end - start)*(1 - w) */
             ADAMC_T new_avg;
@@ -200,7 +213,8 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
             } else {
                 new_avg = large ? grad - diff * lerp_weight_comp : avg + lerp_weight * diff;
             }
-            const ADAMC_T new_sq = vin[j] * beta2 + one_minus_beta2 * grad * grad;
+            const ADAMC_T old_sq = fuse_s ? (ADAMC_T)adamc_bf16_to_f32(v16[j]) : vin[j];
+            const ADAMC_T new_sq = old_sq * beta2 + one_minus_beta2 * grad * grad;
             ADAMC_T denom_sq = new_sq;
             if (amsgrad) {
                 const ADAMC_T old_max = xin[j];
@@ -238,7 +252,7 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
         ADAMC_NAME(pass)(t, c, begin, end, ADAMC_SELF, ADAMC_SELF, ADAMC_STATE_COMPUTE, 0, 0, 0,                  \
                          ((flags) & ADAMC_VARIANT_AMSGRAD) != 0,                                                  \
                          ((flags) & ADAMC_VARIANT_L2) ? 1 : ((flags) & ADAMC_VARIANT_DECOUPLED) ? 2 : 0,          \
-                         ((flags) & ADAMC_VARIANT_LERP_LARGE) != 0, ((flags) & ADAMC_VARIANT_GRAD_MUL) != 0);     \
+                         ((flags) & ADAMC_VARIANT_LERP_LARGE) != 0, ((flags) & ADAMC_VARIANT_GRAD_MUL) != 0, 0);  \
         return;
 #define ADAMC_CASES_DECAY(base) ADAMC_CASE(base) ADAMC_CASE((base) | ADAMC_VARIANT_L2) \
                                 ADAMC_CASE((base) | ADAMC_VARIANT_DECOUPLED)
@@ -251,7 +265,7 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
  * weight decay, lerp form and grad multipliers are selected inside it (see pass). 4 loops per compute type. */
 #define ADAMC_GPASS(ams, ema, decay, lerp_large, grad_mul)                                                       \
     ADAMC_NAME(pass)(t, c, begin, end, t->dtype, c->grad_type, c->state, t->master != NULL,                        \
-                     t->rounding == ADAMC_ROUND_STOCHASTIC, ema, ams, decay, lerp_large, grad_mul)
+                     t->rounding == ADAMC_ROUND_STOCHASTIC, ema, ams, decay, lerp_large, grad_mul, 0)
 #define ADAMC_GCASE(ams, ema)                                                                                     \
     case ADAMC_KIND(ams, ema):                                                                                    \
         ADAMC_GPASS(ams, ema, -1, -1, 1);                                                                         \
@@ -260,6 +274,18 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
  * options fixed at compile time, so the loop does not compute both forms and select. Same bits as the run-time
  * selection. In cache, one thread, Zen 4, A/B in one run: all-bfloat16 and bf16 params + master about 0.94x the
  * time (against the unchanged float32 step). */
+/* The same with the storage types compile-time too, for the common bfloat16 layouts: inputs converted in
+ * registers (see fuse in pass). */
+#define ADAMC_FPASS(pt, gt, st, mst, decay, grad_mul)                                                             \
+    ADAMC_NAME(pass)(t, c, begin, end, pt, gt, st, mst, 0, 0, 0, decay, 0, grad_mul, 1)
+#define ADAMC_FVARIANTS(pt, gt, st, mst)                                                                          \
+    switch (c->variant) {                                                                                         \
+    case 0: ADAMC_FPASS(pt, gt, st, mst, 0, 0); return;                                                           \
+    case ADAMC_VARIANT_DECOUPLED: ADAMC_FPASS(pt, gt, st, mst, 2, 0); return;                                     \
+    case ADAMC_VARIANT_GRAD_MUL: ADAMC_FPASS(pt, gt, st, mst, 0, 1); return;                                      \
+    case ADAMC_VARIANT_DECOUPLED | ADAMC_VARIANT_GRAD_MUL: ADAMC_FPASS(pt, gt, st, mst, 2, 1); return;            \
+    default: break;                                                                                               \
+    }
 #define ADAMC_GFAST(flags, decay, grad_mul)                                                                       \
     case flags:                                                                                                   \
         ADAMC_GPASS(0, 0, decay, 0, grad_mul);                                                                    \
@@ -278,6 +304,16 @@ void ADAMC_NAME(adamc_kernel)(const adamc_tensor *t, const adamc_coeffs *c, size
     }
 #if !ADAMC_IS_F64
     if (c->kind == ADAMC_KIND(0, 0)) {
+        const int bf16_in = t->dtype == ADAMC_BFLOAT16 && c->grad_type == ADAMC_BFLOAT16;
+        const int nearest = t->rounding != ADAMC_ROUND_STOCHASTIC;
+        if (bf16_in && c->state == ADAMC_STATE_BFLOAT16 && !t->master && nearest)
+            ADAMC_FVARIANTS(ADAMC_BFLOAT16, ADAMC_BFLOAT16, ADAMC_STATE_BFLOAT16, 0) /* all bfloat16 */
+        if (bf16_in && c->state == ADAMC_STATE_COMPUTE && t->master && nearest)
+            ADAMC_FVARIANTS(ADAMC_BFLOAT16, ADAMC_BFLOAT16, ADAMC_STATE_COMPUTE, 1) /* float32 master */
+        if (bf16_in && c->state == ADAMC_STATE_COMPUTE && !t->master && nearest)
+            ADAMC_FVARIANTS(ADAMC_BFLOAT16, ADAMC_BFLOAT16, ADAMC_STATE_COMPUTE, 0)
+        if (t->dtype == ADAMC_FLOAT32 && c->grad_type == ADAMC_FLOAT32 && c->state == ADAMC_STATE_BFLOAT16)
+            ADAMC_FVARIANTS(ADAMC_FLOAT32, ADAMC_FLOAT32, ADAMC_STATE_BFLOAT16, 0) /* bfloat16 state */
         switch (c->variant) {
             ADAMC_GFAST(0, 0, 0)
             ADAMC_GFAST(ADAMC_VARIANT_DECOUPLED, 2, 0)
@@ -304,6 +340,8 @@ void ADAMC_NAME(adamc_kernel)(const adamc_tensor *t, const adamc_coeffs *c, size
 #undef ADAMC_CASES_MUL
 #undef ADAMC_GCASE
 #undef ADAMC_GFAST
+#undef ADAMC_FPASS
+#undef ADAMC_FVARIANTS
 #undef ADAMC_GPASS
 
 /* Sum of squares of the unscaled grads over [begin, end) in double: 4 accumulators of 8 lanes (independent

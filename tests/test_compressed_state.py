@@ -18,6 +18,7 @@ OPTIONS = [
     dict(weight_decay=0.1),
     dict(weight_decay=0.05, decoupled_weight_decay=True, amsgrad=True),
     dict(weight_decay=0.05, decoupled_weight_decay=True),  # AdamW: the general kernel's compiled fast path
+    dict(maximize=True),  # grads multiplied (as by a loss scale), default lerp form: another compiled fast path
     dict(maximize=True, betas=(0.5, 0.9)),  # lerp weight 0.5: torch's other lerp form
 ]
 # odd lengths, block edges, the int8 small-tensor fallback (< 4096) and a multi-block tail
@@ -465,8 +466,9 @@ def test_grad_scale_and_ema_fused_with_compressed_state(state_dtype):
 
 @pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
 @pytest.mark.parametrize("param_dtype", ["float16", "bfloat16"])
-@pytest.mark.parametrize("opts", [dict(), dict(amsgrad=True, weight_decay=0.01, decoupled_weight_decay=True)],
-                         ids=["default", "amsgrad,adamw"])
+@pytest.mark.parametrize("opts", [dict(), dict(amsgrad=True, weight_decay=0.01, decoupled_weight_decay=True),
+                                  dict(weight_decay=0.01, decoupled_weight_decay=True, maximize=True)],
+                         ids=["default", "amsgrad,adamw", "adamw,maximize"])  # the last: a compiled fast path
 def test_low_precision_params_without_master_and_compressed_state(simd_target, state_dtype, param_dtype, opts):
     """All-low-precision training (torch's bf16 fused step keeps bf16 state too): float16/bfloat16 params and grads,
     no master, compressed state. Each step is the float32 oracle on the params read exactly as float32, the param
