@@ -167,8 +167,11 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
                     __builtin_prefetch((const uint8_t *)t->max_exp_avg_sq + next + line, 1);
             }
         }
-        const uint16_t *const g16 = (const uint16_t *)t->grad + i, *const p16 = (const uint16_t *)t->param + i;
-        const uint16_t *const m16 = (const uint16_t *)t->exp_avg + i, *const v16 = (const uint16_t *)t->exp_avg_sq + i;
+        /* the bfloat16 bits the fused loads read (formed only for buffers that hold bfloat16) */
+        const uint16_t *const g16 = fuse_g ? (const uint16_t *)t->grad + i : NULL;
+        const uint16_t *const p16 = fuse_p ? (const uint16_t *)t->param + i : NULL;
+        const uint16_t *const m16 = fuse_s ? (const uint16_t *)t->exp_avg + i : NULL;
+        const uint16_t *const v16 = fuse_s ? (const uint16_t *)t->exp_avg_sq + i : NULL;
         const ADAMC_T *gp = fuse_g ? NULL : ADAMC_NAME(load)(gtype, t->grad, i, k, gtile);
         const ADAMC_T *pin = master ? (const ADAMC_T *)t->master + i
                              : fuse_p ? NULL
