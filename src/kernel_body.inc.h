@@ -9,10 +9,11 @@
  * compile-time constant, so the helpers fold away (no copies) and each option set is its own branch-free loop.
  * In the general kernels the storage types are uniform run-time values: the helpers then choose a conversion
  * once per tile (outside the math loop), so 4 loops (AMSGrad x EMA) serve every storage combination; nothing is
- * decided per element. The common layouts without AMSGrad and EMA (all bfloat16, bfloat16 params with or without
- * a float32 master, bfloat16 state) also get instances with the types and options compile-time, where bfloat16
- * inputs are converted in registers inside the math loop ("fuse"): the same body, chosen once per segment. Multiply-adds are separate operations and the build uses -ffp-contract=off, so every
- * target rounds exactly like the others (and like PyTorch's unfused formulas).
+ * decided per element. Without AMSGrad and EMA, the common options also get compiled instances, and so do the
+ * common layouts (all bfloat16, bfloat16 params with or without a float32 master, bfloat16 state), where bfloat16
+ * inputs are converted in registers inside the math loop ("fuse"): the same body, chosen once per segment.
+ * Multiply-adds are separate operations and the build uses -ffp-contract=off, so every target rounds exactly like
+ * the others (and like PyTorch's unfused formulas).
  *
  * State hooks: load_state / out_state / store_state take the state's storage type `stype` (compute type, bfloat16,
  * or blockwise int8 from state_codec.inc.h). Tiles start at `begin` and advance by ADAMC_TILE, so when `begin` is a
@@ -266,33 +267,30 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
  * uniform run-time value: storage types (state included), master and rounding pick per-tile conversions (outside
  * the math loop),
  * weight decay, lerp form and grad multipliers are selected inside it (see pass). 4 loops per compute type. */
-#define ADAMC_GPASS(ams, ema, decay, lerp_large, grad_mul)                                                       \
-    ADAMC_NAME(pass)(t, c, begin, end, t->dtype, c->grad_type, c->state, t->master != NULL,                        \
-                     t->rounding == ADAMC_ROUND_STOCHASTIC, ema, ams, decay, lerp_large, grad_mul, 0)
 #define ADAMC_GCASE(ams, ema)                                                                                     \
     case ADAMC_KIND(ams, ema):                                                                                    \
-        ADAMC_GPASS(ams, ema, -1, -1, 1);                                                                         \
+        ADAMC_NAME(pass)(t, c, begin, end, t->dtype, c->grad_type, c->state, t->master != NULL,                    \
+                         t->rounding == ADAMC_ROUND_STOCHASTIC, ema, ams, -1, -1, 1, 0);                          \
         return;
-/* The common float32 general case (no AMSGrad, no EMA, torch's default lerp form, no decay or AdamW's): these
- * options fixed at compile time, so the loop does not compute both forms and select. Same bits as the run-time
- * selection. In cache, one thread, Zen 4, A/B in one run: all-bfloat16 and bf16 params + master about 0.94x the
- * time (against the unchanged float32 step). */
-/* The same with the storage types compile-time too, for the common bfloat16 layouts: inputs converted in
- * registers (see fuse in pass). */
-#define ADAMC_FPASS(pt, gt, st, mst, decay, grad_mul)                                                             \
-    ADAMC_NAME(pass)(t, c, begin, end, pt, gt, st, mst, 0, 0, 0, decay, 0, grad_mul, 1)
-#define ADAMC_FVARIANTS(pt, gt, st, mst)                                                                          \
+/* The compiled fast paths of the general kernel: no AMSGrad, no EMA, torch's default lerp form, no decay or
+ * AdamW's, grads multiplied or not: these options fixed at compile time, so the loop does not compute every form
+ * and select (same bits). Storage types (pt, gt, st, master mst, stochastic rounding sr) are either run-time
+ * values or, with fuse, compile-time constants of a common bfloat16 layout, whose inputs are then converted in
+ * registers (see fuse in pass). Options outside these four sets break out to the general loops. In cache, one
+ * thread, Zen 4, A/B in one run: the options alone about 0.94x the time of the general loop for all-bfloat16 and
+ * bf16 params + master, the fused layouts 0.73-0.82x more. */
+#define ADAMC_FAST_VARIANTS(pt, gt, st, mst, sr, fuse)                                                            \
     switch (c->variant) {                                                                                         \
-    case 0: ADAMC_FPASS(pt, gt, st, mst, 0, 0); return;                                                           \
-    case ADAMC_VARIANT_DECOUPLED: ADAMC_FPASS(pt, gt, st, mst, 2, 0); return;                                     \
-    case ADAMC_VARIANT_GRAD_MUL: ADAMC_FPASS(pt, gt, st, mst, 0, 1); return;                                      \
-    case ADAMC_VARIANT_DECOUPLED | ADAMC_VARIANT_GRAD_MUL: ADAMC_FPASS(pt, gt, st, mst, 2, 1); return;            \
+    case 0: ADAMC_NAME(pass)(t, c, begin, end, pt, gt, st, mst, sr, 0, 0, 0, 0, 0, fuse); return;                 \
+    case ADAMC_VARIANT_DECOUPLED: ADAMC_NAME(pass)(t, c, begin, end, pt, gt, st, mst, sr, 0, 0, 2, 0, 0, fuse);   \
+        return;                                                                                                   \
+    case ADAMC_VARIANT_GRAD_MUL: ADAMC_NAME(pass)(t, c, begin, end, pt, gt, st, mst, sr, 0, 0, 0, 0, 1, fuse);    \
+        return;                                                                                                   \
+    case ADAMC_VARIANT_DECOUPLED | ADAMC_VARIANT_GRAD_MUL:                                                        \
+        ADAMC_NAME(pass)(t, c, begin, end, pt, gt, st, mst, sr, 0, 0, 2, 0, 1, fuse);                             \
+        return;                                                                                                   \
     default: break;                                                                                               \
     }
-#define ADAMC_GFAST(flags, decay, grad_mul)                                                                       \
-    case flags:                                                                                                   \
-        ADAMC_GPASS(0, 0, decay, 0, grad_mul);                                                                    \
-        return;
 
 /* Entry point of this compute type and target: one switch per call (per tensor segment), then one loop. */
 void ADAMC_NAME(adamc_kernel)(const adamc_tensor *t, const adamc_coeffs *c, size_t begin, size_t end)
@@ -309,22 +307,16 @@ void ADAMC_NAME(adamc_kernel)(const adamc_tensor *t, const adamc_coeffs *c, size
     if (c->kind == ADAMC_KIND(0, 0)) {
         const int bf16_in = t->dtype == ADAMC_BFLOAT16 && c->grad_type == ADAMC_BFLOAT16;
         const int nearest = t->rounding != ADAMC_ROUND_STOCHASTIC;
-        if (bf16_in && c->state == ADAMC_STATE_BFLOAT16 && !t->master && nearest)
-            ADAMC_FVARIANTS(ADAMC_BFLOAT16, ADAMC_BFLOAT16, ADAMC_STATE_BFLOAT16, 0) /* all bfloat16 */
-        if (bf16_in && c->state == ADAMC_STATE_COMPUTE && t->master && nearest)
-            ADAMC_FVARIANTS(ADAMC_BFLOAT16, ADAMC_BFLOAT16, ADAMC_STATE_COMPUTE, 1) /* float32 master */
+        if (bf16_in && c->state == ADAMC_STATE_BFLOAT16 && !t->master && nearest) /* all bfloat16 */
+            ADAMC_FAST_VARIANTS(ADAMC_BFLOAT16, ADAMC_BFLOAT16, ADAMC_STATE_BFLOAT16, 0, 0, 1)
+        if (bf16_in && c->state == ADAMC_STATE_COMPUTE && t->master && nearest) /* float32 master */
+            ADAMC_FAST_VARIANTS(ADAMC_BFLOAT16, ADAMC_BFLOAT16, ADAMC_STATE_COMPUTE, 1, 0, 1)
         if (bf16_in && c->state == ADAMC_STATE_COMPUTE && !t->master && nearest)
-            ADAMC_FVARIANTS(ADAMC_BFLOAT16, ADAMC_BFLOAT16, ADAMC_STATE_COMPUTE, 0)
+            ADAMC_FAST_VARIANTS(ADAMC_BFLOAT16, ADAMC_BFLOAT16, ADAMC_STATE_COMPUTE, 0, 0, 1)
         if (t->dtype == ADAMC_FLOAT32 && c->grad_type == ADAMC_FLOAT32 && c->state == ADAMC_STATE_BFLOAT16)
-            ADAMC_FVARIANTS(ADAMC_FLOAT32, ADAMC_FLOAT32, ADAMC_STATE_BFLOAT16, 0) /* bfloat16 state */
-        switch (c->variant) {
-            ADAMC_GFAST(0, 0, 0)
-            ADAMC_GFAST(ADAMC_VARIANT_DECOUPLED, 2, 0)
-            ADAMC_GFAST(ADAMC_VARIANT_GRAD_MUL, 0, 1)
-            ADAMC_GFAST(ADAMC_VARIANT_DECOUPLED | ADAMC_VARIANT_GRAD_MUL, 2, 1)
-        default:
-            break;
-        }
+            ADAMC_FAST_VARIANTS(ADAMC_FLOAT32, ADAMC_FLOAT32, ADAMC_STATE_BFLOAT16, 0, 0, 1) /* bfloat16 state */
+        ADAMC_FAST_VARIANTS(t->dtype, c->grad_type, c->state, t->master != NULL,
+                            t->rounding == ADAMC_ROUND_STOCHASTIC, 0) /* any other layout */
     }
 #endif
     switch (c->kind) {
@@ -342,10 +334,7 @@ void ADAMC_NAME(adamc_kernel)(const adamc_tensor *t, const adamc_coeffs *c, size
 #undef ADAMC_CASES_AMS
 #undef ADAMC_CASES_MUL
 #undef ADAMC_GCASE
-#undef ADAMC_GFAST
-#undef ADAMC_FPASS
-#undef ADAMC_FVARIANTS
-#undef ADAMC_GPASS
+#undef ADAMC_FAST_VARIANTS
 
 /* Sum of squares of the unscaled grads over [begin, end) in double: 4 accumulators of 8 lanes (independent
  * chains, so the adds overlap), element e going to lane (e - begin) % 32 in the main loop and to accumulators in

@@ -144,10 +144,17 @@ static inline __m512 adamc_q8_table7_twice(const float *t7)
     return _mm512_shuffle_f32x4(t, t, _MM_SHUFFLE(1, 0, 1, 0));
 }
 
-/* The encoders' first codes per decade (7: the map's 1.0; signed 8..15: the negative decades, 15 the -1.0 code). */
-static const int32_t adamc_q8s_first16[16] __attribute__((aligned(64))) = {
-    1, 2, 4, 8, 16, 32, 64, 0x80, 1 | 0x80, 2 | 0x80, 4 | 0x80, 8 | 0x80, 16 | 0x80, 32 | 0x80, 64 | 0x80, 0xFF};
-static const int32_t adamc_q8u_first16[16] __attribute__((aligned(64))) = {1, 3, 7, 15, 31, 63, 127, 255};
+/* The encoder's first code per decade from the 7-entry table: decade 7 is the map's 1.0 (0x80 signed, 255
+ * unsigned); signed decades 8..14 are 0..6 with the sign bit, and 15 is the -1.0 code 0xFF. */
+static inline __m512i adamc_q8_first16(const int32_t *first7, const int sgn)
+{
+    const __m512i t = _mm512_maskz_loadu_epi32(0x7F, first7);
+    if (!sgn)
+        return _mm512_mask_mov_epi32(t, 0x0080, _mm512_set1_epi32(255));
+    const __m512i twice = _mm512_shuffle_i32x4(t, t, _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i signed_ = _mm512_mask_or_epi32(twice, 0xFF80, twice, _mm512_set1_epi32(0x80)); /* lane 7: 0x80 */
+    return _mm512_mask_mov_epi32(signed_, 0x8000, _mm512_set1_epi32(0xFF));
+}
 
 /* 16 values -> codes. Cheaper than the generic formulas but the same codes, because:
  * - decade 7 (tables: lo 0, 1/width 0, bins - 1 0, first = the 1.0 code) is the map's 1.0: binade 0 and binade 1
@@ -204,14 +211,14 @@ static inline __attribute__((always_inline)) void adamc_q8_encode_avx512(uint8_t
     const float *LO = sgn ? adamc_q8s_lo : adamc_q8u_lo;
     const float *IW = sgn ? adamc_q8s_inv_width : adamc_q8u_inv_width;
     const float *CM1 = sgn ? adamc_q8s_countm1 : adamc_q8u_countm1;
+    const int32_t *FIRST = sgn ? adamc_q8s_first : adamc_q8u_first;
     const int32_t *BD = sgn ? adamc_q8s_binade_decade : adamc_q8u_binade_decade;
     const float *BE = sgn ? adamc_q8s_binade_edge : adamc_q8u_binade_edge;
     const float *EDGES = sgn ? adamc_q8s_edges : adamc_q8u_edges;
     const __m512 t_lo = sgn ? adamc_q8_table7_twice(LO) : adamc_q8_table7(LO);
     const __m512 t_iw = sgn ? adamc_q8_table7_twice(IW) : adamc_q8_table7(IW);
     const __m512 t_cm1 = sgn ? adamc_q8_table7_twice(CM1) : adamc_q8_table7(CM1);
-    /* decade 7: the 1.0 code (its lo, 1/width and bins - 1 are 0) */
-    const __m512i t_first = _mm512_load_si512(sgn ? adamc_q8s_first16 : adamc_q8u_first16);
+    const __m512i t_first = adamc_q8_first16(FIRST, sgn); /* decade 7's lo, 1/width and bins - 1 are 0 */
     const __m512i bd_lo = _mm512_loadu_si512(BD), bd_hi = _mm512_loadu_si512(BD + 16);
     const __m512 be_lo = _mm512_loadu_ps(BE), be_hi = _mm512_loadu_ps(BE + 16);
     const __m512 vinv = _mm512_set1_ps(inv), e0 = _mm512_set1_ps(EDGES[0]);
