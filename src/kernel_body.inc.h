@@ -161,7 +161,8 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
              * step 16-26% faster; prefetching the other streams too, or further ahead, gained nothing more, and
              * for bfloat16 state it gained nothing at all. */
             const size_t next = i + ADAMC_TILE;
-            for (size_t line = 0; line < ADAMC_TILE; line += 64) {
+            /* only lines inside the buffers: an address past the end is undefined even if a prefetch never faults */
+            for (size_t line = 0; line < ADAMC_TILE && next + line < end; line += 64) {
                 __builtin_prefetch((const uint8_t *)t->exp_avg + next + line, 1);
                 __builtin_prefetch((const uint8_t *)t->exp_avg_sq + next + line, 1);
                 if (amsgrad)
