@@ -903,14 +903,28 @@ cdef class TorchStepPlan:
         free(self.param_ptrs)
         free(self.group_of)
 
-    cdef inline bint state_unchanged(self, Py_ssize_t i):
+    cdef bint state_unchanged(self, Py_ssize_t i) except -1:
         """The state dict of param i still holds the very tensors the plan points into (string-keyed lookups
-        only; replacing the dict itself in opt.state is caught by the state's mutation count)."""
+        only; replacing the dict itself in opt.state is caught by the state's mutation count), over the memory the
+        table points at."""
         inner = self.inner[i]
         entry = <tuple>self.entries[i]
-        return (same_entry(inner, _KEY_STEP, entry[0]) and same_entry(inner, _KEY_EXP_AVG, entry[1])
+        if not (same_entry(inner, _KEY_STEP, entry[0]) and same_entry(inner, _KEY_EXP_AVG, entry[1])
                 and same_entry(inner, _KEY_EXP_AVG_SQ, entry[2])
-                and same_entry(inner, _KEY_MAX_EXP_AVG_SQ, entry[3]))
+                and same_entry(inner, _KEY_MAX_EXP_AVG_SQ, entry[3])):
+            return False
+        # the same tensor objects, but still over the same memory? (`t.data = other` keeps the object and swaps its
+        # memory.) The memory the table points at stays alive in self.keep whatever happens, so an unchanged data
+        # pointer is the same live storage; compressed buffers are checked with their scales (compressed_unchanged).
+        if <uintptr_t>self.data_ptr(entry[0]) != <uintptr_t>self.step_ptrs[i]:
+            return False
+        if self.watched[i] is None:
+            if (<uintptr_t>self.data_ptr(entry[1]) != <uintptr_t>self.table[i].exp_avg
+                    or <uintptr_t>self.data_ptr(entry[2]) != <uintptr_t>self.table[i].exp_avg_sq):
+                return False
+            if entry[3] is not None and <uintptr_t>self.data_ptr(entry[3]) != <uintptr_t>self.table[i].max_exp_avg_sq:
+                return False
+        return True
 
     cdef str describe_overlap(self, Py_ssize_t k):
         """Which grad of this run shares memory with its param or state (the C core refused the step)."""
