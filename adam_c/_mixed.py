@@ -88,12 +88,9 @@ def check_step_extras(grad_scale, max_grad_norm, skip_nonfinite):
     """StepPlan.run's keyword arguments for step(grad_scale=, max_grad_norm=, skip_nonfinite=)."""
     out = {}
     if grad_scale is not None:
-        if hasattr(grad_scale, "item") and not isinstance(grad_scale, np.ndarray):
-            grad_scale = grad_scale.item()  # a 0-d torch tensor, as GradScaler keeps its scale
-        scale = real(grad_scale, "grad_scale")
-        if not (math.isfinite(scale) and scale > 0.0):
-            raise ValueError(f"grad_scale={grad_scale!r} must be finite and > 0")
-        out["grad_scale"] = scale
+        if is_tensor(grad_scale):  # a 1-element torch tensor, as GradScaler keeps its scale
+            grad_scale = one_element_value(grad_scale, "grad_scale")
+        out["grad_scale"] = loss_scale(grad_scale)
     if max_grad_norm is not None:
         norm = real(max_grad_norm, "max_grad_norm")
         if not norm > 0.0:  # NaN too
@@ -104,6 +101,33 @@ def check_step_extras(grad_scale, max_grad_norm, skip_nonfinite):
     if flag(skip_nonfinite, "skip_nonfinite"):
         out["skip_nonfinite"] = True  # False is StepPlan.run's default: a plain step passes no options at all
     return out
+
+
+def is_tensor(value):
+    """A torch tensor (duck-typed: torch is imported only by adam_c.torch), not a NumPy array."""
+    return hasattr(value, "item") and hasattr(value, "numel") and not isinstance(value, np.ndarray)
+
+
+def one_element_value(tensor, name):
+    """The number in a 1-element dense CPU real torch tensor of any shape (GradScaler's scale and found_inf are
+    shape (1,)); other tensors (more elements, meta or other devices, sparse, complex, bool) are TypeErrors
+    naming the argument."""
+    try:
+        numel, device, layout, dtype = tensor.numel(), str(tensor.device), str(tensor.layout), tensor.dtype
+    except Exception as exc:
+        raise TypeError(f"{name} must be a 1-element CPU tensor ({type(exc).__name__}: {exc})") from exc
+    if numel != 1 or device != "cpu" or layout != "torch.strided" or dtype.is_complex or str(dtype) == "torch.bool":
+        raise TypeError(f"{name} must be a 1-element dense real CPU tensor (as GradScaler provides), got "
+                        f"{numel} elements of {dtype} on {device} ({layout})")
+    return tensor.item()
+
+
+def loss_scale(value, name="grad_scale"):
+    """A loss scale as float: a real number, finite and > 0 (grads are divided by it)."""
+    scale = real(value, name)
+    if not (math.isfinite(scale) and scale > 0.0):
+        raise ValueError(f"{name}={value!r} must be finite and > 0")
+    return scale
 
 
 def numpy_view(tensor):

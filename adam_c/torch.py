@@ -12,8 +12,8 @@ from torch.optim.optimizer import Optimizer
 from . import _compressed, _core
 from ._checkpoint import _state_array
 from ._engine import CallLock
-from ._mixed import MixedOptions, check_step_extras, numpy_view
-from ._validation import BFLOAT16, check_hyperparameters, first_overlap
+from ._mixed import MixedOptions, check_step_extras, loss_scale, numpy_view, one_element_value
+from ._validation import BFLOAT16, check_hyperparameters, first_overlap, real
 
 try:  # the registries behind torch.optim.optimizer.register_optimizer_step_{pre,post}_hook
     from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
@@ -153,7 +153,12 @@ def _check_mixed_buffer(t, p, name):
 
 
 def _nonzero(found_inf):
-    return bool(found_inf.item() if isinstance(found_inf, torch.Tensor) else found_inf)
+    """GradScaler's found_inf (a 1-element tensor) or a number/bool: is it nonzero (skip the step)?"""
+    if isinstance(found_inf, torch.Tensor):
+        return bool(one_element_value(found_inf, "found_inf"))
+    if isinstance(found_inf, (bool, np.bool_)):
+        return bool(found_inf)
+    return bool(real(found_inf, "found_inf"))
 
 
 # ---------------------------------------------------------------- compressed state (state_dtype)
@@ -185,7 +190,12 @@ def _saved_tensor(value, name):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if value.layout != torch.strided or value.is_quantized:
         raise TypeError(f"{name} must be a dense (strided) tensor, got {value.layout}")
-    return value.detach().cpu()
+    if value.is_meta:
+        raise TypeError(f"{name} is a meta tensor, which holds no data")
+    try:
+        return value.detach().cpu()
+    except Exception as exc:  # a device this build cannot read
+        raise TypeError(f"{name}: cannot read this tensor's values ({type(exc).__name__}: {exc})") from exc
 
 
 def _tensor_like(param, array, order):
@@ -214,6 +224,8 @@ def _converted_state(entry, param, layout, where):
     out = {}
     for key in _STATE_KEYS:
         if entry.get(key) is None:
+            if key != "max_exp_avg_sq":  # refused now, not by every later step
+                raise ValueError(f"{where} is missing {key!r}")
             continue
         name = f"{where}[{key!r}]"
         value = _saved_tensor(entry[key], name)
@@ -345,6 +357,10 @@ class Adam(Optimizer):
     step(max_grad_norm=) clips by the global grad norm inside the C call (opt.last_grad_norm).
     """
 
+    # GradScaler passes grad_scale/found_inf instead of unscaling; a class attribute, so copies (deepcopy, pickle:
+    # torch's __getstate__ keeps only defaults, state and param_groups) keep it
+    _step_supports_amp_scaling = True
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
                  maximize=False, foreach=None, capturable=False, differentiable=False, fused=None,
                  decoupled_weight_decay=False, seed=0, state_dtype=None, state_rounding="nearest",
@@ -372,7 +388,6 @@ class Adam(Optimizer):
             self._flat_params = not (params and isinstance(params[0], dict))
         super().__init__(params, defaults)
         self.state = _State(dict, self.state)
-        self._step_supports_amp_scaling = True  # GradScaler passes grad_scale/found_inf instead of unscaling
 
     @staticmethod
     def _stored_hyperparameters(hp, where):
@@ -546,7 +561,7 @@ class Adam(Optimizer):
             self.last_step_skipped, self.last_grad_norm = True, None
             return loss  # GradScaler found inf/NaN grads: no param, state or step changes
         if grad_scale is not None:
-            _check_grad_scale(grad_scale)
+            grad_scale = _checked_grad_scale(grad_scale)
         with self._lock.held("step()"):
             norm = self._locked_step(grad_scale, max_grad_norm)
             self.last_step_skipped, self.last_grad_norm = False, norm
@@ -798,6 +813,8 @@ class Adam(Optimizer):
         if (layout != "float32" or state.get("state_dtype") is not None) and not _in_layout(state, p, layout):
             # entries written directly (not through load_state_dict) in another format: converted like a checkpoint
             converted = _converted_state(state, p, layout, where)
+            # undone by _forget if the step fails: a failed step changes nothing, and the conversion is lossy
+            created.append((p, state, {key: state[key] for key in _FORMAT_KEYS if key in state}))
             for key in _FORMAT_KEYS:
                 state.pop(key, None)
             state.update(converted)
@@ -893,8 +910,14 @@ class Adam(Optimizer):
         return out
 
     def _forget(self, created):
+        """Undo what _build_plan recorded in `created`, newest first: (p, None, None) a new entry, (p, old entry,
+        None) a replaced one, (p, entry, key) a new key, (p, entry, {key: old value}) converted keys."""
         for p, previous, key in reversed(created):
-            if key is not None:
+            if isinstance(key, dict):
+                for k in _FORMAT_KEYS:
+                    previous.pop(k, None)
+                previous.update(key)
+            elif key is not None:
                 previous.pop(key, None)
             elif previous is None:
                 self.state.pop(p, None)
@@ -938,10 +961,14 @@ class Adam(Optimizer):
 _ADAM_STEP = Adam.step
 
 
-def _check_grad_scale(grad_scale):
-    if not isinstance(grad_scale, torch.Tensor) or grad_scale.numel() != 1 or grad_scale.device.type != "cpu":
+def _checked_grad_scale(grad_scale):
+    """GradScaler's scale as the 0-d tensor the step divides the grads by: a 1-element dense CPU tensor whose value
+    is finite and > 0 (the NumPy optimizer's rule), else a TypeError/ValueError naming grad_scale."""
+    if not isinstance(grad_scale, torch.Tensor):
         raise TypeError("grad_scale must be a 1-element CPU tensor (as GradScaler provides), got "
                         f"{type(grad_scale).__name__}")
+    loss_scale(one_element_value(grad_scale, "grad_scale"))
+    return grad_scale if grad_scale.dim() <= 1 else grad_scale.reshape(())
 
 
 def _unscaled(grads, grad_scale):
