@@ -24,15 +24,15 @@ def _torch_to_numpy(value, where):
         is_meta = False
     if is_meta:
         raise TypeError(f"{where} is a meta tensor, which holds no data")
+    if str(getattr(value, "layout", "torch.strided")) != "torch.strided":
+        raise TypeError(f"{where} must be a dense (strided) tensor, got {value.layout}")
+    if value.is_complex():
+        raise TypeError(f"{where} must be a real tensor, got dtype {value.dtype}")
     try:
         value = value.detach()
-        if value.is_complex():
-            raise TypeError(f"{where} must be a real tensor, got dtype {value.dtype}")
         if str(value.dtype) == "torch.bfloat16":  # NumPy has no bfloat16; exact in float32 (state is float32)
             value = value.float()
         return value.resolve_conj().resolve_neg().cpu().numpy()
-    except TypeError:
-        raise
     except Exception as exc:  # sparse, quantized, other devices...: whatever torch refuses to hand to numpy
         raise TypeError(f"{where}: cannot read this tensor's values ({type(exc).__name__}: {exc})") from exc
 

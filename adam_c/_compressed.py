@@ -107,7 +107,6 @@ def load_saved(entry, key, param, layout, where, plain_loader):
                         f"got {value.dtype}")
     if value.shape != param.shape:
         raise ValueError(f"{where}[{key!r}] has shape {value.shape}, but its param has shape {param.shape}")
-    value = np.array(value, order="C", copy=True)
     absmax = None
     if saved_layout == "int8":
         akey = key + "_absmax"
@@ -120,7 +119,12 @@ def load_saved(entry, key, param, layout, where, plain_loader):
         if np.any(absmax < 0) or np.any(np.isinf(absmax)):
             raise ValueError(f"{where}[{akey!r}] holds a negative or infinite block scale (scales are each block's "
                              "largest magnitude, or NaN for a block that holds inf/NaN)")
+        values = decoded_in_memory_order(value, absmax, key)
+        if values is not None:  # a channels_last (or other non-C) tensor of codes: its values, in any layout
+            return ((values.astype(compute_dtype(param.dtype)), None) if layout == "float32"
+                    else from_float32(layout, key, values))
         absmax = np.array(absmax, order="C", copy=True)
+    value = np.array(value, order="C", copy=True)
     if saved_layout == layout:
         return value, absmax
     values = to_float32(saved_layout, key, value, absmax)
@@ -129,19 +133,51 @@ def load_saved(entry, key, param, layout, where, plain_loader):
     return from_float32(layout, key, values)
 
 
+def memory_order(array):
+    """The axes of an array from the largest stride to the smallest, if walking them so is walking its memory
+    (a dense array in any axis order: channels_last, Fortran), else None."""
+    order = sorted(range(array.ndim), key=lambda d: -array.strides[d])
+    return order if array.transpose(order).flags.c_contiguous else None
+
+
+def decoded_in_memory_order(codes, absmax, key):
+    """int8 codes whose block scales cover 256-element blocks of the codes' memory order (the order the kernel
+    walks: adam_c.torch keeps a channels_last param's state channels_last) decoded to a new float32 array of their
+    shape, or None where memory order is C order (the blocks adam_c.Adam's codes have: use them as they are)."""
+    order = None if codes.flags.c_contiguous else memory_order(codes)
+    if order is None:
+        return None
+    walked = codes.transpose(order)
+    values = to_float32("int8", key, np.ascontiguousarray(walked).reshape(-1), absmax)
+    return np.ascontiguousarray(values.reshape(walked.shape).transpose(np.argsort(order)))
+
+
+def codes_in_c_order(codes, absmax, key):
+    """(codes, absmax) with blocks over C order: the same arrays where the codes' memory order is C order, else
+    decoded in memory order and encoded again (round to nearest, as any conversion)."""
+    values = decoded_in_memory_order(codes, absmax, key)
+    return (codes, absmax) if values is None else from_float32("int8", key, values)
+
+
 def _as_array(value, where):
+    """A saved code or scale array as an ndarray (torch.bfloat16 tensors as their uint16 bits); tensors numpy
+    cannot read (meta, sparse, other devices) are TypeErrors naming `where`."""
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
-        value = value.detach().cpu()
-        if str(value.dtype) == "torch.bfloat16":
-            import torch
-            value = value.view(torch.int16)
-        value = value.numpy()
-        if value.dtype == np.int16:
-            value = value.view(np.uint16)
+        from ._checkpoint import _torch_to_numpy
+        if str(value.dtype) != "torch.bfloat16":
+            return _torch_to_numpy(value, where)
+        if str(getattr(value, "layout", "torch.strided")) != "torch.strided":
+            raise TypeError(f"{where} must be a dense (strided) tensor, got {value.layout}")
+        return _torch_to_numpy(value.view(_torch_int16()), where).view(np.uint16)
     try:
         return np.asarray(value)
     except Exception as exc:
         raise TypeError(f"{where} must be an array, got {type(value).__name__}") from exc
+
+
+def _torch_int16():
+    import torch
+    return torch.int16
 
 
 def state_nbytes(arrays):

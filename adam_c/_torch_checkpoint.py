@@ -4,11 +4,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._checkpoint import _step_value
+from . import _compressed
+from ._checkpoint import _step_value, _torch_to_numpy
 from ._validation import HYPERPARAMETERS
 
 _STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 _ABSMAX_KEYS = tuple(key + "_absmax" for key in _STATE_KEYS)  # int8 state's block scales (see _compressed)
+_MIXED_KEYS = ("master", "ema")  # mixed precision's float32 master and the params' EMA (compute dtype)
 # torch.optim.Adam's group keys, in its order; the four flags mean nothing to the NumPy optimizer
 _TORCH_GROUP_KEYS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "capturable",
                      "differentiable", "fused", "decoupled_weight_decay")
@@ -67,6 +69,12 @@ def to_torch_state_dict(state_dict):
         for key in _ABSMAX_KEYS:
             if compressed and entry.get(key) is not None:
                 out[key] = torch.from_numpy(np.array(entry[key], dtype=np.float32, copy=True))
+        for key in _MIXED_KEYS:
+            if entry.get(key) is not None:
+                array = np.asarray(entry[key])
+                if array.dtype not in (np.float32, np.float64):
+                    raise TypeError(f"{where}[{key!r}] must be float32 or float64, got {array.dtype}")
+                out[key] = torch.from_numpy(np.array(array, dtype=array.dtype.newbyteorder("="), copy=True))
         if compressed:
             out["state_dtype"] = entry["state_dtype"]  # adam_c.torch reads it to know the codes
         out_state[pid] = out
@@ -81,11 +89,6 @@ def to_torch_state_dict(state_dict):
         new["params"] = list(group["params"])
         out_groups.append(new)
     return {"state": out_state, "param_groups": out_groups}
-
-
-def _torch_int16():
-    import torch
-    return torch.int16
 
 
 def _number(value):
@@ -105,20 +108,25 @@ def from_torch_state_dict(state_dict):
         if not isinstance(entry, Mapping):
             raise TypeError(f"{where} must be a dict, got {type(entry).__name__}")
         out = {"step": _step_value(entry.get("step"), f"{where}['step']")}
-        for key in _STATE_KEYS + _ABSMAX_KEYS:
+        for key in _STATE_KEYS + _ABSMAX_KEYS + _MIXED_KEYS:
             value = entry.get(key)
             if value is None:
                 continue
+            name = f"{where}[{key!r}]"
             if hasattr(value, "detach"):
-                value = value.detach().cpu()
-                if str(value.dtype) == "torch.bfloat16":
-                    # bfloat16 state of adam_c.torch: the NumPy optimizer's uint16 bits; torch.optim's bfloat16
-                    # state of bfloat16 params: exact in float32
-                    value = (value.view(_torch_int16()).numpy().view(np.uint16)
-                             if entry.get("state_dtype") == "bfloat16" else value.float().numpy())
-                else:
-                    value = value.numpy()
-            out[key] = np.array(value, order="C", copy=True)
+                # bfloat16 state of adam_c.torch: the NumPy optimizer's uint16 bits; torch.optim's bfloat16 state
+                # of bfloat16 params: exact in float32 (_torch_to_numpy's conversion)
+                bits = entry.get("state_dtype") == "bfloat16" and key in _STATE_KEYS
+                value = _compressed._as_array(value, name) if bits else _torch_to_numpy(value, name)
+            out[key] = value
+        if entry.get("state_dtype") == "int8":
+            for key in _STATE_KEYS:  # scales cover blocks of the codes' memory order: C order for adam_c.Adam
+                codes, absmax = out.get(key), out.get(key + "_absmax")
+                if (isinstance(codes, np.ndarray) and codes.dtype == np.uint8 and isinstance(absmax, np.ndarray)
+                        and absmax.dtype == np.float32
+                        and absmax.shape == (_compressed.n_blocks(codes.size),)):  # else load_state_dict says why
+                    out[key], out[key + "_absmax"] = _compressed.codes_in_c_order(codes, absmax, key)
+        out.update({key: np.array(value, order="C", copy=True) for key, value in out.items() if key != "step"})
         if entry.get("state_dtype") is not None:
             out["state_dtype"] = entry["state_dtype"]
         out_state[pid] = out
