@@ -421,9 +421,13 @@ class Engine:
             state_format = self.mixed.state_format(layout.params[i])
             if state_format != "float32":
                 entry["state_dtype"] = state_format
+            shape = layout.params[i].shape
             for key in STATE_KEYS:
-                if layout.state[key][i] is not None:
-                    entry[key] = layout.state[key][i]
+                buf = layout.state[key][i]
+                if buf is not None:
+                    # a buffer reshaped in place (same memory and size: the kernel does not mind) is shown and saved
+                    # in its param's shape, so checkpoints load; block scales stay 1-D
+                    entry[key] = buf if key in ABSMAX_KEYS or buf.shape == shape else buf.reshape(shape)
             out[i] = entry
         return out
 

@@ -1,0 +1,314 @@
+"""Reliability, round three: state swapped under a torch plan, bad grad_scale/found_inf, failed steps that converted
+state, channels_last int8 checkpoints, master/EMA through checkpoint converters, copies keeping GradScaler support,
+odd tensors in compressed checkpoints, reshaped NumPy state. Each test failed before its fix."""
+import copy
+import pickle
+
+import numpy as np
+import pytest
+
+import adam_c
+from adam_c import _compressed
+from adam_c._torch_checkpoint import from_torch_state_dict, to_torch_state_dict
+
+torch = pytest.importorskip("torch")
+import adam_c.torch as adam_torch  # noqa: E402
+
+ALLOWED = (TypeError, ValueError)
+
+
+def stepped_torch(state_dtype="float32", shape=(5000,), steps=2, **kw):
+    gen = torch.Generator().manual_seed(0)
+    p = torch.randn(shape, generator=gen).requires_grad_()
+    opt = adam_torch.Adam([p], lr=1e-2, state_dtype=state_dtype, **kw)
+    for _ in range(steps):
+        p.grad = torch.randn(shape, generator=gen)
+        opt.step()
+    return opt, p, gen
+
+
+def snapshot(opt, p):
+    entry = opt.state[p]
+    return (p.detach().clone(), {k: (v.detach().clone() if isinstance(v, torch.Tensor) else v)
+                                 for k, v in entry.items()})
+
+
+def assert_same_snapshot(a, b):
+    assert torch.equal(a[0], b[0])
+    assert a[1].keys() == b[1].keys()
+    for key in a[1]:
+        x, y = a[1][key], b[1][key]
+        if isinstance(x, torch.Tensor):
+            assert x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y), key
+        else:
+            assert x == y, key
+
+
+# ---------------------------------------------------------------- 1: `.data =` on state tensors is noticed
+
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("key", ["exp_avg", "exp_avg_sq", "step"])
+def test_state_tensor_data_replaced_is_what_the_next_step_updates(state_dtype, key):
+    """`state[key].data = new` keeps the tensor object but gives it new memory: the next step must update the new
+    memory, exactly as a fresh optimizer loaded with the same state does."""
+    opt, p, gen = stepped_torch(state_dtype)
+    entry = opt.state[p]
+    if key == "step":
+        entry["step"].data = torch.tensor(7.0)
+    else:
+        entry[key].data = entry[key].detach().clone()
+    twin_p = p.detach().clone().requires_grad_()
+    twin = adam_torch.Adam([twin_p], lr=1e-2, state_dtype=state_dtype)
+    twin.load_state_dict(copy.deepcopy(opt.state_dict()))  # torch's load shares tensors it need not cast
+    g = torch.randn(p.shape, generator=gen)
+    p.grad, twin_p.grad = g, g.clone()
+    opt.step()
+    twin.step()
+    assert torch.equal(p, twin_p)
+    assert float(opt.state[p]["step"]) == float(twin.state[twin_p]["step"]) == (8.0 if key == "step" else 3.0)
+    for k in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(opt.state[p][k], twin.state[twin_p][k]), k
+
+
+def test_state_tensor_data_replaced_with_another_dtype_is_refused_or_followed():
+    opt, p, gen = stepped_torch("float32")
+    opt.state[p]["exp_avg"].data = torch.zeros(5000, dtype=torch.float64)
+    p.grad = torch.randn(p.shape, generator=gen)
+    before = snapshot(opt, p)
+    with pytest.raises(TypeError, match="exp_avg"):
+        opt.step()
+    assert_same_snapshot(before, snapshot(opt, p))
+
+
+# ---------------------------------------------------------------- 2, 8, 9: grad_scale and found_inf
+
+BAD_SCALES = [0.0, -2.0, float("nan"), float("inf")]
+
+
+@pytest.mark.parametrize("value", BAD_SCALES)
+def test_torch_grad_scale_must_be_finite_and_positive(value):
+    opt, p, gen = stepped_torch()
+    p.grad = torch.randn(p.shape, generator=gen)
+    before = snapshot(opt, p)
+    with pytest.raises(ValueError, match="grad_scale"):
+        opt.step(grad_scale=torch.tensor(value))
+    assert_same_snapshot(before, snapshot(opt, p))
+
+
+@pytest.mark.parametrize("make", [lambda: torch.ones(2), lambda: torch.ones((), device="meta"),
+                                  lambda: torch.ones(1).to_sparse()])
+@pytest.mark.parametrize("front", ["numpy", "torch"])
+def test_grad_scale_tensor_of_the_wrong_kind_names_grad_scale(make, front):
+    if front == "numpy":
+        p = np.ones(50, np.float32)
+        opt = adam_c.Adam([p])
+        with pytest.raises(TypeError, match="grad_scale"):
+            opt.step([np.ones(50, np.float32)], grad_scale=make())
+        assert np.all(p == 1.0) and not opt.state
+        return
+    opt, p, gen = stepped_torch()
+    p.grad = torch.randn(p.shape, generator=gen)
+    before = snapshot(opt, p)
+    with pytest.raises(TypeError, match="grad_scale"):
+        opt.step(grad_scale=make())
+    assert_same_snapshot(before, snapshot(opt, p))
+
+
+def test_torch_grad_scale_of_any_one_element_shape_divides_the_grads():
+    a, pa, _ = stepped_torch(steps=1)
+    b, pb, _ = stepped_torch(steps=1)
+    g = torch.randn(pa.shape)
+    pa.grad, pb.grad = g * 4.0, g.clone()
+    a.step(grad_scale=torch.full((1, 1), 4.0))
+    b.step()
+    assert torch.equal(pa, pb)
+
+
+@pytest.mark.parametrize("found_inf", [torch.ones(2), torch.zeros((), device="meta"), "yes", [1.0]])
+def test_torch_found_inf_of_the_wrong_kind_names_found_inf(found_inf):
+    opt, p, gen = stepped_torch()
+    p.grad = torch.randn(p.shape, generator=gen)
+    before = snapshot(opt, p)
+    with pytest.raises(TypeError, match="found_inf"):
+        opt.step(found_inf=found_inf)
+    assert_same_snapshot(before, snapshot(opt, p))
+
+
+def test_torch_found_inf_one_element_tensors_and_numbers_still_work():
+    for found, skipped in ((torch.ones(1), True), (torch.zeros((1, 1)), False), (1.0, True), (0, False)):
+        opt, p, gen = stepped_torch()
+        p.grad = torch.randn(p.shape, generator=gen)
+        before = snapshot(opt, p)
+        opt.step(found_inf=found)
+        assert opt.last_step_skipped is skipped
+        assert (float(opt.state[p]["step"]) == 2.0) is skipped
+        if skipped:
+            assert_same_snapshot(before, snapshot(opt, p))
+
+
+# ---------------------------------------------------------------- 3: a failed step converts nothing
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+def test_failed_step_leaves_directly_written_float32_state_as_written(state_dtype):
+    gen = torch.Generator().manual_seed(1)
+    p = torch.randn(5000, generator=gen).requires_grad_()
+    q = torch.randn(5000, generator=gen).requires_grad_()
+    opt = adam_torch.Adam([p, q], lr=1e-2, state_dtype=state_dtype)
+    m, v = torch.randn(5000, generator=gen), torch.rand(5000, generator=gen)
+    opt.state[p] = {"step": torch.tensor(3.0), "exp_avg": m.clone(), "exp_avg_sq": v.clone()}
+    opt.state[q] = {"step": torch.tensor(3.0), "exp_avg": m.clone()}  # planned after p's state: the step fails
+    p.grad, q.grad = torch.randn(5000, generator=gen), torch.randn(5000, generator=gen)
+    with pytest.raises(ValueError, match="exp_avg_sq"):
+        opt.step()
+    entry = opt.state[p]
+    assert entry.keys() == {"step", "exp_avg", "exp_avg_sq"}
+    assert entry["exp_avg"].dtype == torch.float32 and torch.equal(entry["exp_avg"], m)
+    assert torch.equal(entry["exp_avg_sq"], v)
+    # and once q's state is whole, the step converts and runs
+    opt.state[q]["exp_avg_sq"] = v.clone()
+    opt.step()
+    assert opt.state[p]["state_dtype"] == state_dtype
+
+
+# ---------------------------------------------------------------- 4: channels_last int8 into adam_c.Adam
+
+def channels_last_int8():
+    gen = torch.Generator().manual_seed(5)
+    p = torch.randn(3, 37, 9, 7, generator=gen).to(memory_format=torch.channels_last).requires_grad_()
+    opt = adam_torch.Adam([p], lr=1e-2, state_dtype="int8", amsgrad=True)
+    for _ in range(3):
+        p.grad = torch.randn(p.shape, generator=gen).to(memory_format=torch.channels_last)
+        opt.step()
+    return opt, p
+
+
+@pytest.mark.parametrize("route", ["direct", "from_torch_state_dict", "torch_save"])
+def test_channels_last_int8_checkpoint_decodes_right_in_the_numpy_optimizer(route, tmp_path):
+    topt, p = channels_last_int8()
+    sd = topt.state_dict()
+    if route == "from_torch_state_dict":
+        sd = from_torch_state_dict(sd)
+    elif route == "torch_save":
+        torch.save(sd, tmp_path / "ckpt.pt")
+        sd = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    param = p.detach().contiguous().numpy().copy()
+    nopt = adam_c.Adam([param], lr=1e-2, state_dtype="int8", amsgrad=True)
+    nopt.load_state_dict(sd)
+    decoded = topt.state_float32()[0]
+    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+        values = decoded[key].contiguous().numpy()
+        codes, absmax = _compressed.from_float32("int8", key, values)  # C-order blocks of the same values
+        assert nopt.state[0][key].tobytes() == codes.tobytes(), key
+        assert nopt.state[0][key + "_absmax"].tobytes() == absmax.tobytes(), key
+
+
+def test_channels_last_int8_into_float32_numpy_state_is_the_decoded_values():
+    topt, p = channels_last_int8()
+    nopt = adam_c.Adam([p.detach().contiguous().numpy().copy()], lr=1e-2, amsgrad=True)
+    nopt.load_state_dict(topt.state_dict())
+    decoded = topt.state_float32()[0]
+    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+        np.testing.assert_array_equal(nopt.state[0][key], decoded[key].contiguous().numpy())
+
+
+# ---------------------------------------------------------------- 5: master and EMA through the converters
+
+def test_to_and_from_torch_state_dict_keep_master_and_ema():
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal(300).astype(np.float32)
+    opt = adam_c.Adam([p], lr=1e-2, ema_decay=0.9)
+    for _ in range(2):
+        opt.step([rng.standard_normal(300).astype(np.float32)])
+    sd = opt.state_dict()
+    assert "ema" in sd["state"][0]
+    tsd = to_torch_state_dict(sd)
+    assert isinstance(tsd["state"][0]["ema"], torch.Tensor)
+    np.testing.assert_array_equal(tsd["state"][0]["ema"].numpy(), sd["state"][0]["ema"])
+    back = from_torch_state_dict(tsd)
+    np.testing.assert_array_equal(back["state"][0]["ema"], sd["state"][0]["ema"])
+    # the torch drop-in restores the same EMA
+    tp = torch.from_numpy(p.copy()).requires_grad_()
+    topt = adam_torch.Adam([tp], lr=1e-2, ema_decay=0.9)
+    topt.load_state_dict(tsd)
+    np.testing.assert_array_equal(topt.state[tp]["ema"].numpy(), sd["state"][0]["ema"])
+
+
+def test_torch_master_survives_the_round_trip_through_numpy():
+    ml_dtypes = pytest.importorskip("ml_dtypes")  # noqa: F841
+    gen = torch.Generator().manual_seed(2)
+    p = torch.randn(300, generator=gen).to(torch.bfloat16).requires_grad_()
+    opt = adam_torch.Adam([p], lr=1e-2, master_weights=True)
+    for _ in range(2):
+        p.grad = torch.randn(300, generator=gen).to(torch.bfloat16)
+        opt.step()
+    master = opt.state[p]["master"].clone()
+    back = to_torch_state_dict(from_torch_state_dict(opt.state_dict()))
+    assert torch.equal(back["state"][0]["master"], master)
+
+
+# ---------------------------------------------------------------- 6: copies keep GradScaler support
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_copies_still_take_grad_scale_from_gradscaler(how):
+    opt, p, _ = stepped_torch()
+    other = copy.deepcopy(opt) if how == "deepcopy" else pickle.loads(pickle.dumps(opt))
+    assert getattr(other, "_step_supports_amp_scaling", False) is True
+
+
+# ---------------------------------------------------------------- 7: odd tensors in compressed checkpoints
+
+@pytest.mark.parametrize("key", ["exp_avg", "exp_avg_absmax"])
+@pytest.mark.parametrize("make", ["meta", "sparse"])
+@pytest.mark.parametrize("front", ["numpy", "torch"])
+def test_compressed_checkpoint_with_odd_tensor_names_the_entry(key, make, front):
+    topt, p, _ = stepped_torch("int8")
+    sd = topt.state_dict()
+    value = sd["state"][0][key]
+    sd["state"][0][key] = value.to("meta") if make == "meta" else value.to_sparse()
+    if front == "numpy":
+        opt = adam_c.Adam([p.detach().numpy().copy()], lr=1e-2, state_dtype="int8")
+        opt.step([np.ones(5000, np.float32)])
+        before = copy.deepcopy(opt.state_dict())
+        with pytest.raises(ALLOWED, match=key):
+            opt.load_state_dict(sd)
+        after = opt.state_dict()
+        np.testing.assert_array_equal(after["state"][0]["exp_avg"], before["state"][0]["exp_avg"])
+        return
+    q = p.detach().clone().requires_grad_()
+    opt = adam_torch.Adam([q], lr=1e-2, state_dtype="int8")
+    with pytest.raises(ALLOWED, match=key):
+        opt.load_state_dict(sd)
+    assert not opt.state
+
+
+# ---------------------------------------------------------------- 10: compressed entries missing a moment
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+@pytest.mark.parametrize("missing", ["exp_avg", "exp_avg_sq"])
+def test_torch_compressed_entry_missing_a_moment_is_refused_at_load(state_dtype, missing):
+    topt, p, _ = stepped_torch(state_dtype)
+    sd = topt.state_dict()
+    del sd["state"][0][missing]
+    sd["state"][0].pop(missing + "_absmax", None)
+    q = p.detach().clone().requires_grad_()
+    opt = adam_torch.Adam([q], lr=1e-2, state_dtype=state_dtype)
+    with pytest.raises(ValueError, match=missing):
+        opt.load_state_dict(sd)
+    assert not opt.state
+
+
+# ---------------------------------------------------------------- 11: NumPy state reshaped in place
+
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8"])
+def test_numpy_state_reshaped_in_place_still_round_trips(state_dtype):
+    rng = np.random.default_rng(3)
+    p = rng.standard_normal((64, 80)).astype(np.float32)
+    opt = adam_c.Adam([p], lr=1e-2, state_dtype=state_dtype)
+    opt.step([rng.standard_normal((64, 80)).astype(np.float32)])
+    opt.state[0]["exp_avg"].shape = (80, 64)  # same memory, same size: the kernel does not care
+    opt.step([rng.standard_normal((64, 80)).astype(np.float32)])
+    sd = opt.state_dict()
+    assert sd["state"][0]["exp_avg"].shape == (64, 80)
+    twin = adam_c.Adam([p.copy()], lr=1e-2, state_dtype=state_dtype)
+    twin.load_state_dict(sd)
+    np.testing.assert_array_equal(twin.state[0]["exp_avg"], opt.state[0]["exp_avg"].reshape(64, 80))
