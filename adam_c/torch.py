@@ -155,7 +155,7 @@ def _check_mixed_buffer(t, p, name):
 def _nonzero(found_inf):
     """GradScaler's found_inf (a 1-element tensor) or a number/bool: is it nonzero (skip the step)?"""
     if isinstance(found_inf, torch.Tensor):
-        return bool(one_element_value(found_inf, "found_inf"))
+        return bool(one_element_value(found_inf, "found_inf", allow_bool=True))  # ~torch.isfinite(loss) too
     if isinstance(found_inf, (bool, np.bool_)):
         return bool(found_inf)
     return bool(real(found_inf, "found_inf"))
@@ -181,11 +181,14 @@ def _saved_tensor(value, name):
     """A checkpoint's state value as a CPU tensor (NumPy arrays, as adam_c.Adam saves them, too: uint16 is
     bfloat16 bits)."""
     if isinstance(value, np.ndarray):
+        # a dense array keeps its memory order (int8 codes' block scales cover it, as adam_c.Adam reads them), any
+        # other one is taken in C order (_compressed.memory_order's rule)
+        value = np.array(value, order="K" if _compressed.memory_order(value) is not None else "C", copy=True)
         if value.dtype == np.uint16:
-            return torch.from_numpy(np.ascontiguousarray(value).view(np.int16)).view(torch.bfloat16)
+            return torch.from_numpy(value.view(np.int16)).view(torch.bfloat16)
         if value.dtype == BFLOAT16:
             value = value.astype(np.float32)
-        return torch.from_numpy(np.ascontiguousarray(value))
+        return torch.from_numpy(value)
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if value.layout != torch.strided or value.is_quantized:
@@ -662,6 +665,9 @@ class Adam(Optimizer):
                 continue
             layout = self._layout(p)
             where = f"state_dict['state'][{pid!r}]"
+            for key in _STATE_KEYS[:2]:  # refused now (as adam_c.Adam does), not by every later step
+                if entry and entry.get(key) is None:
+                    raise ValueError(f"{where} is missing {key!r}")
             extra = self._loaded_mixed(entry, p, where)
             if layout == "float32" and entry.get("state_dtype") is None and p.dtype not in _LOW_PRECISION:
                 if extra is None:
@@ -802,31 +808,35 @@ class Adam(Optimizer):
                 state["state_dtype"] = layout
             created.append((p, self.state.get(p), None))
             self.state[p] = state
-        elif amsgrad and state.get("max_exp_avg_sq") is None and has_grad:
-            # amsgrad switched on for a param that has state: its running max starts from zeros
-            for key, value in self._zero_state(p, layout, "max_exp_avg_sq").items():
-                created.append((p, state, key))
-                state[key] = value
         where = f"state of {label}"
         if not isinstance(state, dict):
             raise TypeError(f"{where} must be a dict, got {type(state).__name__}")
+        # Every change to an existing entry below is recorded in `created` first (_forget undoes it if the step
+        # fails: a failed step changes nothing, not even a lossless normalization).
         if (layout != "float32" or state.get("state_dtype") is not None) and not _in_layout(state, p, layout):
             # entries written directly (not through load_state_dict) in another format: converted like a checkpoint
             converted = _converted_state(state, p, layout, where)
-            # undone by _forget if the step fails: a failed step changes nothing, and the conversion is lossy
-            created.append((p, state, {key: state[key] for key in _FORMAT_KEYS if key in state}))
+            _record(created, p, state, _FORMAT_KEYS)
             for key in _FORMAT_KEYS:
                 state.pop(key, None)
             state.update(converted)
+        if amsgrad and state.get("max_exp_avg_sq") is None and has_grad:
+            # amsgrad switched on for a param that has state: its running max starts from zeros (in the layout the
+            # entry has now, after any conversion)
+            zeros = self._zero_state(p, layout, "max_exp_avg_sq")
+            _record(created, p, state, zeros)
+            state.update(zeros)
         step = state.get("step")
         if not isinstance(step, torch.Tensor):  # older checkpoints store a number: torch makes it a tensor
             if isinstance(step, bool) or not isinstance(step, numbers.Real):
                 raise TypeError(f"{where}['step'] must be a number or a 0-d tensor, got {type(step).__name__}")
+            _record(created, p, state, ("step",))
             step = state["step"] = torch.tensor(float(step), dtype=torch.float32)
         elif (step.numel() != 1 or step.device.type != "cpu" or step.dtype not in _FLOAT_DTYPES
               or step.layout != torch.strided):
             if step.numel() != 1 or step.is_complex():
                 raise ValueError(f"{where}['step'] must be a 0-d tensor, got shape {tuple(step.shape)}")
+            _record(created, p, state, ("step",))
             step = state["step"] = torch.tensor(float(step.item()), dtype=torch.float32)
         keep.append(step.untyped_storage())
         tensors = [step]
@@ -856,7 +866,9 @@ class Adam(Optimizer):
                 # a contiguous checkpoint for a channels_last param, or torch.optim's float16/bfloat16 state
                 # (exact in float32)
                 with torch.no_grad():
-                    t = state[key] = torch.empty_like(p, dtype=want, memory_format=torch.preserve_format).copy_(t)
+                    t = torch.empty_like(p, dtype=want, memory_format=torch.preserve_format).copy_(t)
+                _record(created, p, state, (key,))
+                state[key] = t
             keep.append(t.untyped_storage())
             tensors.append(t)
             ptrs.append(_data_ptr(t))
@@ -888,13 +900,15 @@ class Adam(Optimizer):
                 source = out.get("master", p) if key == "ema" else p
                 with torch.no_grad():
                     t = torch.empty_like(p, dtype=want, memory_format=torch.preserve_format).copy_(source)
-                created.append((p, state, key))
+                _record(created, p, state, (key,))
                 state[key] = t
             else:
                 _check_mixed_buffer(t, p, name)
                 if not _same_layout(t, p):  # a contiguous checkpoint of a channels_last param
                     with torch.no_grad():
-                        t = state[key] = torch.empty_like(p, dtype=want, memory_format=torch.preserve_format).copy_(t)
+                        t = torch.empty_like(p, dtype=want, memory_format=torch.preserve_format).copy_(t)
+                    _record(created, p, state, (key,))
+                    state[key] = t
             keep.append(t.untyped_storage())
             out[key] = t
         return tuple(out.get(key) for key in _MIXED_KEYS)
@@ -911,14 +925,14 @@ class Adam(Optimizer):
 
     def _forget(self, created):
         """Undo what _build_plan recorded in `created`, newest first: (p, None, None) a new entry, (p, old entry,
-        None) a replaced one, (p, entry, key) a new key, (p, entry, {key: old value}) converted keys."""
+        None) a replaced one, (p, entry, {key: old value or _ABSENT}) keys of an entry changed (see _record)."""
         for p, previous, key in reversed(created):
-            if isinstance(key, dict):
-                for k in _FORMAT_KEYS:
-                    previous.pop(k, None)
-                previous.update(key)
-            elif key is not None:
-                previous.pop(key, None)
+            if key is not None:
+                for k, value in key.items():
+                    if value is _ABSENT:
+                        previous.pop(k, None)
+                    else:
+                        previous[k] = value
             elif previous is None:
                 self.state.pop(p, None)
             else:
@@ -959,6 +973,12 @@ class Adam(Optimizer):
 
 
 _ADAM_STEP = Adam.step
+_ABSENT = object()  # _record: the key was not in the entry
+
+
+def _record(created, p, entry, keys):
+    """Note in `created` (see Adam._forget) what `entry` holds under `keys` now, before they are changed."""
+    created.append((p, entry, {key: entry.get(key, _ABSENT) for key in keys}))
 
 
 def _checked_grad_scale(grad_scale):
@@ -968,7 +988,7 @@ def _checked_grad_scale(grad_scale):
         raise TypeError("grad_scale must be a 1-element CPU tensor (as GradScaler provides), got "
                         f"{type(grad_scale).__name__}")
     loss_scale(one_element_value(grad_scale, "grad_scale"))
-    return grad_scale if grad_scale.dim() <= 1 else grad_scale.reshape(())
+    return grad_scale if grad_scale.dim() == 0 else grad_scale.reshape(())  # _foreach_div takes 0-d scale tensors
 
 
 def _unscaled(grads, grad_scale):
