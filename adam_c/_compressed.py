@@ -152,13 +152,6 @@ def decoded_in_memory_order(codes, absmax, key):
     return np.ascontiguousarray(values.reshape(walked.shape).transpose(np.argsort(order)))
 
 
-def codes_in_c_order(codes, absmax, key):
-    """(codes, absmax) with blocks over C order: the same arrays where the codes' memory order is C order, else
-    decoded in memory order and encoded again (round to nearest, as any conversion)."""
-    values = decoded_in_memory_order(codes, absmax, key)
-    return (codes, absmax) if values is None else from_float32("int8", key, values)
-
-
 def _as_array(value, where):
     """A saved code or scale array as an ndarray (torch.bfloat16 tensors as their uint16 bits); tensors numpy
     cannot read (meta, sparse, other devices) are TypeErrors naming `where`."""

@@ -426,8 +426,9 @@ class Engine:
                 buf = layout.state[key][i]
                 if buf is not None:
                     # a buffer reshaped in place (same memory and size: the kernel does not mind) is shown and saved
-                    # in its param's shape, so checkpoints load; block scales stay 1-D
-                    entry[key] = buf if key in ABSMAX_KEYS or buf.shape == shape else buf.reshape(shape)
+                    # in its param's shape, block scales 1-D, so checkpoints load
+                    want = (buf.size,) if key in ABSMAX_KEYS else shape
+                    entry[key] = buf if buf.shape == want else buf.reshape(want)
             out[i] = entry
         return out
 

@@ -108,15 +108,16 @@ def is_tensor(value):
     return hasattr(value, "item") and hasattr(value, "numel") and not isinstance(value, np.ndarray)
 
 
-def one_element_value(tensor, name):
+def one_element_value(tensor, name, allow_bool=False):
     """The number in a 1-element dense CPU real torch tensor of any shape (GradScaler's scale and found_inf are
-    shape (1,)); other tensors (more elements, meta or other devices, sparse, complex, bool) are TypeErrors
-    naming the argument."""
+    shape (1,)); other tensors (more elements, meta or other devices, sparse, complex, bool unless allow_bool) are
+    TypeErrors naming the argument."""
     try:
         numel, device, layout, dtype = tensor.numel(), str(tensor.device), str(tensor.layout), tensor.dtype
     except Exception as exc:
         raise TypeError(f"{name} must be a 1-element CPU tensor ({type(exc).__name__}: {exc})") from exc
-    if numel != 1 or device != "cpu" or layout != "torch.strided" or dtype.is_complex or str(dtype) == "torch.bool":
+    if numel != 1 or device != "cpu" or layout != "torch.strided" or dtype.is_complex or (
+            str(dtype) == "torch.bool" and not allow_bool):
         raise TypeError(f"{name} must be a 1-element dense real CPU tensor (as GradScaler provides), got "
                         f"{numel} elements of {dtype} on {device} ({layout})")
     return tensor.item()

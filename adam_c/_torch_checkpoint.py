@@ -118,15 +118,10 @@ def from_torch_state_dict(state_dict):
                 # of bfloat16 params: exact in float32 (_torch_to_numpy's conversion)
                 bits = entry.get("state_dtype") == "bfloat16" and key in _STATE_KEYS
                 value = _compressed._as_array(value, name) if bits else _torch_to_numpy(value, name)
-            out[key] = value
-        if entry.get("state_dtype") == "int8":
-            for key in _STATE_KEYS:  # scales cover blocks of the codes' memory order: C order for adam_c.Adam
-                codes, absmax = out.get(key), out.get(key + "_absmax")
-                if (isinstance(codes, np.ndarray) and codes.dtype == np.uint8 and isinstance(absmax, np.ndarray)
-                        and absmax.dtype == np.float32
-                        and absmax.shape == (_compressed.n_blocks(codes.size),)):  # else load_state_dict says why
-                    out[key], out[key + "_absmax"] = _compressed.codes_in_c_order(codes, absmax, key)
-        out.update({key: np.array(value, order="C", copy=True) for key, value in out.items() if key != "step"})
+            # int8 codes keep their memory order, which their block scales cover (a channels_last param's are
+            # channels_last): adam_c.Adam's load_state_dict decodes them in it; everything else in C order
+            codes = entry.get("state_dtype") == "int8" and key in _STATE_KEYS
+            out[key] = np.array(value, order="K" if codes else "C", copy=True)
         if entry.get("state_dtype") is not None:
             out["state_dtype"] = entry["state_dtype"]
         out_state[pid] = out
