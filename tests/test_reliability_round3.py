@@ -312,3 +312,155 @@ def test_numpy_state_reshaped_in_place_still_round_trips(state_dtype):
     twin = adam_c.Adam([p.copy()], lr=1e-2, state_dtype=state_dtype)
     twin.load_state_dict(sd)
     np.testing.assert_array_equal(twin.state[0]["exp_avg"], opt.state[0]["exp_avg"].reshape(64, 80))
+
+
+# ---------------------------------------------------------------- the second review of these fixes
+
+def stepped_fmt(shape=(5000,), state_dtype="float32", dtype=torch.float32, fmt=None, steps=2, **kw):
+    """stepped_torch with a param dtype and memory format."""
+    gen = torch.Generator().manual_seed(0)
+    make = (lambda t: t) if fmt is None else (lambda t: t.to(memory_format=fmt))
+    p = make(torch.randn(shape, generator=gen).to(dtype)).requires_grad_()
+    opt = adam_torch.Adam([p], lr=1e-2, state_dtype=state_dtype, **kw)
+    for _ in range(steps):
+        p.grad = make(torch.randn(shape, generator=gen).to(dtype))
+        opt.step()
+    return opt, p, gen
+
+
+def test_grad_scale_of_shape_1_is_accepted_like_other_one_element_shapes():
+    """GradScaler-style shape (1,) scales: torch._foreach_div takes only 0-d scale tensors (was a RuntimeError)."""
+    a, pa, _ = stepped_fmt(steps=1)
+    b, pb, _ = stepped_fmt(steps=1)
+    g = torch.randn(pa.shape)
+    pa.grad, pb.grad = g * 4.0, g.clone()
+    a.step(grad_scale=torch.tensor([4.0]))
+    b.step()
+    assert torch.equal(pa, pb)
+
+
+def test_from_torch_state_dict_keeps_channels_last_int8_values():
+    """from_torch_state_dict keeps channels_last int8 codes in their memory order (it used to re-quantize them into
+    C-order blocks), so loading its output gives exactly the values of the torch checkpoint."""
+    topt, p, _ = stepped_fmt((3, 37, 9, 7), "int8", fmt=torch.channels_last, steps=3)
+    decoded = topt.state_float32()[0]
+    param = p.detach().contiguous().numpy().copy()
+    nopt = adam_c.Adam([param.copy()], lr=1e-2)
+    nopt.load_state_dict(from_torch_state_dict(topt.state_dict()))
+    for key in ("exp_avg", "exp_avg_sq"):
+        np.testing.assert_array_equal(nopt.state[0][key], decoded[key].contiguous().numpy())
+
+
+def _numpy_int8_checkpoint_fortran():
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal((64, 80)).astype(np.float32)
+    opt = adam_c.Adam([p], lr=1e-2, state_dtype="int8")
+    for _ in range(2):
+        opt.step([rng.standard_normal((64, 80)).astype(np.float32)])
+    sd = opt.state_dict()
+    entry = sd["state"][0]
+    for key in ("exp_avg", "exp_avg_sq"):
+        entry[key] = np.asfortranarray(entry[key])  # same values, another memory order
+    return p, sd
+
+
+def _torch_int8_checkpoint_as_numpy_views():
+    topt, p, _ = stepped_fmt((3, 37, 9, 7), "int8", fmt=torch.channels_last, steps=3)
+    sd = topt.state_dict()
+    sd["state"][0] = {k: (v.numpy() if isinstance(v, torch.Tensor) and k != "step" else v)
+                      for k, v in sd["state"][0].items()}
+    return p.detach().contiguous().numpy().copy(), sd
+
+
+@pytest.mark.parametrize("make", [_numpy_int8_checkpoint_fortran, _torch_int8_checkpoint_as_numpy_views])
+def test_both_front_ends_read_non_c_ordered_numpy_codes_alike(make):
+    """One rule in both front-ends: int8 codes' blocks run in the codes' memory order, NumPy arrays too (adam_c.torch
+    used to make them C-contiguous first, so the same dict loaded to different state)."""
+    param, sd = make()
+    nopt = adam_c.Adam([param.copy()], lr=1e-2)
+    nopt.load_state_dict(copy.deepcopy(sd))
+    t = torch.from_numpy(param.copy()).requires_grad_()
+    topt = adam_torch.Adam([t], lr=1e-2)
+    topt.load_state_dict(copy.deepcopy(sd))
+    for key in ("exp_avg", "exp_avg_sq"):
+        np.testing.assert_array_equal(nopt.state[0][key], topt.state[t][key].numpy(), err_msg=key)
+
+
+def test_failed_step_leaves_directly_written_float16_state_as_written():
+    """Lossless normalizations of directly written state (torch.optim's float16 state of a float16 param made
+    float32, a number step made a tensor) are undone by a failed step too."""
+    gen = torch.Generator().manual_seed(0)
+    p = torch.randn(5000, generator=gen).half().requires_grad_()
+    q = torch.randn(5000, generator=gen).half().requires_grad_()
+    opt = adam_torch.Adam([p, q], lr=1e-2)
+    opt.state[p] = {"step": torch.tensor(3.0), "exp_avg": torch.randn(5000).half(),
+                    "exp_avg_sq": torch.rand(5000).half()}
+    opt.state[q] = {"step": torch.tensor(3.0), "exp_avg": torch.randn(5000).half()}  # no exp_avg_sq: step fails
+    p.grad, q.grad = torch.randn(5000).half(), torch.randn(5000).half()
+    before = snapshot(opt, p)
+    with pytest.raises(ValueError, match="exp_avg_sq"):
+        opt.step()
+    assert_same_snapshot(before, snapshot(opt, p))
+
+
+def test_failed_step_leaves_a_number_step_as_written():
+    p = torch.randn(5000).requires_grad_()
+    q = torch.randn(5000).requires_grad_()
+    opt = adam_torch.Adam([p, q], lr=1e-2)
+    opt.state[p] = {"step": 3, "exp_avg": torch.randn(5000), "exp_avg_sq": torch.rand(5000)}
+    opt.state[q] = {"step": torch.tensor(3.0), "exp_avg": torch.randn(5000)}
+    p.grad, q.grad = torch.randn(5000), torch.randn(5000)
+    with pytest.raises(ValueError, match="exp_avg_sq"):
+        opt.step()
+    assert opt.state[p]["step"] == 3 and not isinstance(opt.state[p]["step"], torch.Tensor)
+
+
+@pytest.mark.parametrize("written, state_dtype", [("bfloat16", "int8"), ("int8", "bfloat16")])
+def test_amsgrad_step_converts_directly_written_state_of_another_compressed_format(written, state_dtype):
+    """With amsgrad, the zero max_exp_avg_sq is added after the entry is converted from its own state_dtype (added
+    before, it was in the wrong format and valid state was refused)."""
+    src, p, gen = stepped_fmt(state_dtype=written)
+    entry = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in src.state[p].items()}
+    q = p.detach().clone().requires_grad_()
+    opt = adam_torch.Adam([q], lr=1e-2, state_dtype=state_dtype, amsgrad=True)
+    opt.state[q] = entry
+    q.grad = torch.randn(q.shape, generator=gen)
+    opt.step()
+    assert opt.state[q]["state_dtype"] == state_dtype and "max_exp_avg_sq" in opt.state[q]
+
+
+def test_numpy_block_scales_reshaped_in_place_still_round_trip():
+    """Block scales reshaped in place (the step does not mind) are shown and saved 1-D, so the checkpoint loads."""
+    rng = np.random.default_rng(3)
+    p = rng.standard_normal((64, 80)).astype(np.float32)
+    opt = adam_c.Adam([p], lr=1e-2, state_dtype="int8")
+    opt.step([rng.standard_normal((64, 80)).astype(np.float32)])
+    scales = opt.state[0]["exp_avg_absmax"]
+    scales.shape = (scales.size, 1)
+    opt.step([rng.standard_normal((64, 80)).astype(np.float32)])
+    sd = opt.state_dict()
+    twin = adam_c.Adam([p.copy()], lr=1e-2, state_dtype="int8")
+    twin.load_state_dict(sd)
+    np.testing.assert_array_equal(twin.state[0]["exp_avg_absmax"], scales.reshape(-1))
+
+
+@pytest.mark.parametrize("found_inf, skipped", [(torch.tensor(True), True), (torch.tensor([False]), False)])
+def test_torch_found_inf_bool_tensor_is_a_flag(found_inf, skipped):
+    """A bool tensor found_inf (e.g. ~torch.isfinite(loss)) is a flag like True or torch.tensor(1.0)."""
+    opt, p, gen = stepped_fmt()
+    p.grad = torch.randn(p.shape, generator=gen)
+    opt.step(found_inf=found_inf)
+    assert opt.last_step_skipped is skipped
+
+
+def test_torch_float32_entry_missing_a_moment_is_refused_at_load():
+    """A float32 (torch.optim format) entry without exp_avg_sq is refused at load, as adam_c.Adam does (it used to
+    load, and then every step failed)."""
+    topt, p, _ = stepped_fmt()
+    sd = topt.state_dict()
+    del sd["state"][0]["exp_avg_sq"]
+    q = p.detach().clone().requires_grad_()
+    opt = adam_torch.Adam([q], lr=1e-2)
+    with pytest.raises(ValueError, match="exp_avg_sq"):
+        opt.load_state_dict(sd)
+    assert not opt.state
