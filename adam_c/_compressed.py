@@ -84,11 +84,28 @@ def from_float32(layout, key, values):
     return values.copy(), None
 
 
+# torch.optim's load_state_dict rebuilds every non-tensor iterable state value as type(value)(generator): a string
+# becomes the repr of a generator, so a checkpoint that passed through torch.optim.Adam has lost its "state_dtype"
+_TORCH_MANGLED = "<generator object "
+
+
 def entry_layout(entry, where):
-    """The layout a saved state entry says it has: its "state_dtype" key, else float32 (torch / older files)."""
+    """The layout a saved state entry says it has: its "state_dtype" key, else float32 (torch / older files). A
+    "state_dtype" mangled by torch.optim is read off the buffers: torch.optim keeps bfloat16 state of bfloat16
+    params as it is and casts it to float32 values for float32 params (exact), but int8 codes become numbers."""
     saved = entry.get("state_dtype", "float32")
     if hasattr(saved, "item") and not isinstance(saved, str):
         saved = saved.item()
+    if isinstance(saved, str) and saved.startswith(_TORCH_MANGLED):
+        kind = str(getattr(entry.get("exp_avg"), "dtype", ""))
+        if kind in ("torch.bfloat16", "uint16"):
+            return "bfloat16"
+        if kind in ("torch.uint8", "uint8"):
+            return "int8"
+        if any(entry.get(key + "_absmax") is not None for key in SIGNED):
+            raise ValueError(f"{where} held int8 state, but torch.optim loaded it and cast its codes to numbers "
+                             "(its 'state_dtype' is mangled): load the checkpoint adam_c saved instead")
+        return "float32"
     return check_state_dtype(saved, f"{where}['state_dtype']")
 
 

@@ -697,7 +697,7 @@ cdef class TorchStepPlan:
     cdef adamc_autotune *tune     # this plan's measured serial-or-threads decision (same workload every step)
     cdef object groups_obj, state_obj
     cdef Py_ssize_t state_mutations
-    cdef object data_ptr, stride_of, read_group, fix_grad, unscale, bump_versions
+    cdef object data_ptr, stride_of, read_group, fix_grad, unscale, bump_versions, label
     cdef list scales              # per param: None, or (exp_avg_absmax, exp_avg_sq_absmax, max_exp_avg_sq_absmax
                                   # or None) of its int8 state, checked by identity each run
     cdef list watched             # per param: None, or ((tensor, data_ptr, dtype, shape), ...) of its compressed
@@ -723,7 +723,7 @@ cdef class TorchStepPlan:
     def __init__(self, object groups_obj, object state_obj, Py_ssize_t state_mutations, list group_dicts,
                  list params, list infos, list keep, object data_ptr, object stride_of, object read_group, object fix_grad, object unscale,
                  object bump_versions, list compressed=None, uint64_t seed=0, list mixed=None,
-                 bint stochastic=False):
+                 bint stochastic=False, object label=None):
         """infos: per param (in group order) a tuple (group_index, param_ptr, numel, adamc_dtype, dtype, shape,
         strides, inner, entry, step_ptr, step_is_f64, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_sq_ptr) where
         inner/entry are None for a param without state. The helpers are Python callables: data_ptr(t),
@@ -735,7 +735,8 @@ cdef class TorchStepPlan:
         scale_ptrs their data pointers. seed keys stochastic state rounding (with index = the param's position,
         as StepPlan does). mixed: per param None or (master, ema), each a tensor of the compute dtype or None
         (master only for float16/bfloat16 params). stochastic: bfloat16 params without a master round
-        stochastically (keyed by seed and index), as StepPlan."""
+        stochastically (keyed by seed and index), as StepPlan. label(i): how errors name param i (default
+        params[i])."""
         cdef Py_ssize_t n = len(params), i, gi
         if len(infos) != n:
             raise ValueError("TorchStepPlan: infos must be aligned with params")
@@ -746,6 +747,7 @@ cdef class TorchStepPlan:
         if len(mixed) != n:
             raise ValueError("TorchStepPlan: mixed must be aligned with params")
         self.seed = seed
+        self.label = label if label is not None else (lambda i: f"params[{i}]")
         self.n_tensors = n
         self.n_groups = len(group_dicts)
         self.groups_obj = groups_obj
@@ -936,7 +938,7 @@ cdef class TorchStepPlan:
             for other in (<uintptr_t>self.work[j].param, <uintptr_t>self.work[j].exp_avg,
                           <uintptr_t>self.work[j].exp_avg_sq, <uintptr_t>self.work[j].max_exp_avg_sq):
                 if other and nbytes and (g - other < nbytes if g >= other else other - g < nbytes):
-                    return (f"the grad of param {self.work_index[j]} (state_dict numbering) shares memory with "
+                    return (f"the grad of {self.label(self.work_index[j])} shares memory with "
                             "its param or optimizer state; give it a separate gradient tensor")
         return "step: buffers of one update overlap in memory"
 
@@ -1023,7 +1025,7 @@ cdef class TorchStepPlan:
                 new_value = value32
             if not (isfinite(new_value) and new_value >= 1.0 and new_value < 4.0e18
                     and new_value == <double><int64_t>new_value):
-                raise ValueError(f"state of params[{i}]: 'step' must be a whole number >= 0, "
+                raise ValueError(f"state of {self.label(i)}: 'step' must be a whole number >= 0, "
                                  f"got {new_value - 1.0!r}")
             self.work[j].step = <int64_t>new_value
         adamc_step_options_init(&opts)

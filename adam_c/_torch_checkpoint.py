@@ -108,6 +108,8 @@ def from_torch_state_dict(state_dict):
         if not isinstance(entry, Mapping):
             raise TypeError(f"{where} must be a dict, got {type(entry).__name__}")
         out = {"step": _step_value(entry.get("step"), f"{where}['step']")}
+        # the format (a "state_dtype" mangled by torch.optim read off the buffers)
+        layout = _compressed.entry_layout(entry, where) if "state_dtype" in entry else None
         for key in _STATE_KEYS + _ABSMAX_KEYS + _MIXED_KEYS:
             value = entry.get(key)
             if value is None:
@@ -116,14 +118,14 @@ def from_torch_state_dict(state_dict):
             if hasattr(value, "detach"):
                 # bfloat16 state of adam_c.torch: the NumPy optimizer's uint16 bits; torch.optim's bfloat16 state
                 # of bfloat16 params: exact in float32 (_torch_to_numpy's conversion)
-                bits = entry.get("state_dtype") == "bfloat16" and key in _STATE_KEYS
+                bits = layout == "bfloat16" and key in _STATE_KEYS
                 value = _compressed._as_array(value, name) if bits else _torch_to_numpy(value, name)
             # int8 codes keep their memory order, which their block scales cover (a channels_last param's are
             # channels_last): adam_c.Adam's load_state_dict decodes them in it; everything else in C order
-            codes = entry.get("state_dtype") == "int8" and key in _STATE_KEYS
+            codes = layout == "int8" and key in _STATE_KEYS
             out[key] = np.array(value, order="K" if codes else "C", copy=True)
-        if entry.get("state_dtype") is not None:
-            out["state_dtype"] = entry["state_dtype"]
+        if layout is not None and layout != "float32":
+            out["state_dtype"] = layout
         out_state[pid] = out
     out_groups = []
     for group in groups:

@@ -511,22 +511,25 @@ class Adam(Optimizer):
 
     # ------------------------------------------------------------ the step
 
-    def step(self, closure=None, *, grad_scale=None, found_inf=None, max_grad_norm=None):
-        """One Adam step of every param whose .grad is not None. closure (optional) re-evaluates the model
-        under torch.enable_grad() and returns the loss. grad_scale / found_inf (as GradScaler provides them,
-        also read from the attributes it sets): grads are divided by grad_scale inside the step (the user's
-        .grad tensors are left scaled), and a nonzero found_inf skips the step entirely (opt.last_step_skipped).
-        max_grad_norm: clip by the global L2 norm of all (unscaled) grads, torch.nn.utils.clip_grad_norm_'s rule,
-        fused into the C call; the norm before clipping is then in opt.last_grad_norm (else None).
-        Raises a clear error before changing anything."""
-        if (type(self).step is _ADAM_STEP and not (
-                self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _global_optimizer_pre_hooks
-                or _global_optimizer_post_hooks or torch.autograd._profiler_enabled())):
-            return self._step(closure, grad_scale, found_inf, max_grad_norm)
-        args = (self,) if closure is None else (self, closure)
-        kwargs = {k: v for k, v in (("grad_scale", grad_scale), ("found_inf", found_inf),
-                                    ("max_grad_norm", max_grad_norm)) if v is not None}
-        return self._step_with_hooks(args, kwargs)
+    def step(self, *args, **kwargs):
+        """step(closure=None, *, grad_scale=None, found_inf=None, max_grad_norm=None): one Adam step of every param
+        whose .grad is not None. closure (optional) re-evaluates the model under torch.enable_grad() and returns the
+        loss. grad_scale / found_inf (as GradScaler provides them, also read from the attributes it sets): grads are
+        divided by grad_scale inside the step (the user's .grad tensors are left scaled), and a nonzero found_inf
+        skips the step entirely (opt.last_step_skipped). max_grad_norm: clip by the global L2 norm of all
+        (unscaled) grads, torch.nn.utils.clip_grad_norm_'s rule, fused into the C call; the norm before clipping is
+        then in opt.last_grad_norm (else None). Raises a clear error before changing anything.
+
+        Step pre/post hooks see the call's args and kwargs as given (torch's wrapper: a closure passed by keyword
+        is in kwargs, where a pre-hook may replace it)."""
+        if type(self).step is not _ADAM_STEP:
+            # a subclass's own step, which torch's _patch_step_function wrapped: its wrapper ran the hooks and the
+            # profiler range already, and super().step() lands here
+            return self._step(*_bind_step(*args, **kwargs))
+        if not (self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _global_optimizer_pre_hooks
+                or _global_optimizer_post_hooks or torch.autograd._profiler_enabled()):
+            return self._step(*_bind_step(*args, **kwargs))
+        return self._step_with_hooks((self,) + args, kwargs)
 
     step.hooked = True  # type: ignore[attr-defined]  # Optimizer._patch_step_function: this step runs the hooks itself (see below)
 
@@ -541,9 +544,7 @@ class Adam(Optimizer):
                         raise RuntimeError(f"a step pre-hook must return None or a tuple (new_args, new_kwargs), "
                                            f"got {result!r}")
                     args, kwargs = result
-            closure = args[1] if len(args) > 1 else kwargs.get("closure")
-            out = self._step(closure, kwargs.get("grad_scale"), kwargs.get("found_inf"),
-                             kwargs.get("max_grad_norm"))
+            out = self._step(*_bind_step(*args[1:], **kwargs))
             self._optimizer_step_code()
             for hook in chain(self._optimizer_step_post_hooks.values(), _global_optimizer_post_hooks.values()):
                 hook(self, args, kwargs)
@@ -612,11 +613,15 @@ class Adam(Optimizer):
             except AttributeError:  # opt.state was replaced by a plain dict: the rebuild wraps it again
                 mutations = -1
             try:
+                if self._inference_params:
+                    self._check_inference()
                 return plan.run(self.param_groups, state, mutations, grad_scale, max_grad_norm, ema_decay)[1]
             except _core.TorchPlanStale:
                 pass
         created = self._build_plan()
         try:
+            if self._inference_params:
+                self._check_inference()
             return self._plan.run(self.param_groups, self.state, self.state.mutations, grad_scale, max_grad_norm,
                                   ema_decay)[1]
         except _core.TorchPlanStale:
@@ -626,6 +631,16 @@ class Adam(Optimizer):
         except BaseException:
             self._forget(created)  # a failed step changes nothing, not even new zero state
             raise
+
+    def _check_inference(self):
+        """torch's rule: an inference tensor (made under torch.inference_mode()) is updated in place only inside
+        inference mode; a param that is one and has a grad is refused outside it, before anything changes."""
+        if torch.is_inference_mode_enabled():
+            return
+        for i, p in self._inference_params:
+            if p.grad is not None:
+                raise ValueError(f"{self._param_label(i)} is an inference tensor (made under torch.inference_mode()): "
+                                 "it can be updated in place only inside inference mode")
 
     # ------------------------------------------------------------ checkpoints and state
 
@@ -699,6 +714,10 @@ class Adam(Optimizer):
                 continue
             name = f"{where}[{key!r}]"
             t = _saved_tensor(entry[key], name)
+            if t.dtype == p.dtype and p.dtype in _LOW_PRECISION:
+                # torch.optim cast it to the param's dtype (a checkpoint that passed through it): exact in float32,
+                # and a master cast so is the param's own bits, what a new master starts from
+                t = t.float()
             _check_mixed_buffer(t, p, name)
             out[key] = torch.empty_like(p, dtype=t.dtype, memory_format=torch.preserve_format).copy_(t)
         return out
@@ -741,6 +760,7 @@ class Adam(Optimizer):
         bring state tensors to their param's layout, and prepare the C pointer table. Runs on the first step
         and after anything the plan depends on changed. Returns the state it created, for _forget."""
         self._plan = None
+        self._inference_params = []
         if not isinstance(self.state, _State):
             self.state = _State(dict, self.state)
         if not isinstance(self.param_groups, list):
@@ -785,7 +805,9 @@ class Adam(Optimizer):
                                              list(self.param_groups), params,
                                              infos, keep, _data_ptr, _stride, self._read_group, self._fix_grad,
                                              _unscaled, torch._C._increment_version, compressed,
-                                             self._mixed.seed, mixed, self._mixed.rounding == "stochastic")
+                                             self._mixed.seed, mixed, self._mixed.rounding == "stochastic",
+                                             self._param_label)
+            self._inference_params = [(i, p) for i, p in enumerate(params) if p.is_inference()]
         except BaseException:
             self._forget(created)
             raise
@@ -972,6 +994,12 @@ class Adam(Optimizer):
         raise IndexError(index)
 
 
+def _bind_step(closure=None, *, grad_scale=None, found_inf=None, max_grad_norm=None):
+    """Adam.step's arguments, bound as its documented signature says (errors name step())."""
+    return closure, grad_scale, found_inf, max_grad_norm
+
+
+_bind_step.__qualname__ = "Adam.step"
 _ADAM_STEP = Adam.step
 _ABSENT = object()  # _record: the key was not in the entry
 

@@ -464,3 +464,158 @@ def test_torch_float32_entry_missing_a_moment_is_refused_at_load():
     with pytest.raises(ValueError, match="exp_avg_sq"):
         opt.load_state_dict(sd)
     assert not opt.state
+
+
+# ---------------------------------------------------------------- the third review: torch.optim round trips, hooks
+
+def _steps(opt, params, n, seed=0):
+    for t in range(n):
+        g = torch.Generator().manual_seed(seed + t)
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g).to(p.dtype)
+        opt.step()
+
+
+# ------------------------------------------------------------------ 1. checkpoints through torch.optim.Adam
+
+def test_bfloat16_state_checkpoint_comes_back_after_torch_optim_loaded_it():
+    """README: torch.optim.Adam reads our bfloat16-state checkpoints and ours load torch's. torch's
+    load_state_dict deep-copies every Iterable state value as type(value)(generator), so the per-param string
+    "state_dtype" comes back as "<generator object ...>"; the checkpoint that torch optimizer then saves cannot be
+    loaded by adam_c.torch at all (ValueError on 'state_dtype'), although torch only cast the bfloat16 state to
+    the float32 param dtype, exactly."""
+    p = torch.nn.Parameter(torch.randn(5000))
+    ours = adam_torch.Adam([p], lr=1e-2, state_dtype="bfloat16")
+    _steps(ours, [p], 3)
+    theirs = torch.optim.Adam([torch.nn.Parameter(p.detach().clone())], lr=1e-2)
+    theirs.load_state_dict(ours.state_dict())
+    r = torch.nn.Parameter(p.detach().clone())
+    back = adam_torch.Adam([r], lr=1e-2, state_dtype="bfloat16")
+    back.load_state_dict(theirs.state_dict())
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(back.state[r][key], ours.state[p][key])
+
+
+def test_bfloat16_state_checkpoint_saved_by_torch_optim_loads_into_float32_state():
+    """The same trip into an adam_c.torch.Adam with default (float32) state: the values torch holds are plain
+    float32 numbers, but the mangled "state_dtype" makes load_state_dict raise."""
+    p = torch.nn.Parameter(torch.randn(5000))
+    ours = adam_torch.Adam([p], lr=1e-2, state_dtype="bfloat16")
+    _steps(ours, [p], 3)
+    theirs = torch.optim.Adam([torch.nn.Parameter(p.detach().clone())], lr=1e-2)
+    theirs.load_state_dict(ours.state_dict())
+    r = torch.nn.Parameter(p.detach().clone())
+    back = adam_torch.Adam([r], lr=1e-2)
+    back.load_state_dict(theirs.state_dict())
+    assert torch.equal(back.state[r]["exp_avg"], ours.state[p]["exp_avg"].float())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_master_checkpoint_comes_back_after_torch_optim_loaded_it(dtype):
+    """README: master/EMA are saved and "a torch.optim.Adam checkpoint ... starts them from the params", and
+    float16/bfloat16 state that torch keeps in the param dtype "loads here, upcast exactly". But after
+    torch.optim.Adam loads our master_weights checkpoint it holds state['master'] cast to the param dtype
+    (torch casts every floating tensor), and loading that back is a TypeError ('master ... has dtype
+    torch.bfloat16; ... are torch.float32') instead of an exact upcast (the cast master is the param's own bits)."""
+    p = torch.nn.Parameter(torch.randn(64).to(dtype))
+    ours = adam_torch.Adam([p], lr=1e-2, master_weights=True, ema_decay=0.9)
+    _steps(ours, [p], 3)
+    theirs = torch.optim.Adam([torch.nn.Parameter(p.detach().clone())], lr=1e-2)
+    theirs.load_state_dict(ours.state_dict())
+    r = torch.nn.Parameter(p.detach().clone())
+    back = adam_torch.Adam([r], lr=1e-2, master_weights=True, ema_decay=0.9)
+    back.load_state_dict(theirs.state_dict())
+    assert back.state[r]["master"].dtype == torch.float32
+    assert torch.equal(back.state[r]["master"], r.detach().float())
+
+
+# ------------------------------------------------------------------ 2. step hooks
+
+@pytest.mark.parametrize("kind", ["instance", "global"])
+def test_subclass_overriding_step_runs_each_hook_once(kind):
+    """torch's Optimizer.__init__ wraps a subclass's own step() in profile_hook_step, which runs the step
+    pre/post hooks; super().step() then lands in Adam.step, whose `type(self).step is _ADAM_STEP` test is
+    False, so it runs every hook a second time (and opens a second profiler range). torch.optim.Adam: once."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+    class MyAdam(adam_torch.Adam):
+        def step(self, closure=None):
+            return super().step(closure)
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = MyAdam([p], lr=0.1)
+    calls = []
+    if kind == "instance":
+        handles = [opt.register_step_pre_hook(lambda *a: calls.append("pre")),
+                   opt.register_step_post_hook(lambda *a: calls.append("post"))]
+    else:
+        handles = [register_optimizer_step_pre_hook(lambda *a: calls.append("pre")),
+                   register_optimizer_step_post_hook(lambda *a: calls.append("post"))]
+    try:
+        p.grad = torch.ones(3)
+        opt.step()
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls == ["pre", "post"]
+
+
+def test_pre_hook_sees_and_can_replace_a_keyword_closure():
+    """torch passes step's own (args, kwargs) to pre-hooks: opt.step(closure=c) shows up as kwargs['closure'],
+    and a hook returning kwargs with another closure makes the step run that one. adam_c.torch turns the keyword
+    into a positional arg before the hooks run, so the hook sees kwargs == {} and the closure it installs through
+    kwargs is ignored (args[1], the old closure, wins)."""
+    results = {}
+    for name, cls in (("torch", torch.optim.Adam), ("adam_c", adam_torch.Adam)):
+        p = torch.nn.Parameter(torch.zeros(3))
+        opt = cls([p], lr=0.1)
+        seen, ran = [], []
+
+        def old():
+            ran.append("old")
+            p.grad = torch.ones(3)
+            return 1.0
+
+        def new():
+            ran.append("new")
+            p.grad = torch.ones(3)
+            return 2.0
+
+        def hook(o, args, kwargs):
+            seen.append((len(args), sorted(kwargs)))
+            return args, {**kwargs, "closure": new}
+
+        opt.register_step_pre_hook(hook)
+        loss = opt.step(closure=old)
+        results[name] = (seen, ran, loss)
+    assert results["adam_c"] == results["torch"] == ([(1, ["closure"])], ["new"], 2.0)
+
+
+# ------------------------------------------------------------------ 3. smaller divergences
+
+def test_inference_tensor_param_is_not_written_outside_inference_mode():
+    """torch refuses an in-place update of an inference tensor outside inference_mode (a RuntimeError); adam_c.torch
+    refuses it by name (ValueError, the project's rule for bad input) before writing (it used to write it)."""
+    with torch.inference_mode():
+        q = torch.zeros(3)
+    opt = adam_torch.Adam([q], lr=0.1)
+    q.grad = torch.ones(3)
+    with pytest.raises(ValueError, match=r"params\[0\] is an inference tensor"):
+        opt.step()
+    assert torch.equal(q, torch.zeros(3)) and not opt.state
+    with torch.inference_mode():  # where torch allows it, the step runs
+        opt.step()
+    assert not torch.equal(q, torch.zeros(3))
+
+
+def test_bad_step_counter_is_named_by_its_group_position():
+    """README: errors name `params[3]`, or `param_groups[1]['params'][0]` where there are groups (as every other
+    message of adam_c.torch does, via _param_label). The step counter check in TorchStepPlan.run names
+    `params[1]` for the first param of the second group."""
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))
+    opt = adam_torch.Adam([{"params": [a]}, {"params": [b]}], lr=0.1)
+    a.grad, b.grad = torch.ones(2), torch.ones(3)
+    opt.step()
+    opt.state[b]["step"].fill_(-5)
+    with pytest.raises(ValueError, match=r"param_groups\[1\]\['params'\]\[0\]"):
+        opt.step()

@@ -596,7 +596,7 @@ def test_grad_sharing_memory_with_its_param_is_refused():
     a, b = _param(3), _param(5)
     opt = at.Adam([a, b])
     a.grad, b.grad = torch.ones(3), b.detach()[:]
-    with pytest.raises(ValueError, match="grad of param 1 .* shares memory with its param"):
+    with pytest.raises(ValueError, match=r"grad of params\[1\] shares memory with its param"):
         opt.step()
     assert torch.equal(a, torch.zeros(3)) and not opt.state.get(a)
 
