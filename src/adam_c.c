@@ -629,16 +629,16 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
     adamc_step_options defaults;
     adamc_step_options_init(&defaults);
     const adamc_step_options *o = opts ? opts : &defaults;
-    if (result) {
-        result->skipped = 0;
-        result->grad_norm = NAN;
-        result->clip_coef = 1.0;
-    }
+    /* what the options found, copied to *result only when returning ADAMC_OK (a refused call writes nothing) */
+    adamc_step_result found = {0, NAN, 1.0};
     adamc_status s = check_options(o);
     if (s != ADAMC_OK)
         return s;
-    if (count == 0)
+    if (count == 0) {
+        if (result)
+            *result = found;
         return ADAMC_OK;
+    }
     if (!tensors)
         return ADAMC_ERR_NULL_POINTER;
     size_t stride = 0;
@@ -681,6 +681,8 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
     }
     if (total_bytes == 0) {
         free(heap);
+        if (result)
+            *result = found;
         return ADAMC_OK;
     }
     for (size_t i = 0; i < count; i++)
@@ -713,12 +715,12 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
         }
         free(partial);
         const double norm = sqrt(sumsq); /* inf or NaN when a grad is (squares are >= 0, so no inf - inf) */
-        if (result)
-            result->grad_norm = norm;
+        found.grad_norm = norm;
         if (isnan(bad) && o->skip_nonfinite) {
-            if (result)
-                result->skipped = 1;
+            found.skipped = 1;
             free(heap);
+            if (result)
+                *result = found;
             return ADAMC_OK;
         }
         if (clip) {
@@ -726,8 +728,7 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
             double coef = o->max_grad_norm / (norm + 1e-6);
             if (coef > 1.0)
                 coef = 1.0;
-            if (result)
-                result->clip_coef = coef;
+            found.clip_coef = coef;
             for (size_t i = 0; i < count; i++)
                 coeffs[i].grad_mul2 = coef;
         }
@@ -745,6 +746,8 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
         adamc_pool_run(run_chunk, &job, nchunks, nthreads);
     }
     free(heap);
+    if (result)
+        *result = found;
     return ADAMC_OK;
 }
 
@@ -771,10 +774,17 @@ adamc_status adamc_memory_probe(const adamc_tensor *tensors, size_t count)
 
 adamc_status adamc_convert(const void *src, int src_dtype, void *dst, int dst_dtype, size_t n)
 {
+    /* the pairs the targets' convert functions take, checked first (also for n == 0, as the step checks codes) */
+    const int from_f32 = src_dtype == ADAMC_FLOAT32 && (dst_dtype == ADAMC_FLOAT32 || is_low_precision(dst_dtype));
+    const int to_f32 = dst_dtype == ADAMC_FLOAT32 && is_low_precision(src_dtype);
+    if (!from_f32 && !to_f32)
+        return ADAMC_ERR_DTYPE;
     if (n == 0)
         return ADAMC_OK;
     if (!src || !dst)
         return ADAMC_ERR_NULL_POINTER;
+    if ((uintptr_t)src % (size_t)dtype_size(src_dtype) || (uintptr_t)dst % (size_t)dtype_size(dst_dtype))
+        return ADAMC_ERR_MISALIGNED;
     return active_target->convert(src, src_dtype, dst, dst_dtype, n) ? ADAMC_OK : ADAMC_ERR_DTYPE;
 }
 

@@ -126,7 +126,8 @@ void adamc_tensor_init(adamc_tensor *t);
 /* One Adam step on one float32 buffer set, in place.
  * Contract: p, m, v (and vmax when amsgrad) are written; g is only read. Buffers must not overlap
  * (ADAMC_ERR_OVERLAP), must be aligned to the element size (ADAMC_ERR_MISALIGNED), any other alignment is fine.
- * n == 0 is a valid no-op (pointers may then be NULL). step >= 1. Numerics follow torch.optim.Adam(foreach=False):
+ * n == 0 is a valid no-op (the buffer pointers may then be NULL; hp, step and the codes are checked all the same).
+ * step >= 1. Numerics follow torch.optim.Adam(foreach=False):
  * bias corrections and step size are computed in double once, then rounded to the element type.
  * Thread-safe for disjoint buffers; may run an OpenMP parallel region for large n. */
 adamc_status adamc_step_f32(float *p, const float *g, float *m, float *v, float *vmax, size_t n, int64_t step,
@@ -175,7 +176,9 @@ adamc_status adamc_step_multi_ex(const adamc_tensor *tensors, size_t count, cons
 
 /* Converts n elements between float32 and float16/bfloat16 (either direction, or float32 to float32) with the
  * active target's conversions: round to nearest even, exact for float16 (denormals, inf, NaN quieted). Every
- * target gives the same bits. ADAMC_ERR_DTYPE for any other pair. */
+ * target gives the same bits, in any floating-point mode (FTZ/DAZ). ADAMC_ERR_DTYPE for any other pair (checked
+ * first, also for n == 0); with n > 0, ADAMC_ERR_NULL_POINTER for a NULL buffer and ADAMC_ERR_MISALIGNED for one
+ * not aligned to its element size. */
 adamc_status adamc_convert(const void *src, int src_dtype, void *dst, int dst_dtype, size_t n);
 
 /* Benchmark helper: the memory floor of a step. Same table, validation, threading and work split as

@@ -111,7 +111,14 @@ __attribute__((target("avx512bf16"))) static size_t adamc_tile_f32_to_bf16_ne(ui
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
         const __m512 lo = _mm512_loadu_ps(src + i), hi = _mm512_loadu_ps(src + i + 16);
-        if (_mm512_fpclass_ps_mask(lo, 0x20) | _mm512_fpclass_ps_mask(hi, 0x20)) /* 0x20: denormal */
+        /* a denormal is 0 < |bits| < the smallest normal, tested on the bits: vfpclassps follows the caller's
+         * denormals-are-zero mode (torch.set_flush_denormal) and would then let one through to be flushed */
+        const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF), below_normal = _mm512_set1_epi32(0x007FFFFF);
+        const __m512i lo_less1 = _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(lo), magnitude),
+                                                  _mm512_set1_epi32(1));
+        const __m512i hi_less1 = _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(hi), magnitude),
+                                                  _mm512_set1_epi32(1));
+        if (_mm512_cmplt_epu32_mask(lo_less1, below_normal) | _mm512_cmplt_epu32_mask(hi_less1, below_normal))
             break;
         _mm512_storeu_si512(dst + i, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
     }

@@ -1670,6 +1670,66 @@ static void test_bad_options(void)
     CHECK(adamc_step_multi_ex(NULL, 0, &o, NULL, NULL) == ADAMC_ERR_STRUCT_SIZE, "options struct_size 0");
 }
 
+/* Contracts a hostile review found loose: adamc_convert checks the dtype pair first (also for n == 0) and the
+ * alignment of both buffers; a refused adamc_step_multi_ex leaves *result as it was; float32 -> bfloat16 keeps
+ * denormals' bits on every target under FTZ/DAZ (the AVX512-BF16 path tested for denormals with vfpclassps,
+ * which follows DAZ, so vcvtne2ps2bf16 flushed them there). */
+static void test_contract_edges(void)
+{
+    float src[65];
+    uint16_t dst[66];
+    for (int i = 0; i < 65; i++)
+        src[i] = 1.0f + (float)i;
+    memset(dst, 0xAB, sizeof dst);
+    CHECK(adamc_convert(src, 99, dst, ADAMC_FLOAT32, 0) == ADAMC_ERR_DTYPE, "convert: unknown dtype at n == 0");
+    CHECK(adamc_convert(src, ADAMC_FLOAT64, dst, ADAMC_FLOAT16, 0) == ADAMC_ERR_DTYPE, "convert: f64 pair at n == 0");
+    CHECK(adamc_convert((const char *)src + 1, ADAMC_FLOAT32, dst, ADAMC_BFLOAT16, 8) == ADAMC_ERR_MISALIGNED,
+          "convert: misaligned float32 source");
+    CHECK(adamc_convert(src, ADAMC_FLOAT32, (char *)dst + 1, ADAMC_FLOAT16, 8) == ADAMC_ERR_MISALIGNED,
+          "convert: misaligned float16 destination");
+    int untouched = 1;
+    for (int i = 0; i < 66; i++)
+        untouched &= dst[i] == 0xABAB;
+    CHECK(untouched, "convert: a refused call writes nothing");
+
+    adamc_step_options o;
+    adamc_step_options_init(&o);
+    o.grad_scale = -1.0;
+    adamc_step_result r = {7, 3.0, 5.0};
+    CHECK(adamc_step_multi_ex(NULL, 0, &o, &r, NULL) == ADAMC_ERR_OPTION && r.skipped == 7 && r.grad_norm == 3.0 &&
+              r.clip_coef == 5.0,
+          "step_multi_ex: a refused call leaves *result as it was");
+    adamc_step_options_init(&o);
+    CHECK(adamc_step_multi_ex(NULL, 0, &o, &r, NULL) == ADAMC_OK && r.skipped == 0 && isnan(r.grad_norm) &&
+              r.clip_coef == 1.0,
+          "step_multi_ex: an empty table reports no norm and no clipping");
+
+#if defined(__x86_64__) || defined(__i386__)
+    /* full groups of 32 (the vcvtne2ps2bf16 path) with denormals of both signs among normal values */
+    float x[256];
+    for (int i = 0; i < 256; i++)
+        x[i] = (i % 7 == 3) ? (i & 1 ? -1e-40f : 3e-39f) : (float)i * 0.37f - 20.0f;
+    uint16_t want[256], got[256];
+    const char *initial = adamc_current_target();
+    const unsigned int csr = __builtin_ia32_stmxcsr();
+    __builtin_ia32_ldmxcsr(csr | 0x8040); /* FTZ + DAZ, as torch.set_flush_denormal(True) */
+    adamc_set_target("baseline");
+    adamc_status st0 = adamc_convert(x, ADAMC_FLOAT32, want, ADAMC_BFLOAT16, 256);
+    for (int t = 1; t < adamc_target_count(); t++) {
+        if (!adamc_target_supported(t))
+            continue;
+        adamc_set_target(adamc_target_name(t));
+        memset(got, 0, sizeof got);
+        adamc_status st = adamc_convert(x, ADAMC_FLOAT32, got, ADAMC_BFLOAT16, 256);
+        CHECK(st0 == ADAMC_OK && st == ADAMC_OK && memcmp(got, want, sizeof got) == 0,
+              "float32 -> bfloat16 under FTZ/DAZ: %s differs from baseline", adamc_target_name(t));
+    }
+    __builtin_ia32_ldmxcsr(csr);
+    adamc_set_target(initial);
+    CHECK(want[3] != 0 && want[3] == (uint16_t)(f32_bits(x[3]) >> 16), "a denormal keeps its bits (%04x)", want[3]);
+#endif
+}
+
 /* ------------------------------------------------------------------ main */
 
 static double now_s(void)
@@ -1732,6 +1792,7 @@ int main(void)
     RUN(test_bad_hparams);
     RUN(test_bad_dtype);
     RUN(test_bad_options);
+    RUN(test_contract_edges);
     RUN(test_old_tensor_layout);
     RUN(test_struct_size_and_version);
     RUN(test_fork_after_parallel);
