@@ -112,6 +112,9 @@ class AmsgradBuffersMissing(PlanOutdated):
     buffers must be allocated and the plan rebuilt."""
 
 
+cdef int64_t MAX_STEP = (<int64_t>1) << 62  # _checkpoint._MAX_STEP: saved steps are in [0, 2**62)
+
+
 cdef inline bint kernel_ready(cnp.ndarray a, int typenum, void *data, cnp.npy_intp n):
     """The array still is what the plan recorded: same memory, dtype and size, and still writable, aligned,
     native and C-contiguous (all C-level reads: no Python code runs)."""
@@ -479,6 +482,9 @@ cdef class StepPlan:
             self.work[k].grad = cnp.PyArray_DATA(<cnp.ndarray>grad)
             self.work[k].grad_float32 = (self.codes[i] >= ADAMC_FLOAT16
                                          and cnp.PyArray_TYPE(<cnp.ndarray>grad) == cnp.NPY_FLOAT32)
+            if self.steps[i] >= MAX_STEP - 1:  # checkpoints hold steps below 2**62: stop before the step leaves them
+                raise ValueError(f"state of params[{i}]: 'step' is {self.steps[i]}; one more step would reach "
+                                 "2**62, the most a checkpoint holds")
             self.work[k].step = self.steps[i] + 1
             self.work_index[k] = i
             k += 1
