@@ -108,19 +108,18 @@ static inline int adamc_have_avx512bf16(void) { return __builtin_cpu_supports("a
 __attribute__((target("avx512bf16"))) static size_t adamc_tile_f32_to_bf16_ne(uint16_t *restrict dst,
                                                                             const float *restrict src, size_t n)
 {
+    /* A denormal has a zero exponent field and a nonzero mantissa. Tested on the bits, not with vfpclassps, which
+     * follows the caller's denormals-are-zero mode (torch.set_flush_denormal) and under DAZ reports none: first the
+     * exponent (as cheap as vfpclassps), then, only for groups holding a zero or denormal, the mantissa. */
+    const __m512i exponent = _mm512_set1_epi32(0x7F800000), mantissa = _mm512_set1_epi32(0x007FFFFF);
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        const __m512 lo = _mm512_loadu_ps(src + i), hi = _mm512_loadu_ps(src + i + 16);
-        /* a denormal is 0 < |bits| < the smallest normal, tested on the bits: vfpclassps follows the caller's
-         * denormals-are-zero mode (torch.set_flush_denormal) and would then let one through to be flushed */
-        const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF), below_normal = _mm512_set1_epi32(0x007FFFFF);
-        const __m512i lo_less1 = _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(lo), magnitude),
-                                                  _mm512_set1_epi32(1));
-        const __m512i hi_less1 = _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(hi), magnitude),
-                                                  _mm512_set1_epi32(1));
-        if (_mm512_cmplt_epu32_mask(lo_less1, below_normal) | _mm512_cmplt_epu32_mask(hi_less1, below_normal))
+        const __m512i lo = _mm512_loadu_si512(src + i), hi = _mm512_loadu_si512(src + i + 16);
+        const __mmask16 tiny_lo = _mm512_testn_epi32_mask(lo, exponent), tiny_hi = _mm512_testn_epi32_mask(hi, exponent);
+        if ((tiny_lo | tiny_hi) &&
+            (_mm512_mask_test_epi32_mask(tiny_lo, lo, mantissa) | _mm512_mask_test_epi32_mask(tiny_hi, hi, mantissa)))
             break;
-        _mm512_storeu_si512(dst + i, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+        _mm512_storeu_si512(dst + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_castsi512_ps(hi), _mm512_castsi512_ps(lo)));
     }
     return i;
 }

@@ -1708,7 +1708,10 @@ static void test_contract_edges(void)
     /* full groups of 32 (the vcvtne2ps2bf16 path) with denormals of both signs among normal values */
     float x[256];
     for (int i = 0; i < 256; i++)
-        x[i] = (i % 7 == 3) ? (i & 1 ? -1e-40f : 3e-39f) : (float)i * 0.37f - 20.0f;
+        x[i] = (i % 7 == 3) ? (i & 1 ? -1e-40f : 3e-39f) : (i % 11 == 5) ? (i & 1 ? -0.0f : 0.0f)
+                                                                      : (float)i * 0.37f - 20.0f;
+    for (int i = 192; i < 256; i++) /* groups with zeros but no denormal: the instruction's path */
+        x[i] = (i % 5 == 0) ? 0.0f : (float)i;
     uint16_t want[256], got[256];
     const char *initial = adamc_current_target();
     const unsigned int csr = __builtin_ia32_stmxcsr();
