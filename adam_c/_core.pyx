@@ -8,7 +8,7 @@ from libc.string cimport memcmp
 
 import numpy as np
 
-from ._validation import coerce_grad, describe_overlap, dtype_code, grads_sequence, read_group
+from ._validation import ReentrantCallError, coerce_grad, describe_overlap, dtype_code, grads_sequence, read_group
 
 cnp.import_array()
 
@@ -711,6 +711,9 @@ cdef class TorchStepPlan:
     cdef uint64_t seed            # key of stochastic state rounding, with each entry's index (its position)
     cdef list mixed               # per param: None, or ((key, tensor, data_ptr, dtype, shape), ...) of its master
                                   # and EMA (float32/compute dtype), re-read each run like compressed buffers
+    cdef object storage_of        # tensor -> its storage: held for each grad during the C call (see run)
+    cdef public Py_ssize_t commits  # runs whose C call succeeded (the owner keeps the state it created then)
+    cdef public bint in_c_call    # True while the C call runs with the GIL released (read after fork())
 
     def __cinit__(self):
         self.tune = adamc_autotune_new()
@@ -729,7 +732,7 @@ cdef class TorchStepPlan:
     def __init__(self, object groups_obj, object state_obj, Py_ssize_t state_mutations, list group_dicts,
                  list params, list infos, list keep, object data_ptr, object stride_of, object read_group, object fix_grad, object unscale,
                  object bump_versions, list compressed=None, uint64_t seed=0, list mixed=None,
-                 bint stochastic=False, object label=None):
+                 bint stochastic=False, object label=None, object storage_of=None):
         """infos: per param (in group order) a tuple (group_index, param_ptr, numel, adamc_dtype, dtype, shape,
         strides, inner, entry, step_ptr, step_is_f64, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_sq_ptr) where
         inner/entry are None for a param without state. The helpers are Python callables: data_ptr(t),
@@ -742,7 +745,8 @@ cdef class TorchStepPlan:
         as StepPlan does). mixed: per param None or (master, ema), each a tensor of the compute dtype or None
         (master only for float16/bfloat16 params). stochastic: bfloat16 params without a master round
         stochastically (keyed by seed and index), as StepPlan. label(i): how errors name param i (default
-        params[i])."""
+        params[i]). storage_of(t): t's storage object (torch.Tensor.untyped_storage), held for each grad while the
+        C call reads it (another thread's `grad.data = t` or `grad.set_(t)` would free it otherwise)."""
         cdef Py_ssize_t n = len(params), i, gi
         if len(infos) != n:
             raise ValueError("TorchStepPlan: infos must be aligned with params")
@@ -754,6 +758,9 @@ cdef class TorchStepPlan:
             raise ValueError("TorchStepPlan: mixed must be aligned with params")
         self.seed = seed
         self.label = label if label is not None else (lambda i: f"params[{i}]")
+        self.storage_of = storage_of
+        self.commits = 0
+        self.in_c_call = False
         self.n_tensors = n
         self.n_groups = len(group_dicts)
         self.groups_obj = groups_obj
@@ -971,6 +978,7 @@ cdef class TorchStepPlan:
         cdef double value, new_value
         cdef float value32
         cdef list grads = []
+        cdef list held = []  # the storages of the grads the C call reads: alive until it returns
         cdef list written
         if (groups is not self.groups_obj or len(groups) != self.n_groups or state is not self.state_obj
                 or state_mutations != self.state_mutations):
@@ -1015,12 +1023,16 @@ cdef class TorchStepPlan:
             grad = grads[j]
             try:
                 fits = self.grad_fits(grad, i)
+            except ReentrantCallError:  # a grad subclass's __torch_function__ calling into this optimizer
+                raise
             except Exception:  # e.g. a sparse grad has no strides: the helper names the problem
                 fits = False
             if not fits:
                 grad = self.fix_grad(grad, i, self.shapes[i], self.strides[i])
                 grads[j] = grad
             self.work[j] = self.table[i]
+            if self.storage_of is not None:  # storage, then its pointer: no Python code runs between the two
+                held.append(self.storage_of(grad))
             self.work[j].grad = <const void *><uintptr_t>self.data_ptr(grad)
             if self.step_is_f64[i]:
                 value = (<double *>self.step_ptrs[i])[0]
@@ -1039,20 +1051,25 @@ cdef class TorchStepPlan:
         opts.max_grad_norm = max_grad_norm
         opts.compute_norm = max_grad_norm > 0
         opts.ema_decay = ema_decay
+        self.in_c_call = True
         with nogil:
             status = adamc_step_multi_ex(self.work, k, &opts, &result, self.tune)
+        self.in_c_call = False
         if status == ADAMC_ERR_OVERLAP:
             raise ValueError(self.describe_overlap(k))
         if status != ADAMC_OK:
             raise_status(status, "step")
-        written = []  # params only: autograd must see that a param saved by a pending graph has changed
+        # the step happened: count it and its step counters before any Python code (a signal handler) can run
         for j in range(k):
             i = self.work_index[j]
             if self.step_is_f64[i]:
                 (<double *>self.step_ptrs[i])[0] = <double>self.work[j].step
             else:
                 (<float *>self.step_ptrs[i])[0] = <float>self.work[j].step
-            written.append(self.params[i])
+        self.commits += 1
+        written = []  # params only: autograd must see that a param saved by a pending graph has changed
+        for j in range(k):
+            written.append(self.params[self.work_index[j]])
         if k:
             self.bump_versions(written)
         return k, (result.grad_norm if max_grad_norm > 0 else None)

@@ -11,7 +11,7 @@ from torch.optim.optimizer import Optimizer
 
 from . import _compressed, _core
 from ._checkpoint import _state_array
-from ._engine import CallLock
+from ._engine import CallLock, ReleaseWhenSaved
 from ._mixed import MixedOptions, check_step_extras, loss_scale, numpy_view, one_element_value
 from ._validation import BFLOAT16, check_hyperparameters, first_overlap, real
 
@@ -407,17 +407,30 @@ class Adam(Optimizer):
         return out
 
     def __getstate__(self):
-        state = super().__getstate__()
-        state["_mixed"] = self._mixed
+        """pickle and deepcopy: torch's state plus the storage options, saved while the lock is held (a token
+        saved after the tensors releases it), so a step in another thread is never half in the copy."""
+        token = ReleaseWhenSaved(self._lock)
+        token.acquire("pickling or copying the optimizer")  # released when the token is saved or dropped
+        try:
+            state = dict(super().__getstate__())
+            state["_mixed"] = self._mixed
+            state["_lock_token"] = token  # last: saved after the tensors
+        except BaseException:
+            token.release()
+            raise
         return state
 
     def __setstate__(self, state):
+        token = state.pop("_lock_token", None) if isinstance(state, dict) else None
+        if isinstance(token, ReleaseWhenSaved):  # copy.copy: nothing was saved, the token is still live
+            token.release()
         super().__setstate__(state)
         self.__dict__.setdefault("_mixed", MixedOptions.default())
         self.__dict__.setdefault("last_step_skipped", False)
         self.__dict__.setdefault("last_grad_norm", None)
         self._plan = None
-        self._lock = CallLock()
+        if "_lock" not in self.__dict__:  # a copy gets its own lock; torch's load_state_dict keeps the one it holds
+            self._lock = CallLock()
         self.state = _State(dict, self.state)
         self.__dict__.setdefault("_flat_params", False)
         for group in self.param_groups:
@@ -449,6 +462,21 @@ class Adam(Optimizer):
     def add_param_group(self, param_group):
         """torch's add_param_group, after checking every tensor (CPU, dense, float32/float64, no duplicates or
         overlaps) and the group's hyperparameters; nothing is added when a check fails."""
+        with self._lock.held("add_param_group()"):
+            self._add_param_group(param_group)
+
+    def zero_grad(self, set_to_none=True):
+        """torch's zero_grad, under the optimizer's lock (not in the middle of another thread's step)."""
+        with self._lock.held("zero_grad()"):
+            super().zero_grad(set_to_none)
+
+    def state_dict(self):
+        """torch's state_dict (its layout; state tensors are the live ones, as torch.optim's: copy them before the
+        next step if you keep them), taken under the optimizer's lock, so never in the middle of a step."""
+        with self._lock.held("state_dict()"):
+            return super().state_dict()
+
+    def _add_param_group(self, param_group):
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
         gi = len(self.param_groups)
@@ -612,25 +640,36 @@ class Adam(Optimizer):
                 mutations = state.mutations
             except AttributeError:  # opt.state was replaced by a plain dict: the rebuild wraps it again
                 mutations = -1
+            self._lock.running_plan = plan  # read by the fork handler (in_c_call)
             try:
                 if self._inference_params:
                     self._check_inference()
                 return plan.run(self.param_groups, state, mutations, grad_scale, max_grad_norm, ema_decay)[1]
             except _core.TorchPlanStale:
                 pass
+            finally:
+                self._lock.running_plan = None
         created = self._build_plan()
+        plan = self._plan
+        commits = plan.commits
+        self._lock.running_plan = plan
         try:
             if self._inference_params:
                 self._check_inference()
-            return self._plan.run(self.param_groups, self.state, self.state.mutations, grad_scale, max_grad_norm,
-                                  ema_decay)[1]
+            return plan.run(self.param_groups, self.state, self.state.mutations, grad_scale, max_grad_norm,
+                            ema_decay)[1]
         except _core.TorchPlanStale:
             self._forget(created)
             raise RuntimeError("adam_c.torch: the step plan was out of date right after it was built "
                                "(an adam_c bug; nothing was changed)") from None
         except BaseException:
-            self._forget(created)  # a failed step changes nothing, not even new zero state
+            # a failed step changes nothing, not even new zero state; but one whose C call ran (an exception from
+            # a signal handler right after it, Ctrl-C) keeps the state it stepped
+            if plan.commits == commits:
+                self._forget(created)
             raise
+        finally:
+            self._lock.running_plan = None
 
     def _check_inference(self):
         """torch's rule: an inference tensor (made under torch.inference_mode()) is updated in place only inside
@@ -651,14 +690,17 @@ class Adam(Optimizer):
         into float32 state; same-format codes are copied as they are. Every entry is converted, and so checked,
         before anything changes; the user's load_state_dict pre-hooks see the checkpoint as given."""
         converted = {}
-        pre = self.register_load_state_dict_pre_hook(
-            lambda opt, saved: opt._convert_checkpoint_state(saved, converted))
-        post = self.register_load_state_dict_post_hook(lambda opt: opt._install_converted(converted), prepend=True)
-        try:
-            super().load_state_dict(state_dict)
-        finally:
-            pre.remove()
-            post.remove()
+        with self._lock.held("load_state_dict()", allow_torn=True):
+            pre = self.register_load_state_dict_pre_hook(
+                lambda opt, saved: opt._convert_checkpoint_state(saved, converted))
+            post = self.register_load_state_dict_post_hook(lambda opt: opt._install_converted(converted),
+                                                           prepend=True)
+            try:
+                super().load_state_dict(state_dict)
+            finally:
+                pre.remove()
+                post.remove()
+            self._lock.torn_by_fork = False  # restored: usable again in a fork child
 
     def _convert_checkpoint_state(self, state_dict, converted):
         """The last load pre-hook: convert the format-dependent keys of each entry that needs it (into
@@ -806,7 +848,7 @@ class Adam(Optimizer):
                                              infos, keep, _data_ptr, _stride, self._read_group, self._fix_grad,
                                              _unscaled, torch._C._increment_version, compressed,
                                              self._mixed.seed, mixed, self._mixed.rounding == "stochastic",
-                                             self._param_label)
+                                             self._param_label, torch.Tensor.untyped_storage)
             self._inference_params = [(i, p) for i, p in enumerate(params) if p.is_inference()]
         except BaseException:
             self._forget(created)
