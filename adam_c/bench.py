@@ -798,8 +798,22 @@ def parse_args(argv):
     parser.add_argument("--torch-dropin", action="store_true",
                         help="only measure adam_c.torch.Adam against torch.optim.Adam(fused=True)")
     args = parser.parse_args(argv)
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be >= 1")
+    most = _core.max_threads()
+    if args.threads is not None and not 1 <= args.threads <= most:
+        parser.error(f"--threads must be in 1..{most}, got {args.threads}")
+    if args.torch_dropin or args.sweep_threshold:
+        # those modes measure one thing: options of the full run would be ignored, so they are refused
+        mode = "--torch-dropin" if args.torch_dropin else "--sweep-threshold"
+        ignored = [flag for flag, used in (("--torch-dropin", args.torch_dropin and mode != "--torch-dropin"),
+                                           ("--workloads", args.workloads != list(WORKLOADS)),
+                                           ("--no-torch", args.no_torch), ("--plot", args.plot),
+                                           ("--quality", args.quality)) if used]
+        if ignored:
+            parser.error(f"{mode} measures only its own comparison; it does not take {', '.join(ignored)}")
+    if args.json:  # say so before minutes of measuring, not after
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if os.path.isdir(args.json) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            parser.error(f"--json {args.json}: cannot write a file there")
     if args.plot and optional_module("matplotlib") is None:
         # say so before minutes of measuring, not after
         parser.error("--plot needs matplotlib, which is not installed (pip install matplotlib, or "

@@ -110,6 +110,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--elements", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.elements is not None and args.elements < 1:
+        parser.error(f"--elements must be >= 1, got {args.elements}")
     run_compressed(Settings(args.quick), adam_c.get_num_threads(), args.elements)
     return 0
 

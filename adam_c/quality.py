@@ -234,6 +234,11 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="shorter runs")
     parser.add_argument("--models", nargs="+", choices=("mlp", "charlm"), default=["mlp", "charlm"])
     args = parser.parse_args(argv)
+    import importlib.util  # say what is missing before minutes of training, not after
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot needs matplotlib, which is not installed (pip install matplotlib)")
+    if "charlm" in args.models and importlib.util.find_spec("torch") is None:
+        parser.error("the charlm model needs torch (pip install torch), or run --models mlp")
     if "charlm" in args.models:  # one thread: the model is small, the machine may be shared; same for every format
         import torch
         torch.set_num_threads(1)
