@@ -1,6 +1,7 @@
 """_torch_checkpoint.py: adam_c.Adam (NumPy) state_dicts to torch.optim.Adam's layout and back; torch imported lazily."""
 import numbers
 from collections.abc import Mapping
+from typing import Any, Dict
 
 import numpy as np
 
@@ -34,7 +35,7 @@ def _parts(state_dict):
     return state_dict["state"], state_dict["param_groups"]
 
 
-def to_torch_state_dict(state_dict):
+def to_torch_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
     """adam_c.Adam(W).state_dict() in torch.optim.Adam's exact layout (torch tensors copied from the arrays,
     `step` as a float32 0-d tensor, torch's group keys), loadable by adam_c.torch.Adam/AdamW and by
     torch.optim.Adam/AdamW, and by torch.load(weights_only=True) after torch.save. Compressed state keeps its
@@ -98,7 +99,7 @@ def _number(value):
     return value
 
 
-def from_torch_state_dict(state_dict):
+def from_torch_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
     """A torch.optim.Adam(W) or adam_c.torch state_dict as adam_c.Adam(W) stores one: NumPy arrays (C-order
     copies), int steps, plain-number hyperparameters, without torch's foreach/capturable/differentiable/fused."""
     state, groups = _parts(state_dict)

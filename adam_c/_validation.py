@@ -240,6 +240,9 @@ def coerce_grad(grad, index, param):
         if array.shape != param.shape:
             raise ValueError(f"{name} has shape {array.shape}, but its param has shape {param.shape}")
         return np.require(array, requirements=["C", "A"])
+    if array.dtype in LOW_PRECISION_DTYPES:  # e.g. bfloat16 (kind "V" for ml_dtypes): name the mismatch
+        raise TypeError(f"{name} has dtype {array.dtype}, but its param has dtype {param.dtype} (grads of a "
+                        f"{param.dtype} param must be {param.dtype})")
     if array.dtype.kind not in "fiu" or array.dtype == np.dtype(object):
         raise TypeError(f"{name} must be a float array, got dtype {array.dtype}")
     if array.dtype.kind != "f" or array.dtype.itemsize != param.dtype.itemsize:
