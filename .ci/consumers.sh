@@ -65,6 +65,10 @@ if [ "$STAGES" = all ]; then
         -Wl,-rpath,"$(pkg-config --variable=libdir adam_c)" -o "$WORK/demo_cxx"
     "$WORK/demo_cxx" "$STEPS" >"$WORK/cxx.txt"
     check "$STEPS" "$WORK/cxx.txt"
+    # the header is C99: strict C99 compilers take it (a repeated typedef, say, is C11)
+    # shellcheck disable=SC2046
+    printf '#include <adam_c.h>\nint main(void) { return 0; }\n' |
+        "${CC:-cc}" -std=c99 -pedantic-errors -Wall -Wextra -Werror -fsyntax-only -x c - $(pkg-config --cflags adam_c)
     # static: a copy of the prefix holding only libadam_c.a, so -ladam_c must resolve to it with Libs.private
     cp -r "$PREFIX" "$WORK/static-prefix"
     rm -f "$WORK/static-prefix/${LIBDIR#"$PREFIX"/}"/libadam_c.so*

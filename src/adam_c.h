@@ -228,8 +228,8 @@ int adamc_pool_restarts(void);
  * with threads, keeps whichever is faster (threads must win by 3%), and re-tries the other now and then (less and
  * less often while it keeps losing; the first step of a re-try, which wakes sleeping workers, is judged only if it
  * lost by milliseconds), so a step is not made slower by threads that cannot run, and threads that win in steady
- * state are found. The decision changes only timing, never results. */
-typedef struct adamc_autotune adamc_autotune;
+ * state are found. The decision changes only timing, never results. (adamc_autotune is declared above: a typedef
+ * repeated is C11, and this header is C99.) */
 /* A new decision record (NULL if out of memory); free it with adamc_autotune_free. */
 adamc_autotune *adamc_autotune_new(void);
 void adamc_autotune_free(adamc_autotune *tune);
