@@ -478,36 +478,22 @@ def _steps(opt, params, n, seed=0):
 
 # ------------------------------------------------------------------ 1. checkpoints through torch.optim.Adam
 
-def test_bfloat16_state_checkpoint_comes_back_after_torch_optim_loaded_it():
-    """README: torch.optim.Adam reads our bfloat16-state checkpoints and ours load torch's. torch's
-    load_state_dict deep-copies every Iterable state value as type(value)(generator), so the per-param string
-    "state_dtype" comes back as "<generator object ...>"; the checkpoint that torch optimizer then saves cannot be
-    loaded by adam_c.torch at all (ValueError on 'state_dtype'), although torch only cast the bfloat16 state to
-    the float32 param dtype, exactly."""
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "float32"])
+def test_bfloat16_state_checkpoint_comes_back_after_torch_optim_loaded_it(state_dtype):
+    """torch.optim's load_state_dict rebuilds every iterable state value as type(value)(generator), so our
+    per-param "state_dtype" string comes back as "<generator object ...>"; the checkpoint torch then saves loads
+    into adam_c.torch with bfloat16 or float32 state (torch only cast the bfloat16 state to float32, exactly)."""
     p = torch.nn.Parameter(torch.randn(5000))
     ours = adam_torch.Adam([p], lr=1e-2, state_dtype="bfloat16")
     _steps(ours, [p], 3)
     theirs = torch.optim.Adam([torch.nn.Parameter(p.detach().clone())], lr=1e-2)
     theirs.load_state_dict(ours.state_dict())
     r = torch.nn.Parameter(p.detach().clone())
-    back = adam_torch.Adam([r], lr=1e-2, state_dtype="bfloat16")
+    back = adam_torch.Adam([r], lr=1e-2, state_dtype=state_dtype)
     back.load_state_dict(theirs.state_dict())
     for key in ("exp_avg", "exp_avg_sq"):
-        assert torch.equal(back.state[r][key], ours.state[p][key])
-
-
-def test_bfloat16_state_checkpoint_saved_by_torch_optim_loads_into_float32_state():
-    """The same trip into an adam_c.torch.Adam with default (float32) state: the values torch holds are plain
-    float32 numbers, but the mangled "state_dtype" makes load_state_dict raise."""
-    p = torch.nn.Parameter(torch.randn(5000))
-    ours = adam_torch.Adam([p], lr=1e-2, state_dtype="bfloat16")
-    _steps(ours, [p], 3)
-    theirs = torch.optim.Adam([torch.nn.Parameter(p.detach().clone())], lr=1e-2)
-    theirs.load_state_dict(ours.state_dict())
-    r = torch.nn.Parameter(p.detach().clone())
-    back = adam_torch.Adam([r], lr=1e-2)
-    back.load_state_dict(theirs.state_dict())
-    assert torch.equal(back.state[r]["exp_avg"], ours.state[p]["exp_avg"].float())
+        want = ours.state[p][key] if state_dtype == "bfloat16" else ours.state[p][key].float()
+        assert torch.equal(back.state[r][key], want)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
