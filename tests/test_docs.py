@@ -118,6 +118,19 @@ def _npz_round_trip(ns):
     return True
 
 
+def test_plain_savez_of_a_state_dict_does_not_load_back(tmp_path):
+    """What checkpoints.md warns about, so that the warning goes when it stops being true."""
+    W = np.ones(3, np.float32)
+    opt = adam_c.Adam([W])
+    opt.step([np.ones_like(W)])
+    np.savez(tmp_path / "sd.npz", **opt.state_dict())
+    with pytest.raises(ValueError, match="allow_pickle"):
+        np.load(tmp_path / "sd.npz")["state"]
+    with pytest.raises((TypeError, ValueError)):
+        opt.load_state_dict(dict(np.load(tmp_path / "sd.npz", allow_pickle=True)))
+    assert "does **not** give a file that loads back" in (ROOT / "docs" / "checkpoints.md").read_text()
+
+
 def python_block_key(page, body):
     keys = [key for key in PYTHON if key[0] == page.name and key[1] in body]
     assert len(keys) == 1, f"{rel(page)}: a Python block without exactly one entry in PYTHON:\n{body}"
@@ -458,3 +471,17 @@ def test_pages_are_for_users():
             assert not history.search(line), f"{rel(page)}:{n}: development history: {line}"
     linked = set(re.findall(r"\(docs/(\w[\w-]*\.md)\)", readme))
     assert linked == {p.name for p in PAGES[1:]}, "the README links every docs page"
+
+
+def test_readme_numbers_are_those_of_the_performance_page():
+    """Each row of the README's table appears in docs/performance.md, where its machine, command and date are."""
+    def rows(text):
+        return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+                if line.startswith("| ") and not line.startswith("|---")]
+    readme = rows((ROOT / "README.md").read_text(encoding="utf-8"))[1:]
+    page = rows((ROOT / "docs" / "performance.md").read_text(encoding="utf-8"))
+    assert len(readme) >= 3
+    for row in readme:
+        same = [r for r in page if r[0] == row[0]]
+        assert same, f"README row {row[0]!r} is not in docs/performance.md"
+        assert all(any(cell == c or c.startswith(cell + " ") for c in same[0]) for cell in row[1:]), row
