@@ -10,7 +10,7 @@ import pytest
 
 import adam_c
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 
 
 def python_blocks():
@@ -41,7 +41,7 @@ EXAMPLES = {
     "opt = adam_c.torch.AdamW(model.parameters()": (torch_context, lambda ns: len(ns["opt"].state) == 4),
     "opt.ema_weights()": (mixed_context, lambda ns: ns["opt"].last_grad_norm > 0 and len(ns["_evaluated"]) == 1),
 }
-# Needs several processes under torchrun: tests/test_torch_dropin_distributed.py runs the same calls.
+# Needs several processes under torchrun: tests/torch_dropin/test_torch_dropin_distributed.py runs the same calls.
 NOT_RUN_HERE = ("ZeroRedundancyOptimizer",)
 
 

@@ -22,13 +22,15 @@ from _forking import wait_for_child
 from reference import adam_step_reference, assert_bitwise_equal
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+TESTS = os.path.dirname(HERE)  # tests/: the helpers this module imports
 ALLOWED = (TypeError, ValueError)
 
 
 def run_isolated(tmp_path, body, timeout=90):
     """Runs this module's function `body` in a fresh interpreter (from outside the checkout, so the installed
     adam_c is imported) and fails on a crash, a hang or an exception."""
-    code = f"import sys; sys.path.insert(0, {HERE!r}); import {__name__.rpartition('.')[2]} as m; m.{body}(); " \
+    code = f"import sys; sys.path[:0] = [{HERE!r}, {TESTS!r}]; " \
+           f"import {__name__.rpartition('.')[2]} as m; m.{body}(); " \
            "print('BODY-OK', flush=True)"
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,

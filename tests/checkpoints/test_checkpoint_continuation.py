@@ -142,8 +142,8 @@ LOADER = textwrap.dedent(r"""
     import json, sys
     import numpy as np
     import adam_c
-    sys.path.insert(0, sys.argv[3])
-    from test_reliability_checkpoint import grads_for, params_of, train
+    sys.path[:0] = [sys.argv[3], sys.argv[4]]  # this test's directory, and tests/ for its helpers
+    from test_checkpoint_continuation import grads_for, params_of, train
 
     data = np.load(sys.argv[1])
     meta = json.loads(str(data["meta"]))
@@ -181,8 +181,8 @@ def test_savez_checkpoint_continues_in_a_fresh_process(tmp_path):
     save_checkpoint(ckpt, opt)
     train(opt, 9, 20)  # the original continues here meanwhile
     here = os.path.dirname(os.path.abspath(__file__))
-    proc = subprocess.run([sys.executable, "-c", LOADER, str(ckpt), str(result), here], capture_output=True,
-                          text=True, timeout=120, cwd=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", LOADER, str(ckpt), str(result), here, os.path.dirname(here)],
+                          capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
     assert proc.returncode == 0 and "LOADED-OK" in proc.stdout, proc.stderr[-3000:]
     got = np.load(result)
     for i, p in enumerate(params_of(opt)):

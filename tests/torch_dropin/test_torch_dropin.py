@@ -525,7 +525,7 @@ def _param(*shape, **kw):
 
 @pytest.mark.parametrize("make,error,match", [
     (lambda: [_param(3), _param(2, dtype=torch.float8_e4m3fn)], TypeError,
-     r"params\[1\] has dtype torch.float8_e4m3fn"),  # float16/bfloat16: tests/test_torch_dropin_mixed.py
+     r"params\[1\] has dtype torch.float8_e4m3fn"),  # float16/bfloat16: tests/mixed_precision/test_torch_dropin_mixed.py
     (lambda: [_param(3, dtype=torch.complex64)], TypeError, r"params\[0\] has complex dtype"),
     (lambda: [_param(3, device="meta")], ValueError, r"params\[0\] is on device meta"),
     (lambda: [nn.Parameter(torch.zeros(3, 4).to_sparse())], TypeError, r"params\[0\] is a torch.sparse_coo"),

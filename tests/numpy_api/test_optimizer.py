@@ -74,7 +74,7 @@ def reference_for(groups, defaults=DEFAULTS):
 # ---------------------------------------------------------------- signatures and defaults
 
 
-# mixed precision (tests/test_mixed.py): keyword-only, off by default
+# mixed precision (tests/mixed_precision/test_mixed.py): keyword-only, off by default
 MIXED_DEFAULTS = {"master_weights": False, "rounding": "nearest", "ema_decay": None, "seed": 0,
                   "state_dtype": None, "state_rounding": "nearest"}
 
@@ -698,7 +698,7 @@ BAD_CONSTRUCTIONS = [
     ("readonly", lambda: adam_c.Adam([_readonly()]), ValueError, r"params\[0\].*writ"),
     ("int", lambda: adam_c.Adam([np.zeros(3, np.int64)]), TypeError, r"params\[0\].*dtype"),
     ("complex", lambda: adam_c.Adam([np.zeros(3, np.complex128)]), TypeError, r"params\[0\].*dtype"),
-    # float16 and bfloat16 params are mixed precision (tests/test_mixed.py)
+    # float16 and bfloat16 params are mixed precision (tests/mixed_precision/test_mixed.py)
     ("int16", lambda: adam_c.Adam([np.zeros(3, np.int16)]), TypeError, r"params\[0\].*dtype"),
     ("bool", lambda: adam_c.Adam([np.zeros(3, bool)]), TypeError, r"params\[0\].*dtype"),
     ("byteswapped", lambda: adam_c.Adam([_byteswapped()]), (TypeError, ValueError), r"params\[0\]"),
