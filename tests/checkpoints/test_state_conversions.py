@@ -1,8 +1,6 @@
-"""Reliability, round three: state swapped under a torch plan, bad grad_scale/found_inf, failed steps that converted
-state, channels_last int8 checkpoints, master/EMA through checkpoint converters, copies keeping GradScaler support,
-odd tensors in compressed checkpoints, reshaped NumPy state. Each test failed before its fix."""
+"""Checkpoint conversions of unusual state between the front-ends and torch.optim: channels_last and Fortran-ordered
+int8 codes, master weights and EMA, state reshaped in place, missing moments, odd tensors, and the step limit."""
 import copy
-import pickle
 
 import numpy as np
 import pytest
@@ -13,164 +11,12 @@ from adam_c._torch_checkpoint import from_torch_state_dict, to_torch_state_dict
 
 torch = pytest.importorskip("torch")
 import adam_c.torch as adam_torch  # noqa: E402
+from _torch_steps import stepped_fmt, stepped_torch  # noqa: E402
 
 ALLOWED = (TypeError, ValueError)
 
 
-def stepped_torch(state_dtype="float32", shape=(5000,), steps=2, **kw):
-    gen = torch.Generator().manual_seed(0)
-    p = torch.randn(shape, generator=gen).requires_grad_()
-    opt = adam_torch.Adam([p], lr=1e-2, state_dtype=state_dtype, **kw)
-    for _ in range(steps):
-        p.grad = torch.randn(shape, generator=gen)
-        opt.step()
-    return opt, p, gen
-
-
-def snapshot(opt, p):
-    entry = opt.state[p]
-    return (p.detach().clone(), {k: (v.detach().clone() if isinstance(v, torch.Tensor) else v)
-                                 for k, v in entry.items()})
-
-
-def assert_same_snapshot(a, b):
-    assert torch.equal(a[0], b[0])
-    assert a[1].keys() == b[1].keys()
-    for key in a[1]:
-        x, y = a[1][key], b[1][key]
-        if isinstance(x, torch.Tensor):
-            assert x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y), key
-        else:
-            assert x == y, key
-
-
-# ---------------------------------------------------------------- 1: `.data =` on state tensors is noticed
-
-@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8"])
-@pytest.mark.parametrize("key", ["exp_avg", "exp_avg_sq", "step"])
-def test_state_tensor_data_replaced_is_what_the_next_step_updates(state_dtype, key):
-    """`state[key].data = new` keeps the tensor object but gives it new memory: the next step must update the new
-    memory, exactly as a fresh optimizer loaded with the same state does."""
-    opt, p, gen = stepped_torch(state_dtype)
-    entry = opt.state[p]
-    if key == "step":
-        entry["step"].data = torch.tensor(7.0)
-    else:
-        entry[key].data = entry[key].detach().clone()
-    twin_p = p.detach().clone().requires_grad_()
-    twin = adam_torch.Adam([twin_p], lr=1e-2, state_dtype=state_dtype)
-    twin.load_state_dict(copy.deepcopy(opt.state_dict()))  # torch's load shares tensors it need not cast
-    g = torch.randn(p.shape, generator=gen)
-    p.grad, twin_p.grad = g, g.clone()
-    opt.step()
-    twin.step()
-    assert torch.equal(p, twin_p)
-    assert float(opt.state[p]["step"]) == float(twin.state[twin_p]["step"]) == (8.0 if key == "step" else 3.0)
-    for k in ("exp_avg", "exp_avg_sq"):
-        assert torch.equal(opt.state[p][k], twin.state[twin_p][k]), k
-
-
-def test_state_tensor_data_replaced_with_another_dtype_is_refused_or_followed():
-    opt, p, gen = stepped_torch("float32")
-    opt.state[p]["exp_avg"].data = torch.zeros(5000, dtype=torch.float64)
-    p.grad = torch.randn(p.shape, generator=gen)
-    before = snapshot(opt, p)
-    with pytest.raises(TypeError, match="exp_avg"):
-        opt.step()
-    assert_same_snapshot(before, snapshot(opt, p))
-
-
-# ---------------------------------------------------------------- 2, 8, 9: grad_scale and found_inf
-
-BAD_SCALES = [0.0, -2.0, float("nan"), float("inf")]
-
-
-@pytest.mark.parametrize("value", BAD_SCALES)
-def test_torch_grad_scale_must_be_finite_and_positive(value):
-    opt, p, gen = stepped_torch()
-    p.grad = torch.randn(p.shape, generator=gen)
-    before = snapshot(opt, p)
-    with pytest.raises(ValueError, match="grad_scale"):
-        opt.step(grad_scale=torch.tensor(value))
-    assert_same_snapshot(before, snapshot(opt, p))
-
-
-@pytest.mark.parametrize("make", [lambda: torch.ones(2), lambda: torch.ones((), device="meta"),
-                                  lambda: torch.ones(1).to_sparse()])
-@pytest.mark.parametrize("front", ["numpy", "torch"])
-def test_grad_scale_tensor_of_the_wrong_kind_names_grad_scale(make, front):
-    if front == "numpy":
-        p = np.ones(50, np.float32)
-        opt = adam_c.Adam([p])
-        with pytest.raises(TypeError, match="grad_scale"):
-            opt.step([np.ones(50, np.float32)], grad_scale=make())
-        assert np.all(p == 1.0) and not opt.state
-        return
-    opt, p, gen = stepped_torch()
-    p.grad = torch.randn(p.shape, generator=gen)
-    before = snapshot(opt, p)
-    with pytest.raises(TypeError, match="grad_scale"):
-        opt.step(grad_scale=make())
-    assert_same_snapshot(before, snapshot(opt, p))
-
-
-def test_torch_grad_scale_of_any_one_element_shape_divides_the_grads():
-    a, pa, _ = stepped_torch(steps=1)
-    b, pb, _ = stepped_torch(steps=1)
-    g = torch.randn(pa.shape)
-    pa.grad, pb.grad = g * 4.0, g.clone()
-    a.step(grad_scale=torch.full((1, 1), 4.0))
-    b.step()
-    assert torch.equal(pa, pb)
-
-
-@pytest.mark.parametrize("found_inf", [torch.ones(2), torch.zeros((), device="meta"), "yes", [1.0]])
-def test_torch_found_inf_of_the_wrong_kind_names_found_inf(found_inf):
-    opt, p, gen = stepped_torch()
-    p.grad = torch.randn(p.shape, generator=gen)
-    before = snapshot(opt, p)
-    with pytest.raises(TypeError, match="found_inf"):
-        opt.step(found_inf=found_inf)
-    assert_same_snapshot(before, snapshot(opt, p))
-
-
-def test_torch_found_inf_one_element_tensors_and_numbers_still_work():
-    for found, skipped in ((torch.ones(1), True), (torch.zeros((1, 1)), False), (1.0, True), (0, False)):
-        opt, p, gen = stepped_torch()
-        p.grad = torch.randn(p.shape, generator=gen)
-        before = snapshot(opt, p)
-        opt.step(found_inf=found)
-        assert opt.last_step_skipped is skipped
-        assert (float(opt.state[p]["step"]) == 2.0) is skipped
-        if skipped:
-            assert_same_snapshot(before, snapshot(opt, p))
-
-
-# ---------------------------------------------------------------- 3: a failed step converts nothing
-
-@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
-def test_failed_step_leaves_directly_written_float32_state_as_written(state_dtype):
-    gen = torch.Generator().manual_seed(1)
-    p = torch.randn(5000, generator=gen).requires_grad_()
-    q = torch.randn(5000, generator=gen).requires_grad_()
-    opt = adam_torch.Adam([p, q], lr=1e-2, state_dtype=state_dtype)
-    m, v = torch.randn(5000, generator=gen), torch.rand(5000, generator=gen)
-    opt.state[p] = {"step": torch.tensor(3.0), "exp_avg": m.clone(), "exp_avg_sq": v.clone()}
-    opt.state[q] = {"step": torch.tensor(3.0), "exp_avg": m.clone()}  # planned after p's state: the step fails
-    p.grad, q.grad = torch.randn(5000, generator=gen), torch.randn(5000, generator=gen)
-    with pytest.raises(ValueError, match="exp_avg_sq"):
-        opt.step()
-    entry = opt.state[p]
-    assert entry.keys() == {"step", "exp_avg", "exp_avg_sq"}
-    assert entry["exp_avg"].dtype == torch.float32 and torch.equal(entry["exp_avg"], m)
-    assert torch.equal(entry["exp_avg_sq"], v)
-    # and once q's state is whole, the step converts and runs
-    opt.state[q]["exp_avg_sq"] = v.clone()
-    opt.step()
-    assert opt.state[p]["state_dtype"] == state_dtype
-
-
-# ---------------------------------------------------------------- 4: channels_last int8 into adam_c.Adam
+# ---------------------------------------------------------------- channels_last int8 into adam_c.Adam
 
 def channels_last_int8():
     gen = torch.Generator().manual_seed(5)
@@ -211,7 +57,7 @@ def test_channels_last_int8_into_float32_numpy_state_is_the_decoded_values():
         np.testing.assert_array_equal(nopt.state[0][key], decoded[key].contiguous().numpy())
 
 
-# ---------------------------------------------------------------- 5: master and EMA through the converters
+# ---------------------------------------------------------------- master and EMA through the converters
 
 def test_to_and_from_torch_state_dict_keep_master_and_ema():
     rng = np.random.default_rng(0)
@@ -246,16 +92,7 @@ def test_torch_master_survives_the_round_trip_through_numpy():
     assert torch.equal(back["state"][0]["master"], master)
 
 
-# ---------------------------------------------------------------- 6: copies keep GradScaler support
-
-@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
-def test_copies_still_take_grad_scale_from_gradscaler(how):
-    opt, p, _ = stepped_torch()
-    other = copy.deepcopy(opt) if how == "deepcopy" else pickle.loads(pickle.dumps(opt))
-    assert getattr(other, "_step_supports_amp_scaling", False) is True
-
-
-# ---------------------------------------------------------------- 7: odd tensors in compressed checkpoints
+# ---------------------------------------------------------------- odd tensors in compressed checkpoints
 
 @pytest.mark.parametrize("key", ["exp_avg", "exp_avg_absmax"])
 @pytest.mark.parametrize("make", ["meta", "sparse"])
@@ -281,7 +118,7 @@ def test_compressed_checkpoint_with_odd_tensor_names_the_entry(key, make, front)
     assert not opt.state
 
 
-# ---------------------------------------------------------------- 10: compressed entries missing a moment
+# ---------------------------------------------------------------- compressed entries missing a moment
 
 @pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
 @pytest.mark.parametrize("missing", ["exp_avg", "exp_avg_sq"])
@@ -297,7 +134,7 @@ def test_torch_compressed_entry_missing_a_moment_is_refused_at_load(state_dtype,
     assert not opt.state
 
 
-# ---------------------------------------------------------------- 11: NumPy state reshaped in place
+# ---------------------------------------------------------------- NumPy state reshaped in place
 
 @pytest.mark.parametrize("state_dtype", ["float32", "bfloat16", "int8"])
 def test_numpy_state_reshaped_in_place_still_round_trips(state_dtype):
@@ -312,31 +149,6 @@ def test_numpy_state_reshaped_in_place_still_round_trips(state_dtype):
     twin = adam_c.Adam([p.copy()], lr=1e-2, state_dtype=state_dtype)
     twin.load_state_dict(sd)
     np.testing.assert_array_equal(twin.state[0]["exp_avg"], opt.state[0]["exp_avg"].reshape(64, 80))
-
-
-# ---------------------------------------------------------------- the second review of these fixes
-
-def stepped_fmt(shape=(5000,), state_dtype="float32", dtype=torch.float32, fmt=None, steps=2, **kw):
-    """stepped_torch with a param dtype and memory format."""
-    gen = torch.Generator().manual_seed(0)
-    make = (lambda t: t) if fmt is None else (lambda t: t.to(memory_format=fmt))
-    p = make(torch.randn(shape, generator=gen).to(dtype)).requires_grad_()
-    opt = adam_torch.Adam([p], lr=1e-2, state_dtype=state_dtype, **kw)
-    for _ in range(steps):
-        p.grad = make(torch.randn(shape, generator=gen).to(dtype))
-        opt.step()
-    return opt, p, gen
-
-
-def test_grad_scale_of_shape_1_is_accepted_like_other_one_element_shapes():
-    """GradScaler-style shape (1,) scales: torch._foreach_div takes only 0-d scale tensors (was a RuntimeError)."""
-    a, pa, _ = stepped_fmt(steps=1)
-    b, pb, _ = stepped_fmt(steps=1)
-    g = torch.randn(pa.shape)
-    pa.grad, pb.grad = g * 4.0, g.clone()
-    a.step(grad_scale=torch.tensor([4.0]))
-    b.step()
-    assert torch.equal(pa, pb)
 
 
 def test_from_torch_state_dict_keeps_channels_last_int8_values():
@@ -386,49 +198,6 @@ def test_both_front_ends_read_non_c_ordered_numpy_codes_alike(make):
         np.testing.assert_array_equal(nopt.state[0][key], topt.state[t][key].numpy(), err_msg=key)
 
 
-def test_failed_step_leaves_directly_written_float16_state_as_written():
-    """Lossless normalizations of directly written state (torch.optim's float16 state of a float16 param made
-    float32, a number step made a tensor) are undone by a failed step too."""
-    gen = torch.Generator().manual_seed(0)
-    p = torch.randn(5000, generator=gen).half().requires_grad_()
-    q = torch.randn(5000, generator=gen).half().requires_grad_()
-    opt = adam_torch.Adam([p, q], lr=1e-2)
-    opt.state[p] = {"step": torch.tensor(3.0), "exp_avg": torch.randn(5000).half(),
-                    "exp_avg_sq": torch.rand(5000).half()}
-    opt.state[q] = {"step": torch.tensor(3.0), "exp_avg": torch.randn(5000).half()}  # no exp_avg_sq: step fails
-    p.grad, q.grad = torch.randn(5000).half(), torch.randn(5000).half()
-    before = snapshot(opt, p)
-    with pytest.raises(ValueError, match="exp_avg_sq"):
-        opt.step()
-    assert_same_snapshot(before, snapshot(opt, p))
-
-
-def test_failed_step_leaves_a_number_step_as_written():
-    p = torch.randn(5000).requires_grad_()
-    q = torch.randn(5000).requires_grad_()
-    opt = adam_torch.Adam([p, q], lr=1e-2)
-    opt.state[p] = {"step": 3, "exp_avg": torch.randn(5000), "exp_avg_sq": torch.rand(5000)}
-    opt.state[q] = {"step": torch.tensor(3.0), "exp_avg": torch.randn(5000)}
-    p.grad, q.grad = torch.randn(5000), torch.randn(5000)
-    with pytest.raises(ValueError, match="exp_avg_sq"):
-        opt.step()
-    assert opt.state[p]["step"] == 3 and not isinstance(opt.state[p]["step"], torch.Tensor)
-
-
-@pytest.mark.parametrize("written, state_dtype", [("bfloat16", "int8"), ("int8", "bfloat16")])
-def test_amsgrad_step_converts_directly_written_state_of_another_compressed_format(written, state_dtype):
-    """With amsgrad, the zero max_exp_avg_sq is added after the entry is converted from its own state_dtype (added
-    before, it was in the wrong format and valid state was refused)."""
-    src, p, gen = stepped_fmt(state_dtype=written)
-    entry = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in src.state[p].items()}
-    q = p.detach().clone().requires_grad_()
-    opt = adam_torch.Adam([q], lr=1e-2, state_dtype=state_dtype, amsgrad=True)
-    opt.state[q] = entry
-    q.grad = torch.randn(q.shape, generator=gen)
-    opt.step()
-    assert opt.state[q]["state_dtype"] == state_dtype and "max_exp_avg_sq" in opt.state[q]
-
-
 def test_numpy_block_scales_reshaped_in_place_still_round_trip():
     """Block scales reshaped in place (the step does not mind) are shown and saved 1-D, so the checkpoint loads."""
     rng = np.random.default_rng(3)
@@ -444,15 +213,6 @@ def test_numpy_block_scales_reshaped_in_place_still_round_trip():
     np.testing.assert_array_equal(twin.state[0]["exp_avg_absmax"], scales.reshape(-1))
 
 
-@pytest.mark.parametrize("found_inf, skipped", [(torch.tensor(True), True), (torch.tensor([False]), False)])
-def test_torch_found_inf_bool_tensor_is_a_flag(found_inf, skipped):
-    """A bool tensor found_inf (e.g. ~torch.isfinite(loss)) is a flag like True or torch.tensor(1.0)."""
-    opt, p, gen = stepped_fmt()
-    p.grad = torch.randn(p.shape, generator=gen)
-    opt.step(found_inf=found_inf)
-    assert opt.last_step_skipped is skipped
-
-
 def test_torch_float32_entry_missing_a_moment_is_refused_at_load():
     """A float32 (torch.optim format) entry without exp_avg_sq is refused at load, as adam_c.Adam does (it used to
     load, and then every step failed)."""
@@ -466,8 +226,6 @@ def test_torch_float32_entry_missing_a_moment_is_refused_at_load():
     assert not opt.state
 
 
-# ---------------------------------------------------------------- the third review: torch.optim round trips, hooks
-
 def _steps(opt, params, n, seed=0):
     for t in range(n):
         g = torch.Generator().manual_seed(seed + t)
@@ -476,7 +234,7 @@ def _steps(opt, params, n, seed=0):
         opt.step()
 
 
-# ------------------------------------------------------------------ 1. checkpoints through torch.optim.Adam
+# ---------------------------------------------------------------- checkpoints through torch.optim.Adam
 
 @pytest.mark.parametrize("state_dtype", ["bfloat16", "float32"])
 def test_bfloat16_state_checkpoint_comes_back_after_torch_optim_loaded_it(state_dtype):
@@ -513,129 +271,6 @@ def test_master_checkpoint_comes_back_after_torch_optim_loaded_it(dtype):
     back.load_state_dict(theirs.state_dict())
     assert back.state[r]["master"].dtype == torch.float32
     assert torch.equal(back.state[r]["master"], r.detach().float())
-
-
-# ------------------------------------------------------------------ 2. step hooks
-
-@pytest.mark.parametrize("kind", ["instance", "global"])
-def test_subclass_overriding_step_runs_each_hook_once(kind):
-    """torch's Optimizer.__init__ wraps a subclass's own step() in profile_hook_step, which runs the step
-    pre/post hooks; super().step() then lands in Adam.step, whose `type(self).step is _ADAM_STEP` test is
-    False, so it runs every hook a second time (and opens a second profiler range). torch.optim.Adam: once."""
-    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
-
-    class MyAdam(adam_torch.Adam):
-        def step(self, closure=None):
-            return super().step(closure)
-
-    p = torch.nn.Parameter(torch.zeros(3))
-    opt = MyAdam([p], lr=0.1)
-    calls = []
-    if kind == "instance":
-        handles = [opt.register_step_pre_hook(lambda *a: calls.append("pre")),
-                   opt.register_step_post_hook(lambda *a: calls.append("post"))]
-    else:
-        handles = [register_optimizer_step_pre_hook(lambda *a: calls.append("pre")),
-                   register_optimizer_step_post_hook(lambda *a: calls.append("post"))]
-    try:
-        p.grad = torch.ones(3)
-        opt.step()
-    finally:
-        for h in handles:
-            h.remove()
-    assert calls == ["pre", "post"]
-
-
-def test_pre_hook_sees_and_can_replace_a_keyword_closure():
-    """torch passes step's own (args, kwargs) to pre-hooks: opt.step(closure=c) shows up as kwargs['closure'],
-    and a hook returning kwargs with another closure makes the step run that one. adam_c.torch turns the keyword
-    into a positional arg before the hooks run, so the hook sees kwargs == {} and the closure it installs through
-    kwargs is ignored (args[1], the old closure, wins)."""
-    results = {}
-    for name, cls in (("torch", torch.optim.Adam), ("adam_c", adam_torch.Adam)):
-        p = torch.nn.Parameter(torch.zeros(3))
-        opt = cls([p], lr=0.1)
-        seen, ran = [], []
-
-        def old():
-            ran.append("old")
-            p.grad = torch.ones(3)
-            return 1.0
-
-        def new():
-            ran.append("new")
-            p.grad = torch.ones(3)
-            return 2.0
-
-        def hook(o, args, kwargs):
-            seen.append((len(args), sorted(kwargs)))
-            return args, {**kwargs, "closure": new}
-
-        opt.register_step_pre_hook(hook)
-        loss = opt.step(closure=old)
-        results[name] = (seen, ran, loss)
-    assert results["adam_c"] == results["torch"] == ([(1, ["closure"])], ["new"], 2.0)
-
-
-# ------------------------------------------------------------------ 3. smaller divergences
-
-def test_inference_tensor_param_is_not_written_outside_inference_mode():
-    """torch refuses an in-place update of an inference tensor outside inference_mode (a RuntimeError); adam_c.torch
-    refuses it by name (ValueError, the project's rule for bad input) before writing (it used to write it)."""
-    with torch.inference_mode():
-        q = torch.zeros(3)
-    opt = adam_torch.Adam([q], lr=0.1)
-    q.grad = torch.ones(3)
-    with pytest.raises(ValueError, match=r"params\[0\] is an inference tensor"):
-        opt.step()
-    assert torch.equal(q, torch.zeros(3)) and not opt.state
-    with torch.inference_mode():  # where torch allows it, the step runs
-        opt.step()
-    assert not torch.equal(q, torch.zeros(3))
-
-
-def test_bad_step_counter_is_named_by_its_group_position():
-    """README: errors name `params[3]`, or `param_groups[1]['params'][0]` where there are groups (as every other
-    message of adam_c.torch does, via _param_label). The step counter check in TorchStepPlan.run names
-    `params[1]` for the first param of the second group."""
-    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))
-    opt = adam_torch.Adam([{"params": [a]}, {"params": [b]}], lr=0.1)
-    a.grad, b.grad = torch.ones(2), torch.ones(3)
-    opt.step()
-    opt.state[b]["step"].fill_(-5)
-    with pytest.raises(ValueError, match=r"param_groups\[1\]\['params'\]\[0\]"):
-        opt.step()
-
-
-# ---------------------------------------------------------------- the fourth review: C contracts, limits
-
-def test_bfloat16_state_same_bits_on_every_target_under_flush_denormal(tmp_path):
-    """After torch.set_flush_denormal(True) (FTZ + DAZ), a bfloat16 denormal carried through AMSGrad's max has the
-    same bits on every target (the AVX512-BF16 store tested for denormals with vfpclassps, which follows DAZ, and
-    flushed them). A fresh interpreter: the floating-point mode would leak into other tests."""
-    import subprocess
-    import sys
-    import textwrap
-    code = textwrap.dedent("""
-        import numpy as np, torch, adam_c
-        torch.set_flush_denormal(True)
-        out = {}
-        for target in adam_c.cpu_info()["supported_targets"]:
-            adam_c.set_target(target)
-            p = np.ones(64, np.float32)
-            opt = adam_c.Adam([p], amsgrad=True, state_dtype="bfloat16")
-            opt.step([np.full(64, 1e-3, np.float32)])
-            opt.state[0]["exp_avg_sq"][...] = 0
-            opt.state[0]["max_exp_avg_sq"][...] = 0x0001  # a bfloat16 denormal, e.g. from a checkpoint
-            opt.step([np.zeros(64, np.float32)])  # v < max: the max passes through unchanged
-            out[target] = (p.view(np.uint32).copy(), opt.state[0]["max_exp_avg_sq"].copy())
-        ref = out["baseline"]
-        print("DIFFER", [t for t in out if not (np.array_equal(out[t][0], ref[0]) and np.array_equal(out[t][1], ref[1]))],
-              "MAX", hex(int(ref[1][0])), "TARGETS", sorted(out))
-    """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
-    assert r.returncode == 0, r.stderr
-    assert "DIFFER []" in r.stdout and "MAX 0x1 " in r.stdout, r.stdout
 
 
 def test_step_that_would_reach_2_62_is_refused_and_the_checkpoint_reloads():
