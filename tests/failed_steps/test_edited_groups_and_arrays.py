@@ -15,7 +15,7 @@ from _numpy_steps import assert_snapshot_equal, expected_step, full_snapshot, ra
 
 
 def test_replacing_group_params_steps_the_new_arrays_like_torch():
-    """Item 2: after group["params"] is replaced, the new arrays are stepped (fresh state), the old ones not."""
+    """After group["params"] is replaced, the new arrays are stepped (fresh state), the old ones not."""
     a, b = rand(5, seed=1), rand(3, np.float32, seed=2)
     opt = adam_c.Adam([a], lr=0.1)
     opt.step([np.ones(5)])
@@ -32,7 +32,7 @@ def test_replacing_group_params_steps_the_new_arrays_like_torch():
 
 
 def test_appending_popping_and_moving_params_keep_state_by_identity():
-    """Item 2: append / pop / move between groups: each param keeps its own state; indices follow positions."""
+    """Append / pop / move between groups: each param keeps its own state; indices follow positions."""
     a, b, c = rand(3, seed=1), rand(4, seed=2), rand(5, seed=3)
     opt = adam_c.Adam([{"params": [a, b]}, {"params": [], "lr": 0.5}], lr=0.1)
     opt.step([np.ones(3), np.ones(4)])
@@ -65,7 +65,7 @@ def body_replaced_params_then_amsgrad():
 
 
 def test_replaced_params_then_amsgrad_rebuild(tmp_path):
-    """Item 2: replacing the params and then turning amsgrad on used to mix old pointers with new sizes."""
+    """Replacing the params and then turning amsgrad on used to mix old pointers with new sizes."""
     run_isolated(tmp_path, "body_replaced_params_then_amsgrad")
 
 
@@ -94,7 +94,7 @@ def body_dtype_changed_in_place():
 
 
 def test_param_dtype_changed_after_construction(tmp_path):
-    """Item 3: p.dtype = np.float16 after construction (or after steps): TypeError naming it, nothing written."""
+    """p.dtype = np.float16 after construction (or after steps): TypeError naming it, nothing written."""
     run_isolated(tmp_path, "body_dtype_changed_in_place")
 
 
@@ -110,7 +110,7 @@ def test_param_dtype_reinterpreted_with_state_is_refused():
 
 
 def test_param_reshaped_in_place_keeps_stepping_with_its_state():
-    """Item 3: a reshape of the held array (same size): the state follows the new shape, values continue."""
+    """A reshape of the held array (same size): the state follows the new shape, values continue."""
     p = rand(12, seed=4)
     opt = adam_c.Adam([p], lr=0.1)
     g = rand(12, seed=5)
@@ -129,7 +129,7 @@ def test_param_reshaped_in_place_keeps_stepping_with_its_state():
 
 
 def test_param_made_read_only_after_construction_is_refused():
-    """Item 4: flags.writeable = False after construction (before and after a step): ValueError, not written."""
+    """flags.writeable = False after construction (before and after a step): ValueError, not written."""
     for stepped in (False, True):
         p = np.ones(5)
         opt = adam_c.Adam([p])
@@ -179,7 +179,7 @@ def body_pickle5_read_only_buffers():
 
 
 def test_pickle5_read_only_out_of_band_buffers(tmp_path):
-    """Item 4: unpickled over read-only out-of-band buffers, the optimizer refuses to step (no write)."""
+    """Unpickled over read-only out-of-band buffers, the optimizer refuses to step (no write)."""
     run_isolated(tmp_path, "body_pickle5_read_only_buffers")
 
 
@@ -222,7 +222,7 @@ def test_failed_amsgrad_rebuild_step_gains_no_buffers():
 ], ids=["del-params", "append-raw-group", "append-junk", "params-array", "append-int-param", "append-duplicate",
         "groups-tuple"])
 def test_malformed_group_edits_are_named_errors(stepped, edit, exc, match):
-    """Item 10: deleted 'params', appended/popped groups, junk: TypeError/ValueError naming the entry (never
+    """Deleted 'params', appended/popped groups, junk: TypeError/ValueError naming the entry (never
     KeyError/IndexError/AttributeError/RuntimeError), and nothing changes."""
     a, b = rand(3, seed=1), rand(4, seed=2)
     opt = adam_c.Adam([{"params": [a]}, {"params": [b], "lr": 0.1}])

@@ -40,7 +40,7 @@ def test_float_returning_int_names_the_argument(key):
 
 @pytest.mark.parametrize("which", ["exp_avg", "exp_avg_sq", "grads"])
 def test_add_param_group_refuses_state_and_grads_buffers(which):
-    """Item 15: a live state buffer or opt.grads buffer offered as a new param: ValueError naming both."""
+    """A live state buffer or opt.grads buffer offered as a new param: ValueError naming both."""
     opt = _trained()
     buf = opt.grads[1] if which == "grads" else opt.state[1][which]
     name = r"opt\.grads\[1\]" if which == "grads" else rf"opt\.state\[1\]\['{which}'\]"

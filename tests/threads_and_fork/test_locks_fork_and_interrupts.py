@@ -64,12 +64,12 @@ def body_grads_list_replaced_by_another_thread():
 
 
 def test_grads_that_exist_only_during_the_call_are_kept_alive(tmp_path):
-    """Item 1: every grad C reads is held until the C call returns (a sequence handing out fresh arrays)."""
+    """Every grad C reads is held until the C call returns (a sequence handing out fresh arrays)."""
     run_isolated(tmp_path, "body_grads_fresh_on_each_access")
 
 
 def test_grads_list_mutated_by_another_thread_during_steps(tmp_path):
-    """Item 1: another thread replacing grads[0] in the caller's list while steps run cannot free what C reads."""
+    """Another thread replacing grads[0] in the caller's list while steps run cannot free what C reads."""
     run_isolated(tmp_path, "body_grads_list_replaced_by_another_thread")
 
 
@@ -148,12 +148,12 @@ def body_fork_during_c_call_is_refused_or_clean():
 
 
 def test_fork_while_another_thread_holds_the_optimizer(tmp_path):
-    """Item 6: the fork child gets a fresh lock instead of the one held by a thread it does not have."""
+    """The fork child gets a fresh lock instead of the one held by a thread it does not have."""
     run_isolated(tmp_path, "body_fork_while_another_thread_steps", timeout=60)
 
 
 def test_fork_during_another_threads_c_call(tmp_path):
-    """Item 6: forked in the middle of another thread's C call, the child either steps (the step had not begun)
+    """Forked in the middle of another thread's C call, the child either steps (the step had not begun)
     or refuses with RuntimeError (its copy may hold half a step): never hangs."""
     run_isolated(tmp_path, "body_fork_during_c_call_is_refused_or_clean", timeout=120)
 
@@ -230,7 +230,7 @@ def body_reentrant_calls_raise():
 
 
 def test_reentrant_calls_raise_instead_of_deadlocking(tmp_path):
-    """Item 7: step/load_state_dict/add_param_group/state_dict/pickle/zero_grad from inside a step (grads
+    """step/load_state_dict/add_param_group/state_dict/pickle/zero_grad from inside a step (grads
     generator, __array__, __float__, signal handler) raise RuntimeError('re-entrant ...'), nothing changed."""
     run_isolated(tmp_path, "body_reentrant_calls_raise", timeout=60)
 
@@ -309,7 +309,7 @@ def body_interrupt_after_c_call_commits_whole():
 
 
 def test_ctrl_c_right_after_the_c_call_keeps_the_step(tmp_path):
-    """Item 9: a KeyboardInterrupt delivered while the first step's C call runs (so raised right after it) must
+    """A KeyboardInterrupt delivered while the first step's C call runs (so raised right after it) must
     not roll back the new moments: params, moments and step counts stay one consistent step."""
     run_isolated(tmp_path, "body_interrupt_after_c_call_commits_whole", timeout=120)
 
@@ -363,7 +363,7 @@ def body_interrupts_anywhere_keep_steps_whole():
 
 
 def test_interrupts_at_random_points_keep_every_step_whole(tmp_path):
-    """Items 9 and 7: KeyboardInterrupt at random points of steps never leaves half a step or a taken lock."""
+    """KeyboardInterrupt at random points of steps never leaves half a step or a taken lock."""
     run_isolated(tmp_path, "body_interrupts_anywhere_keep_steps_whole", timeout=120)
 
 
@@ -389,7 +389,7 @@ def _snapshot_consistent(params, state, traj, what):
 
 @pytest.mark.parametrize("how", ["state_dict", "pickle", "deepcopy"])
 def test_snapshots_from_another_thread_are_never_torn(how):
-    """Item 14: state_dict(), pickle and deepcopy taken while another thread steps hold one consistent step."""
+    """state_dict(), pickle and deepcopy taken while another thread steps hold one consistent step."""
     adam_c.set_num_threads(1)
     try:
         n_steps = 300
