@@ -1,5 +1,7 @@
-"""_malformed.py: test helper: hypothesis garbage, a trained adam_c.Adam, snapshots, and the check that a call fails
-cleanly (TypeError/ValueError, nothing changed, the optimizer still steps)."""
+"""_malformed.py: test helper: hypothesis garbage, and the check that a call on adam_c.Adam fails cleanly.
+
+A trained optimizer, full snapshots, and the check that a call raised only TypeError/ValueError, changed nothing
+and left an optimizer that still steps."""
 import copy
 from fractions import Fraction
 

@@ -1,5 +1,4 @@
-"""_numpy_api.py: test helper: adam_c.Adam set-ups (two groups of mixed dtypes), grads, the oracle for them, and
-snapshots a failed call must leave alone."""
+"""_numpy_api.py: test helper: adam_c.Adam set-ups, grads and the snapshots a failed call must leave alone."""
 import copy
 
 import numpy as np

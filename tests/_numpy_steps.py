@@ -1,5 +1,4 @@
-"""_numpy_steps.py: test helper: adam_c.Adam set-ups, snapshots and the oracle's one step, and a runner of a test
-module's function in a fresh interpreter."""
+"""_numpy_steps.py: test helper: adam_c.Adam snapshots, the oracle's one step, and a fresh-interpreter runner."""
 import os
 import subprocess
 import sys

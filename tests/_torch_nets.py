@@ -1,5 +1,4 @@
-"""_torch_nets.py: test helper: the odd-sized torch module, its batches and the trajectory comparison that the
-torch drop-in and its checkpoint tests share."""
+"""_torch_nets.py: test helper: an odd-sized torch module, its batches, and the comparison with torch.optim."""
 import numpy as np
 import pytest
 

@@ -1,5 +1,4 @@
-"""_torch_steps.py: test helper: adam_c.torch optimizers stepped a few times, and snapshots of their params and
-state."""
+"""_torch_steps.py: test helper: adam_c.torch optimizers stepped a few times, and snapshots of their state."""
 import pytest
 
 torch = pytest.importorskip("torch")

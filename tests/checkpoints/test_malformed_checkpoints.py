@@ -1,5 +1,6 @@
-"""Malformed checkpoints (hypothesis-mutated state_dicts: garbage values, missing or extra keys, bad steps and
-hyperparameters, None arrays) given to adam_c.Adam.load_state_dict: only TypeError/ValueError, and nothing changed."""
+"""adam_c.Adam.load_state_dict given malformed checkpoints: only TypeError/ValueError, and nothing changed.
+
+Hypothesis-mutated state_dicts: garbage values, missing or extra keys, bad steps and hyperparameters, None arrays."""
 from fractions import Fraction
 
 import numpy as np

@@ -1,5 +1,7 @@
-"""adam_c.Adam's state_dict at its edges: after amsgrad is turned on, plain-Python JSON-ready group values, and
-load_state_dict given odd tensors (named) or negative-bit views (read by value)."""
+"""adam_c.Adam's state_dict at its edges: amsgrad turned on, JSON-ready group values, odd tensors loaded.
+
+After amsgrad is turned on the state_dict reloads; group values are plain Python; load_state_dict names an odd
+tensor's entry and reads negative-bit views by value."""
 import json
 from fractions import Fraction
 

@@ -1,5 +1,7 @@
-"""adam_c.Adam's state_dict, load_state_dict, pickle and deepcopy: the format, copies, bit-identical round trips,
-ids mapped by position, dtype casts, and bad state_dicts refused with nothing changed."""
+"""adam_c.Adam's state_dict, load_state_dict, pickle and deepcopy: format, copies, round trips, bad input.
+
+Bit-identical round trips, saved ids mapped by position, dtypes cast on load, and bad state_dicts refused with
+nothing changed."""
 import copy
 import pickle
 

@@ -1,5 +1,7 @@
-"""Checkpoint conversions of unusual state between the front-ends and torch.optim: channels_last and Fortran-ordered
-int8 codes, master weights and EMA, state reshaped in place, missing moments, odd tensors, and the step limit."""
+"""Checkpoint conversions of unusual state between adam_c.Adam, adam_c.torch and torch.optim.
+
+Channels_last and Fortran-ordered int8 codes, master weights and EMA, state reshaped in place, missing moments,
+odd tensors, and the step limit."""
 import copy
 
 import numpy as np

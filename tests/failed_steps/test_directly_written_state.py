@@ -1,5 +1,7 @@
-"""State written directly into adam_c.torch's opt.state (float32 or float16 tensors, a number step, another
-compressed format): a failed step leaves it as written, and a step converts it as a loaded checkpoint would be."""
+"""State written directly into adam_c.torch's opt.state: a failed step leaves it as written.
+
+float32 or float16 tensors, a number step, another compressed format; once the state is whole, a step converts
+it as a loaded checkpoint would be."""
 import pytest
 
 torch = pytest.importorskip("torch")

@@ -1,6 +1,7 @@
-"""Groups and arrays edited between steps (params replaced, appended, popped; dtype, shape or writeability changed
-in place; groups deleted or malformed): the edit is followed like torch or refused by name, and a refused step
-changes nothing."""
+"""Groups and arrays edited between steps are followed like torch or refused by name; a refused step changes nothing.
+
+Params replaced, appended, popped or moved; dtype, shape or writeability changed in place; groups deleted or
+malformed."""
 import pickle
 
 import numpy as np

@@ -1,5 +1,6 @@
-"""Buffers that share memory: adam_step's five buffers, params of one optimizer, new groups and grads that alias
-a param or its state raise ValueError and change nothing; adjacent views are fine."""
+"""Buffers that share memory raise ValueError and change nothing; adjacent views are fine.
+
+adam_step's five buffers, params of one optimizer, new param groups, and grads that alias a param or its state."""
 import numpy as np
 import pytest
 

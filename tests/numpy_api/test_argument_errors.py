@@ -1,5 +1,6 @@
-"""adam_c.Adam's argument errors: betas, numbers that are not floats, state or grads buffers offered as params,
-byte-swapped params and a dict of grads are refused with a message naming the argument."""
+"""adam_c.Adam's argument errors name the argument.
+
+Betas, numbers that are not floats, state or grads buffers offered as params, byte-swapped params, a dict of grads."""
 import numpy as np
 import pytest
 

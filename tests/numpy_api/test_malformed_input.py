@@ -1,5 +1,6 @@
-"""Malformed input to adam_c.Adam and adam_step (hypothesis garbage: constructor arguments, grads, group values,
-thread and target settings) never crashes: only TypeError/ValueError, and nothing changed."""
+"""Malformed input to adam_c.Adam and adam_step never crashes: only TypeError/ValueError, and nothing changed.
+
+Hypothesis garbage as constructor arguments, grads, group values, thread and target settings."""
 import math
 from fractions import Fraction
 

@@ -1,5 +1,7 @@
-"""adam_c.Adam under threads, fork and Ctrl-C: grads held through the C call, fork while another thread steps,
-re-entrant calls, KeyboardInterrupt anywhere in a step, and snapshots taken while another thread steps."""
+"""adam_c.Adam under threads, fork and Ctrl-C: every step whole, no lock left taken, no freed memory read.
+
+Grads held through the C call, fork while another thread steps, re-entrant calls, KeyboardInterrupt anywhere in
+a step, and snapshots taken while another thread steps."""
 import copy
 import os
 import pickle

@@ -1,5 +1,7 @@
-"""adam_c.torch with what torch users do around an optimizer: state tensors' .data replaced, subclasses overriding
-step under torch's hooks, pre-hooks editing a keyword closure, inference tensors, a bad step counter named by group."""
+"""adam_c.torch with what torch users do around an optimizer: state swaps, step hooks, inference tensors.
+
+State tensors' .data replaced, subclasses overriding step under torch's hooks, pre-hooks editing a keyword
+closure, inference tensors, a bad step counter named by its group position."""
 import copy
 
 import pytest

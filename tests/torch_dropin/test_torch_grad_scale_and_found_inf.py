@@ -1,5 +1,6 @@
-"""adam_c.torch's grad_scale and found_inf: the values and tensor kinds GradScaler passes are accepted (any
-one-element shape, bool flags, copies of the optimizer), the rest refused with a message naming the argument."""
+"""adam_c.torch's grad_scale and found_inf: what GradScaler passes works, the rest is refused by name.
+
+Any one-element shape, bool flags and numbers are accepted, and copies of the optimizer keep GradScaler support."""
 import copy
 import pickle
 
