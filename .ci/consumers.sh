@@ -5,7 +5,7 @@
 #   cmake     a C program through find_package(adam_c CONFIG REQUIRED), with the shared and the static library
 #   pkgconfig demo.c compiled as C++ through `pkg-config --cflags --libs adam_c` (and --static, .a only)
 #   wheel     through the pip-installed package's adam_c.get_cmake_dir(): a C program and a Cython extension
-#             that cimports adam_c.capi (this stage alone is what tests/test_consumers.py runs)
+#             that cimports adam_c.capi (this stage alone is what tests/packaging/test_consumers.py runs)
 # Usage: bash .ci/consumers.sh [all|wheel]   with the venv's python on PATH (or PYTHON=...), adam_c installed in it.
 set -euo pipefail
 cd "$(dirname "$0")/.."

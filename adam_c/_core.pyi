@@ -1,4 +1,4 @@
-# _core.pyi: types of the compiled module adam_c._core (checked against it by tests/test_typing.py's stubtest).
+# _core.pyi: types of the compiled module adam_c._core (checked against it by tests/packaging/test_typing.py's stubtest).
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np

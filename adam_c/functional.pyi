@@ -1,4 +1,4 @@
-# functional.pyi: types of adam_c.functional (checked against the module by tests/test_typing.py's stubtest).
+# functional.pyi: types of adam_c.functional (checked against the module by tests/packaging/test_typing.py's stubtest).
 import array
 from typing import Optional, Union
 

@@ -1,4 +1,4 @@
-# optim.pyi: types of adam_c.optim (kept as a stub so optim.py stays free of them; tests/test_typing.py's stubtest
+# optim.pyi: types of adam_c.optim (kept as a stub so optim.py stays free of them; tests/packaging/test_typing.py's stubtest
 # fails when the two drift apart).
 from contextlib import AbstractContextManager
 from typing import (Any, Callable, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, TypeVar, Union,

@@ -11,8 +11,8 @@ import adam_c.torch as at  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.optim.optimizer import (register_optimizer_step_post_hook,  # noqa: E402
                                    register_optimizer_step_pre_hook)
+from _torch_nets import RTOL, assert_close, batch, compare, make_net, train_step  # noqa: E402
 
-RTOL = {torch.float32: 2e-4, torch.float64: 1e-10}
 STEPS = 25
 DECAYS = {  # name: (weight_decay, class name, extra keyword)
     "none": (0.0, "Adam", {}),
@@ -23,80 +23,10 @@ DECAYS = {  # name: (weight_decay, class name, extra keyword)
 REFERENCES = {"foreach=False": {"foreach": False}, "fused=True": {"fused": True}}
 
 
-class Net(nn.Module):
-    """Embedding, LayerNorm, a channels_last Conv2d and Linear layers: odd sizes everywhere."""
-
-    def __init__(self):
-        super().__init__()
-        self.emb = nn.Embedding(13, 7)
-        self.norm = nn.LayerNorm(7)
-        self.conv = nn.Conv2d(3, 5, 3)
-        self.head = nn.Linear(7 + 5, 3)
-        self.extra = nn.Linear(3, 3)  # gets no grad on some steps
-
-    def forward(self, tokens, images, use_extra=True):
-        e = self.norm(self.emb(tokens)).mean(dim=1)
-        c = self.conv(images).mean(dim=(2, 3))
-        out = self.head(torch.cat([e, c], dim=1))
-        return self.extra(out) if use_extra else out
-
-
-def make_net(dtype, seed=0):
-    torch.manual_seed(seed)
-    net = Net().to(dtype)
-    net.conv.to(memory_format=torch.channels_last)
-    assert not net.conv.weight.is_contiguous() and net.conv.weight.is_contiguous(memory_format=torch.channels_last)
-    return net
-
-
 def groups_of(net, lr_scale=1.0):
     return [{"params": list(net.emb.parameters()) + list(net.norm.parameters()), "lr": 1e-2 * lr_scale},
             {"params": list(net.conv.parameters()) + list(net.head.parameters()) + list(net.extra.parameters()),
              "lr": 3e-3 * lr_scale, "betas": (0.8, 0.99)}]
-
-
-def batch(k, dtype):
-    gen = torch.Generator().manual_seed(1000 + k)
-    tokens = torch.randint(0, 13, (5, 4), generator=gen)
-    images = torch.randn(5, 3, 6, 6, generator=gen, dtype=dtype).to(memory_format=torch.channels_last)
-    target = torch.randn(5, 3, generator=gen, dtype=dtype)
-    return tokens, images, target
-
-
-def train_step(net, opt, k, dtype, scheduler=None):
-    tokens, images, target = batch(k, dtype)
-    opt.zero_grad()
-    loss = ((net(tokens, images, use_extra=k % 5 != 2) - target) ** 2).mean()
-    loss.backward()
-    opt.step()
-    if scheduler is not None:
-        scheduler.step()
-    return loss.item()
-
-
-def assert_close(actual, expected, rtol, what):
-    """|actual - expected| <= rtol * max(|expected|, the tensor's magnitude), elementwise."""
-    assert actual.shape == expected.shape and actual.dtype == expected.dtype, what
-    assert actual.stride() == expected.stride() or actual.numel() <= 1, f"{what}: layout differs"
-    if actual.numel() == 0:
-        return
-    a, e = actual.detach().double().numpy(), expected.detach().double().numpy()
-    scale = float(np.max(np.abs(e))) or 1e-300
-    np.testing.assert_allclose(a, e, rtol=rtol, atol=rtol * scale, err_msg=what)
-
-
-def compare(ours_net, ours, ref_net, ref, rtol, when):
-    for (name, p), q in zip(ours_net.named_parameters(), ref_net.parameters()):
-        assert_close(p, q, rtol, f"{name} {when}")
-        mine, theirs = ours.state.get(p, {}), ref.state.get(q, {})
-        assert set(mine) == set(theirs), f"state keys of {name} {when}"
-        for key, value in theirs.items():
-            if key == "step":
-                # float32 as adam_c creates it, or float64 as loaded from torch under a float64 default dtype
-                assert mine["step"].dtype in (torch.float32, value.dtype) and mine["step"].dim() == 0
-                assert mine["step"].item() == value.item(), f"step of {name} {when}"
-            else:
-                assert_close(mine[key], value, rtol, f"{key} of {name} {when}")
 
 
 def make_pair(dtype, amsgrad, maximize, decay, reference, lr_scale=1.0):
@@ -138,8 +68,6 @@ def test_trajectory_check_can_fail(dtype):
     with pytest.raises(AssertionError):
         compare(net, ours, ref_net, ref, RTOL[dtype], "at the end")
 
-
-# ---------------------------------------------------------------- every LR scheduler
 
 def _schedulers(opt):
     S = torch.optim.lr_scheduler
@@ -196,8 +124,6 @@ def test_tensor_lr_and_betas_follow_a_scheduler():
     assert ours.param_groups[0]["lr"].item() == pytest.approx(1e-2 * 0.8 ** 10)
     compare(net, ours, ref_net, ref, RTOL[dtype], "with a tensor lr")
 
-
-# ---------------------------------------------------------------- GradScaler, clipping, closure, compile
 
 def _scaled_run(opt_factory, inject_inf_at=(), unscale_and_clip=False, steps=8):
     net = make_net(torch.float32, seed=3)
@@ -322,8 +248,6 @@ def test_torch_compiled_model():
         assert_close(p, q, RTOL[dtype], "compiled model param")
 
 
-# ---------------------------------------------------------------- hooks
-
 def test_step_hooks_run_in_order_and_can_change_arguments():
     net = make_net(torch.float64)
     opt = at.Adam(net.parameters())
@@ -384,8 +308,6 @@ def test_profiler_sees_the_step():
         train_step(net, opt, 1, torch.float32)
     assert any(e.name == "Optimizer.step#Adam.step" for e in prof.events())
 
-
-# ---------------------------------------------------------------- params, layouts, grads
 
 def test_params_forms_and_names():
     net = make_net(torch.float32)
@@ -517,15 +439,13 @@ def test_steps_from_two_threads_are_serialized():
     assert [opt.state[p]["step"].item() for p in params] == [100.0] * 3
 
 
-# ---------------------------------------------------------------- errors
-
 def _param(*shape, **kw):
     return nn.Parameter(torch.zeros(*shape, **kw))
 
 
 @pytest.mark.parametrize("make,error,match", [
     (lambda: [_param(3), _param(2, dtype=torch.float8_e4m3fn)], TypeError,
-     r"params\[1\] has dtype torch.float8_e4m3fn"),  # float16/bfloat16: tests/test_torch_dropin_mixed.py
+     r"params\[1\] has dtype torch.float8_e4m3fn"),  # float16/bfloat16: tests/mixed_precision/test_torch_dropin_mixed.py
     (lambda: [_param(3, dtype=torch.complex64)], TypeError, r"params\[0\] has complex dtype"),
     (lambda: [_param(3, device="meta")], ValueError, r"params\[0\] is on device meta"),
     (lambda: [nn.Parameter(torch.zeros(3, 4).to_sparse())], TypeError, r"params\[0\] is a torch.sparse_coo"),

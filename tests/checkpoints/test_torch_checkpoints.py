@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import adam_c  # noqa: E402
 import adam_c.torch as at  # noqa: E402
-from test_torch_dropin import RTOL, batch, compare, make_net, train_step  # noqa: E402
+from _torch_nets import RTOL, batch, compare, make_net, train_step  # noqa: E402
 
 CASES = [pytest.param(cls, dtype, ams, id=f"{cls}-{str(dtype)[6:]}-{'ams' if ams else 'noams'}")
          for cls in ("Adam", "AdamW") for dtype in (torch.float32, torch.float64) for ams in (False, True)]

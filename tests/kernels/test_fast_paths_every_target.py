@@ -1,8 +1,9 @@
 """The kernel's compiled fast paths and fused bfloat16 layouts give the same bits on every SIMD target and thread count.
 
 Inputs include inf/NaN/denormal/-0 values; params start 2 or 4 bytes past an allocation, so thread cuts land at odd
-element offsets; lengths sit around 16/64/256. The oracle tests (test_mixed.py, test_compressed_state.py) pin the
-bits to the NumPy reference on ordinary inputs; this pins every target and thread count to each other on hostile ones.
+element offsets; lengths sit around 16/64/256. The oracle tests (mixed_precision/test_mixed.py,
+compressed_state/test_compressed_state.py) pin the bits to the NumPy reference on ordinary inputs; this pins every
+target and thread count to each other on hostile ones.
 """
 import itertools
 

@@ -342,7 +342,7 @@ OTHER_OPENMP_USER_SCRIPT = textwrap.dedent(r"""
 
 
 def test_fork_after_another_openmp_user_does_not_hang(tmp_path):
-    """Issue 8 item 5: a parent that ran torch's OpenMP (or any OpenMP library) and then forks: the child's first
+    """A parent that ran torch's OpenMP (or any OpenMP library) and then forks: the child's first
     large step must not hang. adam_c's steps never enter an OpenMP parallel region, so the runtime's fork state
     does not matter."""
     pytest.importorskip("torch")

@@ -13,7 +13,7 @@ import adam_c
 
 pytest.importorskip("mypy", reason="mypy is not installed")
 
-TYPING = Path(__file__).resolve().parent / "typing"
+TYPING = Path(__file__).resolve().parents[1] / "typing"
 
 
 @pytest.fixture(scope="module")

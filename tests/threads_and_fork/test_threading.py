@@ -231,7 +231,7 @@ FTZ_SCRIPT = textwrap.dedent(r"""
 
 
 def test_workers_use_the_callers_floating_point_mode(tmp_path):
-    """Issue 8 item 11: FTZ/DAZ set after the workers exist (torch.set_flush_denormal) applies to every chunk."""
+    """FTZ/DAZ set after the workers exist (torch.set_flush_denormal) applies to every chunk."""
     pytest.importorskip("torch")
     if not hasattr(__import__("torch"), "set_flush_denormal") or os.uname().machine not in ("x86_64", "AMD64"):
         pytest.skip("FTZ/DAZ control needs torch on x86-64")
@@ -307,7 +307,7 @@ MANY_THREADS_SCRIPT = textwrap.dedent(r"""
 
 @pytest.mark.parametrize("mode", ["normal", "limited"])
 def test_many_threads_from_many_python_threads(tmp_path, mode):
-    """Issue 8 item 8: the most threads accepted, 10 Python threads stepping at once (and, 'limited', an OS that
+    """The most threads accepted, 10 Python threads stepping at once (and, 'limited', an OS that
     refuses thread stacks): correct results, no exit(), no hang."""
     if mode == "limited" and "libasan" in open("/proc/self/maps").read():
         pytest.skip("an address-space limit starves AddressSanitizer's own shadow memory (covered by the plain run)")

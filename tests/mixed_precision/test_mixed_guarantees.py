@@ -1,5 +1,6 @@
-"""test_mixed_engine.py: the engine's guarantees (issue 8) hold for the mixed-precision options (issue 9): a failed or
-skipped step changes nothing, master and EMA survive state_dict/load_state_dict, pickle and deepcopy, and group edits."""
+"""test_mixed_guarantees.py: the engine's guarantees hold for the mixed-precision options (master weights, EMA,
+low-precision params): a failed or skipped step changes nothing, master and EMA survive
+state_dict/load_state_dict, pickle and deepcopy, and group edits."""
 import copy
 import pickle
 

@@ -12,7 +12,7 @@ import torch.distributed as dist  # noqa: E402
 
 import adam_c.torch as at  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, where the worker script lives
 sys.path.insert(0, HERE)
 import _torch_dist_worker as worker  # noqa: E402
 

@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def run_isolated(body, *args, timeout=120):
-    code = (f"import sys; sys.path.insert(0, {HERE!r}); import test_reliability_torch_concurrency as m; m.{body}(*{args!r}); "
+    code = (f"import sys; sys.path.insert(0, {HERE!r}); import test_torch_threads_and_fork as m; m.{body}(*{args!r}); "
             "print('BODY-OK', flush=True)")
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,

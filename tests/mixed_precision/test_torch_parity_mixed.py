@@ -43,8 +43,8 @@ def test_master_weights_match_torch_recipe(dtype, decay):
     """torch: fp32 master params, grads copied in from the low-precision grads, Adam (foreach=False) on the
     master, params copied back (round to nearest even). adam_c's master_weights does the same in one pass.
     torch's CPU kernels may fuse multiply-adds, so the masters agree to float32 rounding (as in
-    test_torch_parity.py), and the params are the masters rounded: equal except where a master sits within its
-    float32 difference of a rounding boundary (at most 1 ulp, rarely)."""
+    kernels/test_numerics_vs_torch.py), and the params are the masters rounded: equal except where a master sits
+    within its float32 difference of a rounding boundary (at most 1 ulp, rarely)."""
     params, grads = _data(dtype)
     cls, wd = (adam_c.AdamW, 0.01) if decay == "adamw" else (adam_c.Adam, 0.0)
     tcls = torch.optim.AdamW if decay == "adamw" else torch.optim.Adam

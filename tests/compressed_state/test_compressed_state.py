@@ -420,8 +420,9 @@ def test_c_api_refuses_bad_state_settings_and_writes_nothing():
 
 @pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
 def test_grad_scale_and_ema_fused_with_compressed_state(state_dtype):
-    """Issue 9's fused options on the compressed-state kernels: a loss scale divides the grads in the kernel (the
-    same bits as pre-scaled grads) and the EMA follows the updated params (first step copies, then the decay)."""
+    """The fused mixed-precision options on the compressed-state kernels: a loss scale divides the grads in the
+    kernel (the same bits as pre-scaled grads) and the EMA follows the updated params (first step copies, then the
+    decay)."""
     import ctypes
     lib, HParams, Tensor = _c_api()
 
