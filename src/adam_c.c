@@ -18,7 +18,7 @@
 
 static int num_threads_override = 0;
 /* Below this many float32 elements (or half as many float64) a step is one serial pass: even a worker that is
- * already awake costs more than it saves. Above it, an optimizer's plan measures (see autotune below). */
+ * already awake costs more than it saves. Above it, an optimizer's plan measures (autotune.c). */
 static size_t parallel_threshold = 16384;
 static int autotune_enabled = 1;
 /* Work units are cut on 64-byte boundaries of the param buffer so no cache line is written by two threads. */

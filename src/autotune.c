@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ------------------------------------------------------------------ measured threading decisions */
-
 #define TUNE_SAMPLES 5       /* recent times kept per mode; their median decides */
 #define TUNE_FIRST 3         /* samples of each mode before the first decision (a median of 3 survives an outlier) */
 #define TUNE_RECHECK 50      /* after deciding, the other mode is re-tried after this many steps ... */

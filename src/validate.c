@@ -7,8 +7,6 @@
 #include <stdint.h>
 #include <string.h>
 
-/* ------------------------------------------------------------------ validation */
-
 const char *adamc_status_message(adamc_status status)
 {
     switch (status) {
