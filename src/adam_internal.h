@@ -95,6 +95,9 @@ ADAMC_DECLARE_TARGET(avx2)
 #ifdef ADAMC_HAVE_AVX512
 ADAMC_DECLARE_TARGET(avx512)
 #endif
+#ifdef ADAMC_HAVE_AVX512_ZEN4
+ADAMC_DECLARE_TARGET(avx512_zen4)
+#endif
 
 /* ---- The targets (dispatch.c): chosen once at load or by adamc_set_target, read by every step and conversion. */
 extern const adamc_target *adamc_active_target;
@@ -163,6 +166,7 @@ void adamc_autotune_finish(struct adamc_autotune *tune, int mode, double ns, int
 /* CPU feature checks (cpu_features.c): CPUID and XGETBV, so the OS saves the wide registers too. */
 int adamc_cpu_has_avx2_fma(void);
 int adamc_cpu_has_avx512(void);
+int adamc_cpu_has_avx512_zen4(void);
 
 #if defined(__GNUC__) && !defined(_WIN32)
 #pragma GCC visibility pop
