@@ -61,7 +61,8 @@ def set_threading(mode: str) -> None:
 
 
 def set_target(name: str) -> None:
-    """Switch the SIMD target ("baseline", "avx2", "avx512") for this process; ValueError if the CPU lacks it.
+    """Switch the SIMD target (cpu_info()["targets"]: "baseline", "avx2", "avx512", "avx512_zen4" on x86-64) for
+    this process; ValueError if the CPU lacks it.
     Meant for tests and benchmarks; not to be called while another thread is stepping."""
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")

@@ -1,4 +1,4 @@
-/* adam_c.c: the public entry points: validation, per-step constants, SIMD dispatch and the threading policy. */
+/* adam_c.c: the step driver: thread settings, per-step constants, chunks over the table, the norm pass. */
 #include "adam_c.h"
 #include "adam_internal.h"
 
@@ -14,82 +14,11 @@
 #include <omp.h>
 #endif
 
-/* ------------------------------------------------------------------ targets */
-
-static int always_supported(void) { return 1; }
-
-/* Best last: the loader picks the last one the CPU supports. */
-#define ADAMC_TARGET_ENTRY(name, suffix, supports)                                                                \
-    {name, adamc_kernel_f32_##suffix, adamc_kernel_f64_##suffix, adamc_sumsq_f32_##suffix,                        \
-     adamc_sumsq_f64_##suffix, adamc_probe_f32_##suffix, adamc_probe_f64_##suffix, adamc_convert_##suffix,       \
-     adamc_probe_state_##suffix, supports}
-static const adamc_target targets[] = {
-    ADAMC_TARGET_ENTRY("baseline", baseline, always_supported),
-#ifdef ADAMC_HAVE_AVX2
-    ADAMC_TARGET_ENTRY("avx2", avx2, adamc_cpu_has_avx2_fma),
-#endif
-#ifdef ADAMC_HAVE_AVX512
-    ADAMC_TARGET_ENTRY("avx512", avx512, adamc_cpu_has_avx512),
-#endif
-};
-#define TARGET_COUNT ((int)(sizeof(targets) / sizeof(targets[0])))
-
-/* Decided once (at load, or by adamc_set_target), read by every step; never consulted inside a loop. */
-static const adamc_target *active_target = &targets[0];
-
-static int find_target(const char *name)
-{
-    for (int i = 0; i < TARGET_COUNT; i++)
-        if (name && strcmp(targets[i].name, name) == 0)
-            return i;
-    return -1;
-}
-
-__attribute__((constructor)) static void adamc_init(void)
-{
-    int best = 0;
-    for (int i = 0; i < TARGET_COUNT; i++)
-        if (targets[i].cpu_supports())
-            best = i;
-    active_target = &targets[best];
-    const char *forced = getenv("ADAM_C_TARGET");
-    if (forced && *forced) {
-        int i = find_target(forced);
-        if (i >= 0 && targets[i].cpu_supports())
-            active_target = &targets[i];
-        /* an unknown or unsupported name keeps the best target; the Python layer warns about it */
-    }
-    adamc_pool_init();
-}
-
-int adamc_target_count(void) { return TARGET_COUNT; }
-
-const char *adamc_target_name(int index)
-{
-    return (index >= 0 && index < TARGET_COUNT) ? targets[index].name : NULL;
-}
-
-int adamc_target_supported(int index)
-{
-    return (index >= 0 && index < TARGET_COUNT) ? targets[index].cpu_supports() : 0;
-}
-
-const char *adamc_current_target(void) { return active_target->name; }
-
-adamc_status adamc_set_target(const char *name)
-{
-    int i = find_target(name);
-    if (i < 0 || !targets[i].cpu_supports())
-        return ADAMC_ERR_UNKNOWN_TARGET;
-    active_target = &targets[i];
-    return ADAMC_OK;
-}
-
 /* ------------------------------------------------------------------ threads */
 
 static int num_threads_override = 0;
 /* Below this many float32 elements (or half as many float64) a step is one serial pass: even a worker that is
- * already awake costs more than it saves. Above it, an optimizer's plan measures (see autotune below). */
+ * already awake costs more than it saves. Above it, an optimizer's plan measures (autotune.c). */
 static size_t parallel_threshold = 16384;
 static int autotune_enabled = 1;
 /* Work units are cut on 64-byte boundaries of the param buffer so no cache line is written by two threads. */
@@ -128,172 +57,6 @@ size_t adamc_get_parallel_threshold(void) { return parallel_threshold; }
 void adamc_set_parallel_threshold(size_t n) { parallel_threshold = n; }
 void adamc_set_autotune(int enabled) { autotune_enabled = enabled != 0; }
 int adamc_get_autotune(void) { return autotune_enabled; }
-
-/* ------------------------------------------------------------------ validation */
-
-const char *adamc_status_message(adamc_status status)
-{
-    switch (status) {
-    case ADAMC_OK: return "ok";
-    case ADAMC_ERR_NULL_POINTER: return "a buffer pointer is NULL";
-    case ADAMC_ERR_MISALIGNED: return "a buffer is not aligned to its element size";
-    case ADAMC_ERR_OVERLAP: return "buffers of one update overlap in memory";
-    case ADAMC_ERR_HYPERPARAMETER: return "invalid hyperparameter or step";
-    case ADAMC_ERR_DTYPE: return "unsupported dtype";
-    case ADAMC_ERR_UNKNOWN_TARGET: return "unknown or unsupported SIMD target";
-    case ADAMC_ERR_NO_MEMORY: return "out of memory";
-    case ADAMC_ERR_STRUCT_SIZE: return "struct_size of adamc_hparams/adamc_tensor is not this library's (use *_init)";
-    case ADAMC_ERR_OPTION: return "invalid step option (grad_scale, max_grad_norm, ema_decay, rounding or master)";
-    }
-    return "unknown status";
-}
-
-static adamc_status check_hparams(const adamc_hparams *hp, int64_t step)
-{
-    if (!hp)
-        return ADAMC_ERR_NULL_POINTER;
-    if (hp->struct_size != sizeof(adamc_hparams)) /* the only layout so far; see adam_c.h on growing structs */
-        return ADAMC_ERR_STRUCT_SIZE;
-    /* written so that NaN fails every test, as torch's `not 0.0 <= lr` does */
-    if (!(hp->lr >= 0.0) || !(hp->eps >= 0.0) || !(hp->weight_decay >= 0.0))
-        return ADAMC_ERR_HYPERPARAMETER;
-    if (!(hp->beta1 >= 0.0 && hp->beta1 < 1.0) || !(hp->beta2 >= 0.0 && hp->beta2 < 1.0))
-        return ADAMC_ERR_HYPERPARAMETER;
-    if (step < 1)
-        return ADAMC_ERR_HYPERPARAMETER;
-    return ADAMC_OK;
-}
-
-static size_t dtype_size(int dtype)
-{
-    switch (dtype) {
-    case ADAMC_FLOAT64: return sizeof(double);
-    case ADAMC_FLOAT16:
-    case ADAMC_BFLOAT16: return 2;
-    default: return sizeof(float);
-    }
-}
-static int is_low_precision(int dtype) { return dtype == ADAMC_FLOAT16 || dtype == ADAMC_BFLOAT16; }
-/* The param's element size: chunks are cut in param bytes. */
-static size_t element_size(const adamc_tensor *t) { return dtype_size(t->dtype); }
-/* State, master and ema: float64 for float64 params, else float32. */
-static size_t compute_size(const adamc_tensor *t) { return t->dtype == ADAMC_FLOAT64 ? sizeof(double) : sizeof(float); }
-static int grad_type_of(const adamc_tensor *t) { return t->grad_float32 ? ADAMC_FLOAT32 : t->dtype; }
-/* Bytes per element of exp_avg / exp_avg_sq / max_exp_avg_sq. */
-static size_t state_size(const adamc_tensor *t)
-{
-    switch (t->state_dtype) {
-    case ADAMC_STATE_BFLOAT16: return 2;
-    case ADAMC_STATE_INT8: return 1;
-    default: return compute_size(t);
-    }
-}
-
-/* The 0.1 layout of adamc_tensor ended with `dtype`; its size is that end rounded up to the struct's alignment. */
-#define TENSOR_V1_FIELDS offsetof(adamc_tensor, grad_float32)
-#define TENSOR_V1_SIZE ((offsetof(adamc_tensor, dtype) + sizeof(int) + _Alignof(adamc_tensor) - 1) / \
-                        _Alignof(adamc_tensor) * _Alignof(adamc_tensor))
-
-/* Copies entry i of a caller's table (whose entries are struct_size bytes apart) into *out, with the fields its
- * layout lacks set to their defaults. */
-static adamc_status read_entry(const adamc_tensor *tensors, size_t i, size_t stride, adamc_tensor *out)
-{
-    const unsigned char *src = (const unsigned char *)tensors + i * stride;
-    size_t size;
-    memcpy(&size, src, sizeof size);
-    if (size != stride)
-        return ADAMC_ERR_STRUCT_SIZE;
-    adamc_tensor_init(out);
-    memcpy(out, src, stride == sizeof(adamc_tensor) ? sizeof(adamc_tensor) : TENSOR_V1_FIELDS);
-    out->struct_size = sizeof(adamc_tensor);
-    return ADAMC_OK;
-}
-
-static adamc_status check_tensor(const adamc_tensor *t)
-{
-    if (t->struct_size != sizeof(adamc_tensor))
-        return ADAMC_ERR_STRUCT_SIZE;
-    if (t->dtype < ADAMC_FLOAT32 || t->dtype > ADAMC_BFLOAT16)
-        return ADAMC_ERR_DTYPE;
-    if (t->grad_float32 != 0 && !(t->grad_float32 == 1 && is_low_precision(t->dtype)))
-        return ADAMC_ERR_DTYPE;
-    const int gtype = grad_type_of(t);
-    if (t->rounding != ADAMC_ROUND_NEAREST && t->rounding != ADAMC_ROUND_STOCHASTIC)
-        return ADAMC_ERR_OPTION;
-    if (t->rounding == ADAMC_ROUND_STOCHASTIC && (t->dtype != ADAMC_BFLOAT16 || t->master))
-        return ADAMC_ERR_OPTION;
-    if (t->master && !is_low_precision(t->dtype))
-        return ADAMC_ERR_OPTION;
-    if (t->state_dtype < ADAMC_STATE_COMPUTE || t->state_dtype > ADAMC_STATE_INT8)
-        return ADAMC_ERR_DTYPE;
-    if (t->state_dtype != ADAMC_STATE_COMPUTE && t->dtype == ADAMC_FLOAT64)
-        return ADAMC_ERR_DTYPE; /* compressed state decodes to float32 */
-    if (t->state_rounding != ADAMC_ROUND_NEAREST &&
-        !(t->state_rounding == ADAMC_ROUND_STOCHASTIC && t->state_dtype == ADAMC_STATE_BFLOAT16))
-        return ADAMC_ERR_OPTION;
-    adamc_status s = check_hparams(t->hp, t->step);
-    if (s != ADAMC_OK || t->n == 0)
-        return s;
-    const int ams = t->hp->amsgrad != 0;
-    const size_t ssize = state_size(t);
-    const void *bufs[10] = {t->param, t->grad, t->exp_avg, t->exp_avg_sq, NULL, NULL, NULL, NULL, NULL, NULL};
-    size_t sizes[10] = {element_size(t), dtype_size(gtype), ssize, ssize, 0, 0, 0, 0, 0, 0};
-    size_t counts[10] = {t->n, t->n, t->n, t->n, t->n, t->n, t->n, t->n, t->n, t->n}; /* elements per buffer */
-    int nbufs = 4;
-    if (ams) {
-        bufs[nbufs] = t->max_exp_avg_sq;
-        sizes[nbufs++] = ssize;
-    }
-    if (t->state_dtype == ADAMC_STATE_INT8) { /* the block scales: ceil(n / 256) floats each */
-        const size_t blocks = t->n / ADAMC_STATE_BLOCK + (t->n % ADAMC_STATE_BLOCK != 0);
-        float *const scales[3] = {t->exp_avg_absmax, t->exp_avg_sq_absmax, t->max_exp_avg_sq_absmax};
-        for (int s = 0; s < (ams ? 3 : 2); s++) {
-            bufs[nbufs] = scales[s];
-            counts[nbufs] = blocks;
-            sizes[nbufs++] = sizeof(float);
-        }
-    }
-    if (t->master) {
-        bufs[nbufs] = t->master;
-        sizes[nbufs++] = sizeof(float);
-    }
-    if (t->ema) {
-        bufs[nbufs] = t->ema;
-        sizes[nbufs++] = compute_size(t);
-    }
-    size_t largest = 0;
-    for (int i = 0; i < nbufs; i++)
-        largest = sizes[i] > largest ? sizes[i] : largest;
-    if (t->n > SIZE_MAX / largest)
-        return ADAMC_ERR_OVERLAP; /* no real buffer is that large */
-    for (int i = 0; i < nbufs; i++) {
-        if (!bufs[i])
-            return ADAMC_ERR_NULL_POINTER;
-        if ((uintptr_t)bufs[i] % sizes[i])
-            return ADAMC_ERR_MISALIGNED;
-    }
-    for (int i = 0; i < nbufs; i++)
-        for (int j = i + 1; j < nbufs; j++) {
-            const uintptr_t x = (uintptr_t)bufs[i], y = (uintptr_t)bufs[j];
-            /* by distance, not by end address: an end address can wrap for absurd n and hide an overlap */
-            if (x <= y ? y - x < counts[i] * sizes[i] : x - y < counts[j] * sizes[j])
-                return ADAMC_ERR_OVERLAP;
-        }
-    return ADAMC_OK;
-}
-
-static adamc_status check_options(const adamc_step_options *o)
-{
-    if (o->struct_size != sizeof(adamc_step_options))
-        return ADAMC_ERR_STRUCT_SIZE;
-    if (!(o->grad_scale > 0.0) || !isfinite(o->grad_scale))
-        return ADAMC_ERR_OPTION;
-    if (!(o->max_grad_norm >= 0.0)) /* NaN fails too; +inf is allowed (never clips) */
-        return ADAMC_ERR_OPTION;
-    if (!(o->ema_decay >= 0.0 && o->ema_decay <= 1.0))
-        return ADAMC_ERR_OPTION;
-    return ADAMC_OK;
-}
 
 /* ------------------------------------------------------------------ the step */
 
@@ -495,121 +258,6 @@ static size_t chunk_bytes_for(size_t total_bytes)
     return (bytes + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE;
 }
 
-/* ------------------------------------------------------------------ measured threading decisions */
-
-#define TUNE_SAMPLES 5       /* recent times kept per mode; their median decides */
-#define TUNE_FIRST 3         /* samples of each mode before the first decision (a median of 3 survives an outlier) */
-#define TUNE_RECHECK 50      /* after deciding, the other mode is re-tried after this many steps ... */
-#define TUNE_RECHECK_MAX 3200 /* ... doubling (up to this) each time it loses again, so a mode that cannot win
-                              * (threads on a busy core: one slow step each) costs less and less */
-#define TUNE_MARGIN 0.97     /* threads are chosen only if their median is at least 3% below serial's */
-#define TUNE_WAKE_NS 250000.0 /* the first step of a re-try pays for waking sleeping workers (tens of us on a VM):
-                              * unless it lost by more than this, it is not judged; the next step is */
-
-struct adamc_autotune {
-    uint64_t steps;                        /* steps seen, the first (page faults, cold caches) not timed */
-    double samples[2][TUNE_SAMPLES];       /* [0] serial, [1] threads; ns */
-    unsigned filled[2];
-    unsigned next[2];
-    int choice;                            /* 0 serial, 1 threads; valid once both modes have samples */
-    int threads;                           /* thread count of the last threaded run */
-    uint64_t backoff;                      /* steps between re-tries of the mode not chosen while it loses */
-    uint64_t next_check;                   /* the step that re-tries it */
-    int retrying;                          /* inside a run of re-tries whose first (wake-up) step was seen */
-};
-
-adamc_autotune *adamc_autotune_new(void) { return (adamc_autotune *)calloc(1, sizeof(adamc_autotune)); }
-void adamc_autotune_free(adamc_autotune *tune) { free(tune); }
-
-static double tune_median(const adamc_autotune *tune, int mode)
-{
-    const unsigned n = tune->filled[mode];
-    if (n == 0)
-        return 0.0;
-    double v[TUNE_SAMPLES];
-    memcpy(v, tune->samples[mode], n * sizeof(double));
-    for (unsigned i = 1; i < n; i++) /* insertion sort of at most 5 values */
-        for (unsigned j = i; j > 0 && v[j - 1] > v[j]; j--) {
-            const double x = v[j];
-            v[j] = v[j - 1];
-            v[j - 1] = x;
-        }
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-void adamc_autotune_get(const adamc_autotune *tune, adamc_autotune_info *info)
-{
-    if (!info)
-        return;
-    memset(info, 0, sizeof *info);
-    if (!tune)
-        return;
-    info->serial_ns = tune_median(tune, 0);
-    info->parallel_ns = tune_median(tune, 1);
-    info->steps = tune->steps;
-    if (tune->filled[0] >= TUNE_FIRST && tune->filled[1] >= TUNE_FIRST)
-        info->threads = tune->choice ? tune->threads : 1;
-}
-
-/* Which mode this step runs: explore both modes first (alternating), then the faster, re-trying the other one
- * after TUNE_RECHECK steps, then less and less often while it keeps losing (see adamc_autotune_record). */
-int adamc_autotune_pick(const adamc_autotune *tune)
-{
-    if (tune->steps == 0)
-        return 1; /* untimed warm-up step */
-    if (tune->filled[0] < TUNE_FIRST || tune->filled[1] < TUNE_FIRST)
-        return tune->filled[1] <= tune->filled[0];
-    return tune->steps >= tune->next_check ? !tune->choice : tune->choice;
-}
-
-void adamc_autotune_record(adamc_autotune *tune, int mode, double ns)
-{
-    const int decided = tune->filled[0] >= TUNE_FIRST && tune->filled[1] >= TUNE_FIRST;
-    if (decided && mode != tune->choice) {
-        const double chosen = tune_median(tune, tune->choice);
-        if (!tune->retrying && ns < chosen + TUNE_WAKE_NS) {
-            /* The first step of a re-try runs after a stretch of the other mode: threads that slept since their last
-             * step must be woken (a fixed cost a back-to-back loop pays once), serial starts beside a worker still
-             * spinning. Judging it would keep a mode that wins in steady state from ever being chosen (back-to-back
-             * steps of 1e5 elements: a cold threaded step is 4x serial, a warm one faster than serial). So it is
-             * not a sample, unless it lost by more than any wake-up costs (a thread that cannot run: milliseconds);
-             * the next step, also of this mode, is judged. */
-            tune->retrying = 1;
-            tune->next_check = tune->steps + 1;
-            return;
-        }
-        /* a re-try of the mode not chosen: if it now looks faster, re-try it on the next steps too, so the median
-         * can follow quickly; if it lost again, wait twice as long before the next re-try */
-        const int promising = mode ? ns < TUNE_MARGIN * chosen : TUNE_MARGIN * ns < chosen;
-        if (!promising)
-            tune->backoff = tune->backoff >= TUNE_RECHECK_MAX / 2 ? TUNE_RECHECK_MAX : 2 * tune->backoff;
-        tune->retrying = promising;
-        tune->next_check = tune->steps + (promising ? 1 : tune->backoff);
-    }
-    tune->samples[mode][tune->next[mode]] = ns;
-    tune->next[mode] = (tune->next[mode] + 1) % TUNE_SAMPLES;
-    if (tune->filled[mode] < TUNE_SAMPLES)
-        tune->filled[mode]++;
-    if (tune->filled[0] >= TUNE_FIRST && tune->filled[1] >= TUNE_FIRST) {
-        const int choice = tune_median(tune, 1) < TUNE_MARGIN * tune_median(tune, 0);
-        if (choice != tune->choice || !decided) { /* a new decision: re-check it after the base interval */
-            tune->backoff = TUNE_RECHECK;
-            tune->next_check = tune->steps + TUNE_RECHECK;
-            tune->retrying = 0;
-        }
-        tune->choice = choice;
-    }
-}
-
-void adamc_autotune_finish(adamc_autotune *tune, int mode, double ns, int threads)
-{
-    if (tune->steps > 0 && ns >= 0.0) /* the first step (page faults, cold caches) is not a sample */
-        adamc_autotune_record(tune, mode, ns);
-    if (mode)
-        tune->threads = threads;
-    tune->steps++;
-}
-
 static double elapsed_ns(const struct timespec *start)
 {
     struct timespec end;
@@ -631,7 +279,7 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
     const adamc_step_options *o = opts ? opts : &defaults;
     /* what the options found, copied to *result only when returning ADAMC_OK (a refused call writes nothing) */
     adamc_step_result found = {0, NAN, 1.0};
-    adamc_status s = check_options(o);
+    adamc_status s = adamc_check_options(o);
     if (s != ADAMC_OK)
         return s;
     if (count == 0) {
@@ -667,9 +315,9 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
     }
     size_t total_bytes = 0;
     for (size_t i = 0; i < count; i++) {
-        s = read_entry(tensors, i, stride, &entries[i]);
+        s = adamc_read_entry(tensors, i, stride, &entries[i]);
         if (s == ADAMC_OK)
-            s = check_tensor(&entries[i]);
+            s = adamc_check_tensor(&entries[i]);
         if (s == ADAMC_OK && segment == probe_segment && is_low_precision(entries[i].dtype))
             s = ADAMC_ERR_DTYPE; /* the probe models the float32/float64 step only */
         if (s != ADAMC_OK) {
@@ -689,7 +337,7 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
         compute_coeffs(&entries[i], o, &coeffs[i]);
 
     const size_t chunk_bytes = chunk_bytes_for(total_bytes);
-    step_job job = {active_target, entries, coeffs, byte_start, count, total_bytes, chunk_bytes, segment, NULL, 0};
+    step_job job = {adamc_active_target, entries, coeffs, byte_start, count, total_bytes, chunk_bytes, segment, NULL, 0};
     const size_t nchunks = (total_bytes + chunk_bytes - 1) / chunk_bytes;
     int nthreads = adamc_get_num_threads();
     /* the threshold is in float32 elements; a float64 element counts double (divided, so no overflow) */
@@ -785,7 +433,7 @@ adamc_status adamc_convert(const void *src, int src_dtype, void *dst, int dst_dt
         return ADAMC_ERR_NULL_POINTER;
     if ((uintptr_t)src % (size_t)dtype_size(src_dtype) || (uintptr_t)dst % (size_t)dtype_size(dst_dtype))
         return ADAMC_ERR_MISALIGNED;
-    return active_target->convert(src, src_dtype, dst, dst_dtype, n) ? ADAMC_OK : ADAMC_ERR_DTYPE;
+    return adamc_active_target->convert(src, src_dtype, dst, dst_dtype, n) ? ADAMC_OK : ADAMC_ERR_DTYPE;
 }
 
 adamc_status adamc_step_f32(float *p, const float *g, float *m, float *v, float *vmax, size_t n, int64_t step,

@@ -95,6 +95,48 @@ ADAMC_DECLARE_TARGET(avx2)
 #ifdef ADAMC_HAVE_AVX512
 ADAMC_DECLARE_TARGET(avx512)
 #endif
+#ifdef ADAMC_HAVE_AVX512_ZEN4
+ADAMC_DECLARE_TARGET(avx512_zen4)
+#endif
+
+/* ---- The targets (dispatch.c): chosen once at load or by adamc_set_target, read by every step and conversion. */
+extern const adamc_target *adamc_active_target;
+
+/* ---- Validation (validate.c) and the sizes it and the step driver share. */
+static inline size_t dtype_size(int dtype)
+{
+    switch (dtype) {
+    case ADAMC_FLOAT64: return sizeof(double);
+    case ADAMC_FLOAT16:
+    case ADAMC_BFLOAT16: return 2;
+    default: return sizeof(float);
+    }
+}
+static inline int is_low_precision(int dtype) { return dtype == ADAMC_FLOAT16 || dtype == ADAMC_BFLOAT16; }
+/* The param's element size: chunks are cut in param bytes. */
+static inline size_t element_size(const adamc_tensor *t) { return dtype_size(t->dtype); }
+/* State, master and ema: float64 for float64 params, else float32. */
+static inline size_t compute_size(const adamc_tensor *t) { return t->dtype == ADAMC_FLOAT64 ? sizeof(double) : sizeof(float); }
+static inline int grad_type_of(const adamc_tensor *t) { return t->grad_float32 ? ADAMC_FLOAT32 : t->dtype; }
+/* Bytes per element of exp_avg / exp_avg_sq / max_exp_avg_sq. */
+static inline size_t state_size(const adamc_tensor *t)
+{
+    switch (t->state_dtype) {
+    case ADAMC_STATE_BFLOAT16: return 2;
+    case ADAMC_STATE_INT8: return 1;
+    default: return compute_size(t);
+    }
+}
+
+/* The 0.1 layout of adamc_tensor ended with `dtype`; its size is that end rounded up to the struct's alignment. */
+#define TENSOR_V1_FIELDS offsetof(adamc_tensor, grad_float32)
+#define TENSOR_V1_SIZE ((offsetof(adamc_tensor, dtype) + sizeof(int) + _Alignof(adamc_tensor) - 1) / \
+                        _Alignof(adamc_tensor) * _Alignof(adamc_tensor))
+/* Copies entry i of a caller's table (entries stride bytes apart) into *out, missing fields at their defaults. */
+adamc_status adamc_read_entry(const adamc_tensor *tensors, size_t i, size_t stride, adamc_tensor *out);
+/* ADAMC_OK if the (normalised) entry can be stepped: dtypes, options, hyperparameters, buffers and overlaps. */
+adamc_status adamc_check_tensor(const adamc_tensor *t);
+adamc_status adamc_check_options(const adamc_step_options *o);
 
 /* ---- The worker pool (thread_pool.c). */
 #if !defined(_WIN32)
@@ -112,7 +154,7 @@ int adamc_pool_run(adamc_chunk_fn run, const void *ctx, size_t nchunks, int thre
 /* Registers the fork handler that gives a child process a fresh pool (called once at load). */
 void adamc_pool_init(void);
 
-/* ---- The measured threading decision (adam_c.c), exposed for tests that drive it with synthetic timings. */
+/* ---- The measured threading decision (autotune.c), exposed for tests that drive it with synthetic timings. */
 struct adamc_autotune;
 /* The mode the next step runs: 0 serial, 1 threads. */
 int adamc_autotune_pick(const struct adamc_autotune *tune);
@@ -124,6 +166,7 @@ void adamc_autotune_finish(struct adamc_autotune *tune, int mode, double ns, int
 /* CPU feature checks (cpu_features.c): CPUID and XGETBV, so the OS saves the wide registers too. */
 int adamc_cpu_has_avx2_fma(void);
 int adamc_cpu_has_avx512(void);
+int adamc_cpu_has_avx512_zen4(void);
 
 #if defined(__GNUC__) && !defined(_WIN32)
 #pragma GCC visibility pop

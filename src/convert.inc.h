@@ -5,10 +5,9 @@
  * Where the file is compiled with F16C (avx2, avx512), float16 tiles use vcvtph2ps/vcvtps2ph with an explicit
  * round-to-nearest-even immediate; tests/c/test_kernels.c checks all 65536 float16 values and a large sample of
  * float32 values give identical bits on every target.
- * float32 -> bfloat16 on AVX-512 uses AVX512-BF16's vcvtne2ps2bf16 where the CPU has it, except for groups of 32
- * values holding a float32 denormal, which it would flush to zero: those take the bit operations, so every
- * target gives the same bits. In cache, one thread, Zen 4, measured A/B in one process: the all-bfloat16 step
- * (params, grads and state) 0.88x the time, bfloat16 state 0.91x, bfloat16 params with a float32 master 0.91x.
+ * float32 -> bfloat16 on the avx512_zen4 target (compiled with AVX512-BF16) uses vcvtne2ps2bf16, except for groups
+ * of 32 values holding a float32 denormal, which it would flush to zero: those take the bit operations, so every
+ * target gives the same bits. The choice is the target's, made once at load: no CPU feature test in a tile.
  */
 #include <stdint.h>
 #include <string.h>
@@ -98,15 +97,14 @@ static __attribute__((noinline)) void adamc_tile_bf16_to_f32(float *restrict dst
         dst[i] = adamc_bf16_to_f32(src[i]);
 }
 
-#if defined(__AVX512BW__) && defined(__AVX512DQ__)
-/* AVX512-BF16 (checked at run time: the avx512 target is built for F/VL/BW/DQ only): vcvtne2ps2bf16 rounds 32
- * values to nearest even in one instruction, with adamc_f32_to_bf16's bits for every input but one kind: a float32
- * denormal, which it flushes to zero. It stops at the first group of 32 holding one and leaves it, and the rest of
- * the tile, to the bit operations below (denormal state is rare; the bits stay right). Returns how many leading
- * values it converted (a multiple of 32). */
-static inline int adamc_have_avx512bf16(void) { return __builtin_cpu_supports("avx512bf16"); }
-__attribute__((target("avx512bf16"))) static size_t adamc_tile_f32_to_bf16_ne(uint16_t *restrict dst,
-                                                                            const float *restrict src, size_t n)
+#if defined(__AVX512BF16__)
+/* AVX512-BF16 (the avx512_zen4 target): vcvtne2ps2bf16 rounds 32 values to nearest even in one instruction, with
+ * adamc_f32_to_bf16's bits for every input but one kind: a float32 denormal, which it flushes to zero. It stops at
+ * the first group of 32 holding one and leaves it, and the rest of the tile, to the bit operations below (denormal
+ * state is rare; the bits stay right). Returns how many leading values it converted (a multiple of 32). Not
+ * inlined: the tile loop around it compiles the same as on the avx512 target. */
+static __attribute__((noinline)) size_t adamc_tile_f32_to_bf16_ne(uint16_t *restrict dst, const float *restrict src,
+                                                                  size_t n)
 {
     /* A denormal has a zero exponent field and a nonzero mantissa. Tested on the bits, not with vfpclassps, which
      * follows the caller's denormals-are-zero mode (torch.set_flush_denormal) and under DAZ reports none: first the
@@ -128,9 +126,10 @@ __attribute__((target("avx512bf16"))) static size_t adamc_tile_f32_to_bf16_ne(ui
 static __attribute__((noinline)) void adamc_tile_f32_to_bf16(uint16_t *restrict dst, const float *restrict src, size_t n)
 {
     size_t i = 0;
+#if defined(__AVX512BF16__)
+    i = adamc_tile_f32_to_bf16_ne(dst, src, n);
+#endif
 #if defined(__AVX512BW__) && defined(__AVX512DQ__)
-    if (adamc_have_avx512bf16())
-        i = adamc_tile_f32_to_bf16_ne(dst, src, n);
     /* adamc_f32_to_bf16 on 32 values: the rounded pattern in the high word of each 32-bit lane (for NaN: u with
      * bit 22 set, whose high word is (u >> 16) | 0x40), then one word permute keeps the high words; fewer
      * instructions than the compiler's version (which narrows with vpmovzxwd/vpermt2w pairs) */

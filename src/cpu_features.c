@@ -51,7 +51,22 @@ int adamc_cpu_has_avx512(void)
         return 0;
     return os_saves(0xE6);
 }
+
+int adamc_cpu_has_avx512_zen4(void)
+{
+    unsigned a, b, c, d;
+    if (!adamc_cpu_has_avx512())
+        return 0;
+    /* the avx512_zen4 target adds VBMI (leaf 7.0 ECX: vpermi2b, the int8 state decoder) and AVX512-BF16
+     * (leaf 7.1 EAX: vcvtne2ps2bf16, float32 -> bfloat16), the two extensions its kernel file is compiled with */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(c & bit_AVX512VBMI))
+        return 0;
+    if (a < 1 || !__get_cpuid_count(7, 1, &a, &b, &c, &d)) /* leaf 7's EAX: the highest subleaf */
+        return 0;
+    return (a & bit_AVX512BF16) != 0;
+}
 #else
 int adamc_cpu_has_avx2_fma(void) { return 0; }
 int adamc_cpu_has_avx512(void) { return 0; }
+int adamc_cpu_has_avx512_zen4(void) { return 0; }
 #endif

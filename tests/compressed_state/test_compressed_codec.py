@@ -111,3 +111,18 @@ def test_bf16_stochastic_rounding_is_unbiased_reproducible_and_brackets():
     assert np.array_equal(bits[1000:], _codec.bf16_stochastic_bits(x[1000:], key, first=1000))
     exact = np.array([1.0, -2.5, 0.0, np.inf], np.float32)  # representable values never move
     assert np.array_equal(_codec.bf16_stochastic_bits(exact, key), _codec.bf16_round_bits(exact))
+
+
+def test_c_codec_tables_are_generated_from_this_codec():
+    """src/state_codec_tables.inc.h is tools/gen_codec_tables.py's output for this adam_c/_codec.py: a change to the
+    map that is not regenerated would make the C kernels and the NumPy model (checkpoints, oracle) disagree."""
+    import importlib.util
+    import os
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+    spec = importlib.util.spec_from_file_location("gen_codec_tables", os.path.join(root, "tools", "gen_codec_tables.py"))
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    with open(os.path.join(root, "src", "state_codec_tables.inc.h")) as f:
+        committed = f.read()
+    assert committed == gen.generate(), "src/state_codec_tables.inc.h is stale: run python tools/gen_codec_tables.py"
+    assert "DO NOT EDIT" in committed.splitlines()[1]

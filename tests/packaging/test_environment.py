@@ -51,6 +51,34 @@ def test_unsupported_target_warns(tmp_path):
     assert json.loads(proc.stdout)["target"] != unsupported[0]
 
 
+# the CPU extensions each x86-64 target is compiled with, as Linux names them in /proc/cpuinfo
+_TARGET_FLAGS = {"avx2": {"avx", "avx2", "fma", "f16c"},
+                 "avx512": {"avx2", "fma", "f16c", "avx512f", "avx512vl", "avx512bw", "avx512dq"},
+                 "avx512_zen4": {"avx2", "fma", "f16c", "avx512f", "avx512vl", "avx512bw", "avx512dq", "avx512vbmi",
+                                 "avx512_bf16"}}
+
+
+def _linux_cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+@pytest.mark.parametrize("target", sorted(_TARGET_FLAGS))
+def test_target_supported_agrees_with_the_kernels_cpu_flags(target):
+    """The library's CPUID/XGETBV checks say a target is supported exactly when the OS reports every extension
+    that target's kernel file is compiled with (a target used without one would die of SIGILL)."""
+    flags = _linux_cpu_flags()
+    if flags is None or target not in _core.target_names():
+        pytest.skip(f"needs Linux's /proc/cpuinfo and an x86-64 build with the {target!r} target")
+    assert _core.target_supported(target) == _TARGET_FLAGS[target].issubset(flags), sorted(_TARGET_FLAGS[target] - flags)
+
+
 def test_set_target_rejects_unknown_and_unsupported(restore_target):
     with pytest.raises(ValueError, match="target"):
         adam_c.set_target("sse9")
