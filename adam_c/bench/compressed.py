@@ -13,7 +13,7 @@ import numpy as np
 
 import adam_c
 
-from .harness import BETAS, EPS, LR, Settings, Timed, measure_interleaved, wrap
+from .harness import BETAS, EPS, LR, Settings, Timed, fit, measure_interleaved, wrap
 from .step import RAM_ELEMENTS
 
 LAYOUTS = ("float32", "bfloat16", "int8")
@@ -102,10 +102,10 @@ def run_compressed(settings, threads, n=None, log=print):
         records.append(rec)
         target = TARGET_RATIO.get(layout) if name.startswith("adam_c") else None
         verdict = "" if target is None else (" ok" if t / base <= target else f" (target <={target})")
-        pf = f"{rec['percent_of_floor']:6.0f}%" if rec["percent_of_floor"] else f"{'':7s}"
-        mb = f"{rec['state_bytes'] / 1e6:9.0f}" if rec["state_bytes"] else f"{'':9s}"
-        log(f"{name:22s} {t / n:6.3f} {s['q1_ns'] / n:6.3f}-{s['q3_ns'] / n:6.3f} {per_el:5.2f} "
-            f"{rec['gb_per_s']:5.1f} {pf} {t / base:5.2f}x{mb}{verdict}")
+        pf = f"{fit(rec['percent_of_floor'], 6, 0)}%" if rec["percent_of_floor"] else f"{'':7s}"
+        mb = fit(rec["state_bytes"] / 1e6, 9, 0) if rec["state_bytes"] else f"{'':9s}"
+        log(f"{name:22s} {fit(t / n, 6)} {fit(s['q1_ns'] / n, 6)}-{fit(s['q3_ns'] / n, 6)} {per_el:5.2f} "
+            f"{fit(rec['gb_per_s'], 5, 1)} {pf} {fit(t / base, 5, 2)}x{mb}{verdict}")
     if why_not_bnb:
         log(wrap(f"bitsandbytes: not measured ({why_not_bnb})"))
     del opts, timed, p, g

@@ -214,6 +214,16 @@ def wrap(text, indent="  "):
     return "\n".join(textwrap.wrap(text, WIDTH, subsequent_indent=indent, break_on_hyphens=False))
 
 
+def fit(value, width, decimals=3):
+    """value right-aligned in `width` columns with as many of `decimals` decimals as fit (a slow peer on a loaded
+    host must not widen a table past WIDTH)."""
+    for d in range(decimals, -1, -1):
+        text = f"{value:.{d}f}"
+        if len(text) <= width:
+            return text.rjust(width)
+    return f"{value:.2g}".rjust(width)
+
+
 def half_iqr_percent(stats):
     """Half the interquartile range of a summary()'s samples, relative to their median, in percent."""
     return 50.0 * (stats["q3_ns"] - stats["q1_ns"]) / stats["median_ns"]
@@ -225,7 +235,7 @@ def host_note():
     import datetime
     info = adam_c.cpu_info()
     try:
-        load = f"load {os.getloadavg()[0]:.2f}"
+        load = f"load average {os.getloadavg()[0]:.2f}"
     except (AttributeError, OSError):
         load = "load unknown"
     return (f"{cpu_model()}, {os.cpu_count()} logical CPUs; adam_c {adam_c.__version__} {info['target']}, "

@@ -6,7 +6,7 @@ import numpy as np
 
 import adam_c
 
-from .harness import BETAS, EPS, LR, SharedBuffers, Skipped, Timed, format_time, measure_interleaved
+from .harness import BETAS, EPS, LR, SharedBuffers, Skipped, Timed, fit, format_time, measure_interleaved
 from .step import build_torch
 
 # The training-loop workload: float32 params of these sizes, a 256x256 float32 matmul (BLAS) before every step,
@@ -128,24 +128,24 @@ def print_loop_tables(records, threads):
         med, decision = row["median_ns"], row["decision"]
         chosen = {0: "?", 1: "serial"}.get(decision["threads"], f"{decision['threads']} thr")
         torch_ns = med.get("torch fused")
-        ratio = f"{row['adam_c_over_torch']:.3f}" if torch_ns else "-"
+        ratio = fit(row["adam_c_over_torch"], 12) if torch_ns else "-"
         print(f"  {row['n_elements']:>10,} {format_time(med['matmul alone']):>9} {format_time(med['adam_c']):>9} "
               f"{format_time(med['adam_c serial']):>9} {format_time(torch_ns) if torch_ns else '-':>11} "
-              f"{row['adam_c_over_serial']:>13.3f} {ratio:>12} {chosen:>9}")
-    print("  the step alone, right after an untimed torch step + matmul (torch's and BLAS's threads still spinning);"
-          "\n  back to back: steps with no matmul between them, adam_c's default against serial, and the memory")
-    print("  probe's speedup with 2 threads (what a second thread can add on this host now)")
+              f"{fit(row['adam_c_over_serial'], 13)} {ratio:>12} {chosen:>9}")
+    print("  left: the step alone, right after an untimed torch step + matmul (their threads still spinning);\n"
+          "  right: back to back, steps with no matmul between them, adam_c's default against serial, and the\n"
+          "  memory probe's speedup with 2 threads (what a second thread can add on this host now)")
     print(f"  {'elements':>10} {'adam_c':>9} {'serial':>9} {'/serial':>8} | {'b2b adam_c':>10} {'serial':>9} "
           f"{'speedup':>8} {'probe':>7}")
     for row in records:
         med = row["median_ns"]
         if row["adam_c_over_serial_with_torch"] is not None:
             after = (f"{format_time(med['adam_c | torch']):>9} {format_time(med['adam_c serial | torch']):>9} "
-                     f"{row['adam_c_over_serial_with_torch']:>8.3f}")
+                     f"{fit(row['adam_c_over_serial_with_torch'], 8)}")
         else:
             after = f"{'(torch not measured)':^28}"
         print(f"  {row['n_elements']:>10,} {after} | {format_time(med['b2b adam_c']):>10} "
-              f"{format_time(med['b2b serial']):>9} {row['b2b_speedup']:>7.2f}x {row['b2b_probe_speedup']:>6.2f}x")
+              f"{format_time(med['b2b serial']):>9} {fit(row['b2b_speedup'], 7, 2)}x {fit(row['b2b_probe_speedup'], 6, 2)}x")
     print("  targets: adam_c/serial <= 1.1 at every size, also for the step after torch (/serial);\n"
           "           adam_c/torch <= 0.5 at 2.6e4 and 1e5 elements;\n"
           "           back-to-back speedup >= 1.3x at 8e6 with 2 threads (compare the probe's)")

@@ -5,7 +5,7 @@ import numpy as np
 
 import adam_c
 
-from .harness import Timed, measure_interleaved, optional_module
+from .harness import Timed, fit, measure_interleaved, optional_module
 
 N_TENSORS, TENSOR_ELEMENTS = 8, 4_000_000  # 3.2e7 elements: RAM-bound
 LR = 1e-3
@@ -165,8 +165,8 @@ def run_mixed(settings, skipped, threads, done=lambda label: None):
                    "percent_of_floor": 100.0 * floor / t, "adam_c_over_this": ours / t}
             records.append(rec)
             spread = (s["q3_ns"] - s["q1_ns"]) / 2 / t * 100
-            print(f"    {name:57s} {t / n:6.3f} {spread:5.1f}% {nbytes:4d} {rec['percent_of_floor']:6.0f}% "
-                  f"{rec['adam_c_over_this']:11.2f}")
+            print(f"    {name:57s} {fit(t / n, 6)} {fit(spread, 5, 1)}% {nbytes:4d} "
+                  f"{fit(rec['percent_of_floor'], 6, 0)}% {fit(rec['adam_c_over_this'], 11, 2)}")
         del entries, timed
         gc.collect()
         done(part_label(title))

@@ -9,7 +9,7 @@ import numpy as np
 import adam_c
 
 from .harness import (ADAM_C, BETAS, EPS, FLOOR, LR, SharedBuffers, Skipped, Timed, bytes_per_element,
-                      format_time, half_iqr_percent, measure_interleaved, optional_module, wrap)
+                      fit, format_time, half_iqr_percent, measure_interleaved, optional_module, wrap)
 
 # RAM-bound tensor sizes: p, g, m, v of 6.4e7 float32 (or 3.2e7 float64) elements are 1.02 GB, shared by all
 # implementations; NumPy adds one scratch array (0.26 GB), torch foreach a few transient ones.
@@ -214,8 +214,9 @@ def print_table(records, title):
         pct = f"{r['percent_of_floor']:.0f}%" if r["percent_of_floor"] is not None else "-"
         ratio = f"{r['adam_c_over_this']:.2f}" if r["adam_c_over_this"] is not None else "-"
         spread = half_iqr_percent(r)
-        print(f"  {r['implementation']:<16} {format_time(r['median_ns']):>10} {r['ns_per_element']:>8.3f} "
-              f"{r['gb_per_s']:>7.1f} {pct:>8} {ratio:>11} {spread:>6.1f}% {r['samples']:>4}x{r['batch']:<4}")
+        print(f"  {r['implementation']:<16} {format_time(r['median_ns']):>10} {fit(r['ns_per_element'], 8)} "
+              f"{fit(r['gb_per_s'], 7, 1)} {pct:>8} {ratio:>11} {fit(spread, 6, 1)}% "
+              f"{r['samples']:>4}x{r['batch']:<4}")
 
 
 def check_numpy_reference(dtypes):
