@@ -75,17 +75,20 @@ def answer(option):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="adam_c-config", description=__doc__,
-        epilog="Each option asked for prints one line, in the order given. Examples: "
-               "cc app.c $(adam_c-config --cflags --libs --rpath)   (shared); "
-               "cc app.c $(adam_c-config --cflags --libs-static)   (static); "
-               "cmake -Dadam_c_DIR=\"$(adam_c-config --cmake-dir)\" ...")
+        prog="adam_c-config", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Compiler and linker flags and directories for building C, C++ or Cython code against this "
+                    "adam_c\n(the same as `python -m adam_c.config`).",
+        epilog="Each option asked for prints one line, in the order given. Examples:\n"
+               "  cc app.c $(adam_c-config --cflags --libs --rpath)        # shared library\n"
+               "  cc app.c $(adam_c-config --cflags --libs-static)         # static library\n"
+               "  cmake -S . -B build -Dadam_c_DIR=\"$(adam_c-config --cmake-dir)\"\n"
+               "  PKG_CONFIG_PATH=\"$(adam_c-config --pkgconfig-dir)\" pkg-config --libs adam_c")
     for flag, text in OPTIONS:
         parser.add_argument(flag, dest="asked", action="append_const", const=flag, help=text)
     args = parser.parse_args(argv)
-    if not args.asked:
-        parser.print_help(sys.stderr)
-        return 2
+    if not args.asked:  # as numpy-config and pybind11-config do
+        parser.print_help()
+        return 0
     try:
         lines = [answer(flag) for flag in args.asked]
     except (FileNotFoundError, KeyError) as exc:

@@ -269,14 +269,15 @@ def sweep_label(dtype, n):
     return f"size sweep {dtype} {n:,}"
 
 
-# set-up seconds of a workload's buffers besides the timing (RAM: 1 GB of random arrays to fill)
-SETUP_S = {"ram": 6.0, "cache": 0.3, "call": 0.2, "multi": 0.4}
+# seconds a workload takes besides its timing budget: filling its buffers (RAM: 1 GB of random arrays), each
+# implementation's warm-up, and rounds of slow peers (a RAM round of all of them lasts seconds; torch foreach on 200
+# tensors is slow per call)
+SETUP_S = {"ram": 12.0, "cache": 0.3, "call": 0.2, "multi": 1.5}
 
 
 def parts(names, dtypes, settings):
     """(label, estimated seconds) of the step workloads `names`, per dtype."""
-    return [(workload_label(name, dtype), 1.3 * settings.budget_s + SETUP_S[name] * (0.5 if dtype == "float64"
-                                                                                     and name == "ram" else 1.0))
+    return [(workload_label(name, dtype), 1.3 * settings.budget_s + SETUP_S[name])
             for dtype in dtypes for name in names]
 
 
