@@ -61,10 +61,11 @@ LIMITED_BY_DEMO = "_ADAM_C_DEMO_BLAS_LIMITED"  # marks the re-executed demo proc
 
 def relaunch_with_one_blas_thread():
     """The demo's matrices are tiny: BLAS threads cost more than they give (on a busy machine, seconds more), so the
-    demo runs BLAS on one thread. With threadpoolctl that is done in-process (train()); without it, numpy has
-    already loaded BLAS, which reads its thread count once at load, so the demo process re-executes itself with
-    OPENBLAS_NUM_THREADS=1 (and MKL's, BLIS's) set, in that process only. Nothing happens when the user set any
-    BLAS thread variable, on a single-CPU machine, or where the process cannot be re-executed (not POSIX)."""
+    demo runs BLAS on one thread: in-process where it can (threadpoolctl, or OpenBLAS's own call, see
+    limit_blas_threads). Otherwise numpy has already loaded BLAS, which reads its thread count once at load, so
+    the demo process re-executes itself with OPENBLAS_NUM_THREADS=1 (and MKL's, BLIS's) set, in that process
+    only. Nothing happens when the user set any BLAS thread variable, on a single-CPU machine, or where the
+    process cannot be re-executed (not POSIX)."""
     if os.name != "posix" or (os.cpu_count() or 1) < 2 or LIMITED_BY_DEMO in os.environ:
         return
     if any(name in os.environ for name in BLAS_THREAD_VARIABLES):
@@ -74,12 +75,42 @@ def relaunch_with_one_blas_thread():
         return  # train() limits BLAS with it
     except ImportError:
         pass
+    if set_openblas_threads(1):
+        return
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", BLIS_NUM_THREADS="1",
                **{LIMITED_BY_DEMO: "1"})
     argv = list(getattr(sys, "orig_argv", [])) or [sys.executable, "-m", "adam_c", *sys.argv[1:]]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, argv, env)
+
+
+def set_openblas_threads(n):
+    """numpy's wheels carry OpenBLAS (as scipy-openblas): find the copy this process has loaded (Linux:
+    /proc/self/maps) and set its thread count through its own C function. True if it now reports n threads."""
+    import ctypes
+    try:
+        with open("/proc/self/maps") as f:
+            paths = dict.fromkeys(line.split()[-1] for line in f
+                                  if "openblas" in line.rsplit("/", 1)[-1].lower() and "/" in line)
+    except OSError:
+        return False
+    for path in paths:
+        try:  # RTLD_NOLOAD: the library already in the process, never a second copy
+            lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | getattr(os, "RTLD_LAZY", 1))
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", "_64_", ""):
+                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                if setter is None or getter is None:
+                    continue
+                setter.argtypes, setter.restype, getter.restype = [ctypes.c_int], None, ctypes.c_int
+                setter(n)
+                if getter() == n:
+                    return True
+    return False
 
 
 def limit_blas_threads():
@@ -91,6 +122,8 @@ def limit_blas_threads():
     try:  # this model's matrices are tiny: BLAS threads cost more than they give, on a busy machine a lot more
         import threadpoolctl  # type: ignore[import-untyped,import-not-found,unused-ignore]  # optional
     except ImportError:
+        if set_openblas_threads(1):
+            return "BLAS on 1 thread (OpenBLAS)"
         return "BLAS threads as configured"
     threadpoolctl.threadpool_limits(1, user_api="blas")
     return "BLAS on 1 thread (threadpoolctl)"

@@ -128,13 +128,54 @@ def _demo(tmp_path, env_extra, hide_threadpoolctl):
                           cwd=str(tmp_path), env=env, timeout=180)
 
 
-@pytest.mark.skipif(os.name != "posix" or (os.cpu_count() or 1) < 2, reason="re-executes on POSIX, 2+ CPUs")
 def test_demo_limits_blas_without_threadpoolctl(tmp_path):
-    """Without threadpoolctl the demo re-executes itself with OPENBLAS_NUM_THREADS=1 (numpy loaded BLAS before the
-    demo's code ran), so its time does not depend on whether threadpoolctl is installed."""
+    """Without threadpoolctl the demo still runs BLAS on one thread (its time does not depend on the package)."""
     proc = _demo(tmp_path, {}, hide_threadpoolctl=True)
-    assert "BLAS on 1 thread (OPENBLAS_NUM_THREADS=1 for this demo)" in proc.stdout, proc.stdout + proc.stderr
-    assert "not above 0.8" in proc.stdout  # the same run, to its end (1 epoch: exit status 1)
+    assert "BLAS on 1 thread (" in proc.stdout, proc.stdout + proc.stderr
+    assert "not above 0.8" in proc.stdout  # the run went to its end (1 epoch: exit status 1)
+
+
+def test_demo_sets_openblas_threads_in_process(monkeypatch):
+    """numpy's wheels carry OpenBLAS: without threadpoolctl the demo sets its threads through OpenBLAS's own call."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def openblas_threads():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["internal_api"] == "openblas"]
+
+    if not openblas_threads():
+        pytest.skip("numpy's BLAS here is not OpenBLAS")
+    for name in demo.BLAS_THREAD_VARIABLES + (demo.LIMITED_BY_DEMO,):
+        monkeypatch.delenv(name, raising=False)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):  # restores the count on exit
+        assert set(openblas_threads()) == {2}
+        monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # as if not installed: import raises ImportError
+        assert demo.limit_blas_threads() == "BLAS on 1 thread (OpenBLAS)"
+        assert set(openblas_threads()) == {1}
+        monkeypatch.delitem(sys.modules, "threadpoolctl")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="re-executes on POSIX only")
+def test_demo_reexecutes_with_openblas_num_threads_when_it_cannot_set_them(monkeypatch, tmp_path):
+    """Where neither threadpoolctl nor OpenBLAS's call can limit BLAS in-process, python -m adam_c re-executes
+    itself once with OPENBLAS_NUM_THREADS=1 (BLAS reads it when it loads), and the new process says so."""
+    for name in demo.BLAS_THREAD_VARIABLES + (demo.LIMITED_BY_DEMO,):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)
+    monkeypatch.setattr(demo, "set_openblas_threads", lambda n: False)
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: 4)
+    calls = []
+    monkeypatch.setattr(demo.os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
+    demo.relaunch_with_one_blas_thread()
+    assert len(calls) == 1
+    path, argv, env = calls[0]
+    assert path == sys.executable and env["OPENBLAS_NUM_THREADS"] == "1" and env[demo.LIMITED_BY_DEMO] == "1"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")  # the new process: no second re-exec
+    demo.relaunch_with_one_blas_thread()
+    assert len(calls) == 1
+    child = subprocess.run([sys.executable, "-m", "adam_c", "--epochs", "1"], capture_output=True, text=True,
+                           cwd=str(tmp_path), timeout=180,
+                           env={k: v for k, v in env.items() if k != "PYTHONPATH"})
+    assert "BLAS on 1 thread (OPENBLAS_NUM_THREADS=1 for this demo)" in child.stdout, child.stdout + child.stderr
 
 
 def test_demo_leaves_blas_threads_the_user_set(tmp_path):

@@ -59,7 +59,7 @@ def plan(args, settings, dtypes):
 
 
 STEP_WORKLOADS = ("ram", "cache", "call", "multi")
-QUALITY_S = {False: 120.0, True: 40.0}  # adam_c.quality: three short trainings per model
+QUALITY_S = {False: 180.0, True: 90.0}  # adam_c.quality: an MLP and a char-LM trained three ways each
 
 
 def durations_help():
