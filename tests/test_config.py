@@ -108,3 +108,13 @@ def test_read_pc_expands_variables_as_pkg_config_does(tmp_path):
     fields = config.read_pc(str(tmp_path / "x.pc"))
     assert fields["Libs"] == f"-L{tmp_path}/../lib -lx"
     assert config._normalized(fields["Cflags"]) == f"-I{tmp_path.parent}/include"
+
+
+def test_pkgconf_pypi_finds_adam_c_through_the_entry_point():
+    """pkgconf from PyPI (what meson-python uses) searches the 'pkg_config' entry points: no PKG_CONFIG_PATH."""
+    pytest.importorskip("pkgconf", reason="pkgconf (PyPI) is not installed")
+    env = {k: v for k, v in os.environ.items() if k not in ("PKG_CONFIG_PATH", "PKG_CONFIG_LIBDIR")}
+    proc = subprocess.run([sys.executable, "-m", "pkgconf", "--cflags", "--libs", "adam_c"], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert [config._normalized(flag) for flag in proc.stdout.split()] == run_config("--cflags", "--libs").stdout.split()
