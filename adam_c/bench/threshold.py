@@ -6,7 +6,7 @@ import numpy as np
 import adam_c
 from adam_c import _core
 
-from .harness import SharedBuffers, Timed, format_time, measure_interleaved
+from .harness import MIN_SAMPLE_NS, WARMUP_NS, SharedBuffers, Timed, format_time, measure_interleaved
 from .step import build_adam_c
 
 # sizes (in float32 elements) around the serial/parallel threshold; a float64 sweep uses half as many elements
@@ -20,9 +20,11 @@ def part_label(dtype, f32_size):
 
 
 def parts(dtypes, settings):
-    """(label, estimated seconds) of each size: two timed variants for the sweep budget, and the set-up."""
-    return [(part_label(dtype, n), 1.3 * settings.sweep_budget_s + 0.1) for dtype in dtypes
-            for n in THRESHOLD_SWEEP_SIZES]
+    """(label, estimated seconds) of each size: two timed variants, each sample a batch of MIN_SAMPLE_NS, until the
+    sweep budget or the rounds run out (for these short steps, the rounds), and their warm-up."""
+    rounds_s = settings.sweep_max_rounds * 2 * MIN_SAMPLE_NS * 1e-9
+    return [(part_label(dtype, n), min(1.3 * settings.sweep_budget_s, 1.2 * rounds_s) + 2 * WARMUP_NS * 1e-9 + 0.02)
+            for dtype in dtypes for n in THRESHOLD_SWEEP_SIZES]
 
 
 def sweep_threshold(dtypes, settings, done=lambda label: None):
