@@ -4,8 +4,11 @@
 #   install   cmake --install into a prefix (then moved: the packages are relocatable); exported symbols checked
 #   cmake     a C program through find_package(adam_c CONFIG REQUIRED), with the shared and the static library
 #   pkgconfig demo.c compiled as C++ through `pkg-config --cflags --libs adam_c` (and --static, .a only)
+#   quickstart docs/examples/c (the C example the docs show) through its CMakeLists.txt (shared, static) and
+#             through pkg-config (adam_c with an rpath, adam_c_static), run with no LD_LIBRARY_PATH
 #   wheel     through the pip-installed package's adam_c.get_cmake_dir(): a C program and a Cython extension
-#             that cimports adam_c.capi (this stage alone is what tests/packaging/test_consumers.py runs)
+#             that cimports adam_c.capi; the quickstart through `adam_c-config` / `python -m adam_c.config` and
+#             through the package's adam_c_static.pc (this stage alone is what tests/packaging/test_consumers.py runs)
 # Usage: bash .ci/consumers.sh [all|wheel]   with the venv's python on PATH (or PYTHON=...), adam_c installed in it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +24,14 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 # the consumers' sources are copied out too: nothing below reads the checkout except through an installed package
 cp -r "$ROOT/tests/consumers" "$WORK/src"
+cp -r "$ROOT/docs/examples/c" "$WORK/quickstart-src"
 check() { (cd "$WORK" && "$PYTHON" "$WORK/src/check_demo.py" "$@"); }
+# runs a quickstart build as a user would (no LD_LIBRARY_PATH: a shared one finds libadam_c through its rpath) and
+# checks its output against adam_c.Adam
+run_quickstart() {
+    env -u LD_LIBRARY_PATH "$1" >"$1.txt"
+    check --quickstart "$1.txt"
+}
 STEPS=25
 
 if [ "$STAGES" = all ]; then
@@ -83,6 +93,38 @@ if [ "$STAGES" = all ]; then
     "$WORK/demo_cxx_static" "$STEPS" >"$WORK/cxx-static.txt"
     check "$STEPS" "$WORK/cxx-static.txt"
     unset PKG_CONFIG_PATH
+
+    say "quickstart: docs/examples/c through CMake (shared, static) and pkg-config (rpath, adam_c_static)"
+    for kind in shared static; do
+        flag=OFF
+        [ "$kind" = static ] && flag=ON
+        cmake -S "$WORK/quickstart-src" -B "$WORK/qs-$kind" -DCMAKE_PREFIX_PATH="$PREFIX" -DQUICKSTART_STATIC=$flag \
+            -DCMAKE_BUILD_TYPE=Release >/dev/null
+        cmake --build "$WORK/qs-$kind" >/dev/null
+        run_quickstart "$WORK/qs-$kind/quickstart"
+    done
+    if readelf -d "$WORK/qs-static/quickstart" | grep -q 'libadam_c'; then
+        echo "consumers.sh: the static quickstart depends on libadam_c.so" >&2
+        exit 1
+    fi
+    # the docs' commands, as written, against the full prefix (libadam_c.so beside libadam_c.a)
+    export PKG_CONFIG_PATH="$LIBDIR/pkgconfig"
+    cd "$WORK/quickstart-src"
+    # shellcheck disable=SC2046
+    cc quickstart.c $(pkg-config --cflags --libs adam_c) -Wl,-rpath,"$(pkg-config --variable=libdir adam_c)" \
+        -o "$WORK/qs-pc-shared"
+    # shellcheck disable=SC2046
+    cc quickstart.c $(pkg-config --cflags --libs adam_c_static) -o "$WORK/qs-pc-static"
+    cd "$ROOT"
+    unset PKG_CONFIG_PATH
+    readelf -d "$WORK/qs-pc-shared" | grep -q 'NEEDED.*libadam_c' ||
+        { echo "consumers.sh: qs-pc-shared does not link libadam_c.so" >&2; exit 1; }
+    if readelf -d "$WORK/qs-pc-static" | grep -q 'libadam_c'; then
+        echo "consumers.sh: adam_c_static.pc linked libadam_c.so" >&2
+        exit 1
+    fi
+    run_quickstart "$WORK/qs-pc-shared"
+    run_quickstart "$WORK/qs-pc-static"
 fi
 
 say "wheel: a C program and a Cython extension through adam_c.get_cmake_dir()"
@@ -99,4 +141,36 @@ cmake --build "$WORK/wheel-build" -j "$JOBS" >/dev/null
 "$WORK/wheel-build/demo" "$STEPS" >"$WORK/wheel.txt"
 check "$STEPS" "$WORK/wheel.txt"
 check "$STEPS" --cython "$WORK/wheel-build"
+
+say "wheel: the quickstart through adam_c-config, python -m adam_c.config and the package's pkg-config files"
+BINDIR=$(dirname "$PY")
+CONFIG="$BINDIR/adam_c-config"
+[ -x "$CONFIG" ] || { echo "consumers.sh: no adam_c-config console script beside $PY" >&2; exit 1; }
+[ "$("$CONFIG" --version)" = "$(cd "$WORK" && "$PYTHON" -m adam_c.config --version)" ]
+[ "$("$CONFIG" --cmake-dir)" = "$CMAKE_DIR" ]
+cd "$WORK/quickstart-src"
+# shellcheck disable=SC2046
+cc quickstart.c $("$CONFIG" --cflags --libs --rpath) -o "$WORK/qs-config-shared"
+# shellcheck disable=SC2046
+cc quickstart.c $("$PYTHON" -m adam_c.config --cflags --libs-static) -o "$WORK/qs-config-static"
+built=("$WORK/qs-config-shared" "$WORK/qs-config-static")
+if command -v pkg-config >/dev/null; then
+    PKG_DIR=$("$CONFIG" --pkgconfig-dir)
+    # shellcheck disable=SC2046
+    cc quickstart.c $(PKG_CONFIG_PATH="$PKG_DIR" pkg-config --cflags --libs adam_c_static) -o "$WORK/qs-wheel-pc-static"
+    [ "$(PKG_CONFIG_PATH="$PKG_DIR" pkg-config --modversion adam_c)" = "$("$CONFIG" --version)" ]
+    built+=("$WORK/qs-wheel-pc-static")
+fi
+cd "$ROOT"
+cmake -S "$WORK/quickstart-src" -B "$WORK/qs-wheel-cmake" -Dadam_c_DIR="$("$CONFIG" --cmake-dir)" \
+    -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$WORK/qs-wheel-cmake" >/dev/null
+built+=("$WORK/qs-wheel-cmake/quickstart")
+for exe in "${built[@]}"; do
+    run_quickstart "$exe"
+done
+if readelf -d "$WORK/qs-config-static" | grep -q 'libadam_c'; then
+    echo "consumers.sh: adam_c-config --libs-static linked libadam_c.so" >&2
+    exit 1
+fi
 say "all consumers built outside the tree and bit-identical to adam_c.Adam"

@@ -1,5 +1,8 @@
 """python -m adam_c: trains a small NumPy MLP classifier on generated spirals with adam_c.Adam (no downloads)."""
 import argparse
+import os
+import sys
+import textwrap
 import time
 
 import numpy as np
@@ -49,32 +52,129 @@ def main(argv=None):
     return 1
 
 
-def train(args):
-    """Trains the demo model as the command line says, printing progress; returns the final test accuracy."""
+# Environment variables through which a user sets BLAS's threads (OpenBLAS also reads OMP_NUM_THREADS): when any is
+# set, the demo leaves BLAS as the user configured it.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                         "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+LIMITED_BY_DEMO = "_ADAM_C_DEMO_BLAS_LIMITED"  # marks the re-executed demo process (and stops a second re-exec)
+
+
+def relaunch_with_one_blas_thread():
+    """The demo's matrices are tiny: BLAS threads cost more than they give (on a busy machine, seconds more), so the
+    demo runs BLAS on one thread: in-process where it can (threadpoolctl, or OpenBLAS's own call, see
+    limit_blas_threads). Otherwise numpy has already loaded BLAS, which reads its thread count once at load, so
+    the demo process re-executes itself with OPENBLAS_NUM_THREADS=1 (and MKL's, BLIS's) set, in that process
+    only. Nothing happens when the user set any BLAS thread variable, on a single-CPU machine, or where the
+    process cannot be re-executed (not POSIX)."""
+    if os.name != "posix" or (os.cpu_count() or 1) < 2 or LIMITED_BY_DEMO in os.environ:
+        return
+    if any(name in os.environ for name in BLAS_THREAD_VARIABLES):
+        return
+    try:
+        import threadpoolctl  # type: ignore[import-untyped,import-not-found,unused-ignore]  # noqa: F401
+        return  # train() limits BLAS with it
+    except ImportError:
+        pass
+    if set_openblas_threads(1):
+        return
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", BLIS_NUM_THREADS="1",
+               **{LIMITED_BY_DEMO: "1"})
+    argv = list(getattr(sys, "orig_argv", [])) or [sys.executable, "-m", "adam_c", *sys.argv[1:]]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, env)
+
+
+def set_openblas_threads(n):
+    """numpy's wheels carry OpenBLAS (as scipy-openblas): find the copy this process has loaded (Linux:
+    /proc/self/maps) and set its thread count through its own C function. True if it now reports n threads."""
+    import ctypes
+    try:
+        with open("/proc/self/maps") as f:
+            paths = dict.fromkeys(line.split()[-1] for line in f
+                                  if "openblas" in line.rsplit("/", 1)[-1].lower() and "/" in line)
+    except OSError:
+        return False
+    for path in paths:
+        try:  # RTLD_NOLOAD: the library already in the process, never a second copy
+            lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | getattr(os, "RTLD_LAZY", 1))
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", "_64_", ""):
+                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                if setter is None or getter is None:
+                    continue
+                setter.argtypes, setter.restype, getter.restype = [ctypes.c_int], None, ctypes.c_int
+                setter(n)
+                if getter() == n:
+                    return True
+    return False
+
+
+def limit_blas_threads():
+    """What train() does about BLAS threads, and the note saying it."""
+    if os.environ.get(LIMITED_BY_DEMO):
+        return "BLAS on 1 thread (OPENBLAS_NUM_THREADS=1 for this demo)"
+    if any(name in os.environ for name in BLAS_THREAD_VARIABLES):
+        return "BLAS threads as your environment sets them"
     try:  # this model's matrices are tiny: BLAS threads cost more than they give, on a busy machine a lot more
         import threadpoolctl  # type: ignore[import-untyped,import-not-found,unused-ignore]  # optional
-        threadpoolctl.threadpool_limits(1, user_api="blas")
-        blas_note = "BLAS limited to 1 thread (threadpoolctl)"
     except ImportError:
-        blas_note = "BLAS threads as configured (pip install threadpoolctl lets the demo limit them)"
+        if set_openblas_threads(1):
+            return "BLAS on 1 thread (OpenBLAS)"
+        return "BLAS threads as configured"
+    threadpoolctl.threadpool_limits(1, user_api="blas")
+    return "BLAS on 1 thread (threadpoolctl)"
+
+
+def train(args):
+    """Trains the demo model as the command line says, printing progress; returns the final test accuracy."""
+    blas_note = limit_blas_threads()
     state_dtype = getattr(args, "state_dtype", "float32")  # callers may pass a Namespace without it
     result = train_mlp(epochs=args.epochs, hidden=args.hidden, lr=args.lr, seed=args.seed, dtype=args.dtype,
                        master_weights=args.master_weights,
                        optimizer_options={"state_dtype": state_dtype} if state_dtype != "float32" else None,
                        header_note=f"; {blas_note}")
-    opt, steps, step_seconds = result["opt"], result["steps"], result["step_seconds"]
     print(f"done: test accuracy {result['test_acc']:.3f} after {args.epochs} epochs, {result['elapsed']:.1f} s")
-    info = opt.threading_info()
-    if info["steps"]:
-        timed = ", ".join(f"{name} {info[key]:.1f} us" for name, key in (("serial", "serial_us"), ("threads",
-                          "threads_us")) if info[key] is not None)
-        decision = "serial" if info["threads"] == 1 else f"{info['threads']} threads"
-        how = f"measured per step ({timed}): {decision}"
-    else:
-        how = f"serial (below {adam_c.cpu_info()['parallel_threshold']:,} elements, not worth threads)"
-    print(f"optimizer: {steps} steps, {step_seconds:.3f} s in opt.step ({1e6 * step_seconds / max(steps, 1):.1f} us "
-          f"per step); threads: {how}")
+    for line in explain_optimizer(result["opt"], result["steps"], result["step_seconds"]):
+        print(textwrap.fill(line, 100, subsequent_indent="  "))
     return result["test_acc"]
+
+
+def explain_optimizer(opt, steps, step_seconds):
+    """The demo's last lines: what was measured and what adam_c decided about threads, and why, in words."""
+    n_params = sum(p.size for group in opt.param_groups for p in group["params"])
+    mean_us = 1e6 * step_seconds / max(steps, 1)
+    lines = [f"optimizer: {steps} calls of opt.step took {step_seconds:.3f} s in all, {mean_us:.1f} us per step on "
+             f"average, for {n_params:,} parameters."]
+    info = opt.threading_info()
+    threshold = adam_c.cpu_info()["parallel_threshold"]
+    if not info["steps"] or (info["serial_us"] is None and info["threads_us"] is None):
+        lines.append(f"threads: none. Steps of fewer than {threshold:,} elements always run on one thread: at that "
+                     "size starting threads costs more than it saves.")
+        return lines
+    serial, threaded, n_threads = info["serial_us"], info["threads_us"], adam_c.get_num_threads()
+    timed = []
+    if serial is not None:
+        timed.append(f"a step on 1 thread took {serial:,.1f} us")
+    if threaded is not None:
+        timed.append(f"a step on {n_threads} threads {threaded:,.1f} us")
+    measured = " and ".join(timed) + " (medians of the steps it timed)"
+    if info["threads"] == 1:
+        lines.append(f"threads: adam_c timed some steps both ways and chose 1 thread: {measured}. Threads lose "
+                     f"here: waking a second thread costs more than a step of {n_params:,} parameters can save, "
+                     "and on a busy machine a woken thread may also wait for a free core. Larger models gain from "
+                     "threads.")
+        if serial is not None and mean_us > 1.5 * serial:
+            lines.append(f"The average ({mean_us:.1f} us) is above the 1-thread time because it includes those "
+                         "trial steps on threads and the Python call's own cost.")
+    elif info["threads"] > 1:
+        lines.append(f"threads: adam_c timed some steps both ways and chose {info['threads']} threads: {measured}.")
+    else:
+        lines.append(f"threads: adam_c was still timing steps both ways when training ended: {measured}.")
+    return lines
 
 
 def train_mlp(epochs=30, hidden=128, lr=1e-2, seed=0, dtype="float32", master_weights=False, optimizer_options=None,
@@ -179,4 +279,5 @@ def train_mlp(epochs=30, hidden=128, lr=1e-2, seed=0, dtype="float32", master_we
 
 
 if __name__ == "__main__":
+    relaunch_with_one_blas_thread()
     raise SystemExit(main())

@@ -1,12 +1,10 @@
 """bench_step.py: asv benchmarks of adam_c's fused step: time per step, GB/s, and percent of the memory floor."""
-import math
 import os
-import random
-import time
 
 import numpy as np
 
 import adam_c
+from adam_c.bench import Timed, measure_interleaved
 
 SIZES = [1_000, 100_000, 1_000_000, 10_000_000]   # call cost, L2, L3/RAM edge, RAM
 TRACK_SIZES = [100_000, 1_000_000, 10_000_000]
@@ -59,29 +57,12 @@ def use_threads(threads):
     adam_c.set_num_threads(threads)
 
 
-def interleaved_medians(calls, rounds=15, min_sample_s=0.002):
-    """Median seconds per call of each of `calls` ({name: fn}), one sample of each per round in a seeded random
-    order (so no call always follows the same neighbour, whose spinning threads or cache contents could slow it);
-    each sample is a batch of calls lasting at least min_sample_s."""
-    batches = {}
-    for name, fn in calls.items():
-        fn()
-        start, n = time.perf_counter(), 0
-        while time.perf_counter() - start < 0.01:
-            fn()
-            n += 1
-        batches[name] = max(1, math.ceil(min_sample_s * n / (time.perf_counter() - start)))
-    samples = {name: [] for name in calls}
-    names = list(calls)
-    order = random.Random(len(names))
-    for r in range(rounds):
-        for name in order.sample(names, len(names)):
-            fn, batch = calls[name], batches[name]
-            start = time.perf_counter()
-            for _ in range(batch):
-                fn()
-            samples[name].append((time.perf_counter() - start) / batch)
-    return {name: float(np.median(s)) for name, s in samples.items()}
+def interleaved_medians(calls, min_rounds=7, max_rounds=15, budget_s=0.5):
+    """Median seconds per call of each of `calls` ({name: fn}), timed by the bench's harness
+    (adam_c.bench.measure_interleaved: one sample of each per round, in a seeded random order, each sample a batch
+    of calls lasting at least 2 ms, GC off)."""
+    stats = measure_interleaved([Timed(name, fn) for name, fn in calls.items()], min_rounds, max_rounds, budget_s)
+    return {name: s["median_ns"] * 1e-9 for name, s in stats.items()}
 
 
 class StepSuite:
@@ -169,18 +150,14 @@ LOOP_MODES = ["default", "serial", "torch fused"]
 
 class TrainingLoopSuite:
     """The loop NumPy users run: a 256x256 float32 matmul (BLAS, whose threads keep spinning afterwards) before
-    every step. Time per (matmul + step) for adam_c's default threading, adam_c serial, and torch's fused Adam;
-    track_default_over_serial is the ratio of the first two measured interleaved (target <= 1.1)."""
+    every step. Time per (matmul + step) for adam_c's default threading, adam_c serial, and torch's fused Adam."""
 
     params = (LOOP_SIZES, LOOP_MODES)
     param_names = ["size", "mode"]
     timeout = 300
 
     def setup(self, size, mode):
-        rng = np.random.default_rng(3)
-        self.a = rng.standard_normal((256, 256)).astype(np.float32)
-        self.b = rng.standard_normal((256, 256)).astype(np.float32)
-        self.out = np.empty_like(self.a)
+        self.a, self.b, self.out = loop_matrices()
         self.param_arrays, self.grads = make_tensors([size], "float32")
         if mode == "torch fused":
             try:
@@ -205,12 +182,34 @@ class TrainingLoopSuite:
         np.matmul(self.a, self.b, out=self.out)
         self.step()
 
-    def track_default_over_serial(self, size, mode):
-        if mode != "default":
-            raise NotImplementedError("measured once, under mode='default'")
-        serial = make_optimizer("adam", self.param_arrays)
-        serial.step(self.grads)
 
+def loop_matrices():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((256, 256)).astype(np.float32)
+    b = rng.standard_normal((256, 256)).astype(np.float32)
+    return a, b, np.empty_like(a)
+
+
+class TrainingLoopRatioSuite:
+    """In the same loop, adam_c's default threading over adam_c serial, the two measured interleaved in one run
+    (target <= 1.1: the default never loses much to serial, whatever BLAS's threads are doing)."""
+
+    params = (LOOP_SIZES,)
+    param_names = ["size"]
+    timeout = 300
+
+    def setup(self, size):
+        self.a, self.b, self.out = loop_matrices()
+        self.param_arrays, self.grads = make_tensors([size], "float32")
+        self.default = make_optimizer("adam", self.param_arrays)
+        self.serial = make_optimizer("adam", self.param_arrays)
+        self.default.step(self.grads)
+        self.serial.step(self.grads)
+
+    def teardown(self, size):
+        adam_c.set_num_threads(None)
+
+    def track_default_over_serial(self, size):
         def with_threads(threads, opt):
             def call():
                 adam_c.set_num_threads(threads)
@@ -218,8 +217,8 @@ class TrainingLoopSuite:
                 opt.step(self.grads)
             return call
 
-        medians = interleaved_medians({"default": with_threads(None, self.opt),
-                                       "serial": with_threads(1, serial)})
+        medians = interleaved_medians({"default": with_threads(None, self.default),
+                                       "serial": with_threads(1, self.serial)})
         adam_c.set_num_threads(None)
         return medians["default"] / medians["serial"]
 

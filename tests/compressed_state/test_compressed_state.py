@@ -308,10 +308,12 @@ def test_quality_harness_native_equals_emulation():
 
 def test_compressed_bench_runs():
     from adam_c.bench import Settings
-    from adam_c.bench_compressed import run_compressed
+    from adam_c.bench.compressed import run_compressed
     settings = Settings(quick=True)
     settings.min_rounds, settings.max_rounds, settings.budget_s = 1, 2, 0.0
-    records = run_compressed(settings, 1, n=50_000, log=lambda *a: None)
+    lines = []
+    records = run_compressed(settings, 1, n=50_000, log=lambda *a: lines.extend("".join(a).splitlines()))
+    assert lines and max(len(line) for line in lines) <= 100, max(lines, key=len)
     names = {r["implementation"] for r in records}
     assert {"adam_c float32", "adam_c bfloat16", "adam_c int8", "floor int8"} <= names
     by = {r["implementation"]: r for r in records}

@@ -1,7 +1,9 @@
-"""check_demo.py: compares a consumer's output (demo.c's, or the Cython extension's) bit for bit with adam_c.Adam.
+"""check_demo.py: compares a consumer's output (demo.c's, docs/examples/c/quickstart.c's, or the Cython extension's)
+bit for bit with adam_c.Adam.
 
 Usage: python check_demo.py STEPS OUTPUT_FILE       (demo.c's stdout: "version X" then "p<k> <%a values>")
        python check_demo.py STEPS --cython MODULE_DIR (imports demo_ext from MODULE_DIR and runs it)
+       python check_demo.py --quickstart OUTPUT_FILE  (quickstart.c's stdout: a header, "p[i] = %.9g" lines)
 Exits 1 with the first difference. Run it with the python whose adam_c the consumer was built against.
 """
 import sys
@@ -50,7 +52,7 @@ def parse_demo_output(text):
     return params
 
 
-def compare(got, want, what):
+def compare(got, want, what, start=None):
     if len(got) != len(want):
         sys.exit(f"check_demo: {what}: {len(got)} params, expected {len(want)}")
     for k, (g, w) in enumerate(zip(got, want)):
@@ -61,14 +63,39 @@ def compare(got, want, what):
             i = int(np.flatnonzero(~same.reshape(g.size, -1).all(axis=1))[0])
             sys.exit(f"check_demo: {what}: p{k}[{i}] = {g[i]!r}, adam_c.Adam gives {w[i]!r}")
     # not vacuous: the steps moved every param away from its start
-    for k, (w, start) in enumerate(zip(want, initial_params())):
-        if np.any(w == start):
+    for k, (w, first) in enumerate(zip(want, start if start is not None else initial_params())):
+        if np.any(w == first):
             sys.exit(f"check_demo: p{k} did not move in {what}: the comparison would prove nothing")
     print(f"check_demo: {what}: {sum(w.size for w in want)} values bit-identical to adam_c.Adam "
           f"(C library {adam_c.__version__})")
 
 
+def quickstart_expected():
+    """quickstart.c's problem: 100 steps of Adam(lr=0.1) on sum((p - 3)^2) / 2 from p = (0, 1, -2, 5), float32."""
+    p = np.array([0.0, 1.0, -2.0, 5.0], np.float32)
+    opt = adam_c.Adam([p], lr=0.1)
+    for _ in range(100):
+        opt.step([p - np.float32(3.0)])
+    return p
+
+
+def check_quickstart(path):
+    with open(path) as f:
+        lines = f.read().strip().splitlines()
+    if not lines or not lines[0].startswith(f"adam_c {adam_c.__version__} ("):
+        sys.exit(f"check_demo: {path}: no 'adam_c {adam_c.__version__} (...' header line: {lines[:1]!r}")
+    want = quickstart_expected()
+    values = [line.split(" = ") for line in lines[1:] if line.startswith("p[")]
+    got = np.array([float(v) for _, v in values], np.float32)  # %.9g: each float32 exactly
+    compare([got], [want], f"quickstart {path}", [np.array([0.0, 1.0, -2.0, 5.0], np.float32)])
+    if lines[-1] != "all params reached 3":
+        sys.exit(f"check_demo: {path}: last line {lines[-1]!r}")
+
+
 def main(argv):
+    if argv[1] == "--quickstart":
+        check_quickstart(argv[2])
+        return
     steps = int(argv[1])
     want = expected(steps)
     if argv[2] == "--cython":

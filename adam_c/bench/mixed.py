@@ -1,11 +1,11 @@
-"""bench_mixed.py: mixed precision at memory speed, adam_c against torch's recipes side by side (bench --workloads mixed)."""
+"""mixed.py: mixed precision at memory speed, adam_c against torch's recipes side by side (bench --workloads mixed)."""
 import gc
 
 import numpy as np
 
 import adam_c
 
-from .bench import Timed, measure_interleaved, optional_module
+from .harness import Timed, fit, measure_interleaved, optional_module
 
 N_TENSORS, TENSOR_ELEMENTS = 8, 4_000_000  # 3.2e7 elements: RAM-bound
 LR = 1e-3
@@ -126,7 +126,16 @@ def probe_call():
     return lambda: plan.run(grads, groups, True)
 
 
-def run_mixed(settings, skipped, threads):
+def part_label(title):
+    return f"mixed: {title}"
+
+
+def parts(settings):
+    """(label, estimated seconds) of each variant: its entries and the probe timed for one budget, the set-up."""
+    return [(part_label(title), 1.4 * settings.budget_s + 3.0) for title, _ in VARIANTS]
+
+
+def run_mixed(settings, skipped, threads, done=lambda label: None):
     """Measures every variant (adam_c and torch interleaved); prints a table; returns records."""
     torch = None if "torch fused" in skipped else optional_module("torch")
     n = N_TENSORS * TENSOR_ELEMENTS
@@ -146,7 +155,7 @@ def run_mixed(settings, skipped, threads):
         ours = stats[entries[0][0]]["median_ns"]
         per_byte = stats[PROBE]["median_ns"] / (n * 28)
         print(f"  {title} (the probe: {per_byte * 28:.3f} ns/el = {1 / per_byte:.1f} GB/s)")
-        print(f"    {'implementation':58s} {'ns/el':>7s} {'IQR/2':>6s} {'B/el':>5s} {'% floor':>8s} {'adam_c/this':>11s}")
+        print(f"    {'implementation':57s} {'ns/el':>6s} {'IQR/2':>6s} {'B/el':>4s} {'% floor':>7s} {'adam_c/this':>11s}")
         for name, nbytes, _ in entries:
             s = stats[name]
             t = s["median_ns"]
@@ -156,8 +165,9 @@ def run_mixed(settings, skipped, threads):
                    "percent_of_floor": 100.0 * floor / t, "adam_c_over_this": ours / t}
             records.append(rec)
             spread = (s["q3_ns"] - s["q1_ns"]) / 2 / t * 100
-            print(f"    {name:58s} {t / n:7.3f} {spread:5.1f}% {nbytes:5d} {rec['percent_of_floor']:7.0f}% "
-                  f"{rec['adam_c_over_this']:11.2f}")
+            print(f"    {name:57s} {fit(t / n, 6)} {fit(spread, 5, 1)}% {nbytes:4d} "
+                  f"{fit(rec['percent_of_floor'], 6, 0)}% {fit(rec['adam_c_over_this'], 11, 2)}")
         del entries, timed
         gc.collect()
+        done(part_label(title))
     return records

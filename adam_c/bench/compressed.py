@@ -1,6 +1,6 @@
-"""bench_compressed.py: the step with compressed state (bfloat16, int8) against fp32 state and each one's memory floor.
+"""compressed.py: the step with compressed state (bfloat16, int8) against fp32 state and each one's memory floor.
 
-Run through `python -m adam_c.bench --workloads compressed` (or `python -m adam_c.bench_compressed`): one RAM-bound
+Run through `python -m adam_c.bench --workloads compressed` (or `python -m adam_c.bench.compressed`): one RAM-bound
 float32 tensor (6.4e7 elements), three optimizers on the same params and grads (float32, bfloat16 and int8 state),
 each timed interleaved with the memory probe of its own layout (the same bytes, no math). Prints ns/element,
 bytes/element, % of its floor and the ratio to the fp32-state step (targets: int8 <= 0.62x, bf16 <= 0.75x).
@@ -13,7 +13,8 @@ import numpy as np
 
 import adam_c
 
-from .bench import LR, BETAS, EPS, RAM_ELEMENTS, Settings, Timed, measure_interleaved
+from .harness import BETAS, EPS, LR, Settings, Timed, fit, measure_interleaved, wrap
+from .step import RAM_ELEMENTS
 
 LAYOUTS = ("float32", "bfloat16", "int8")
 TARGET_RATIO = {"bfloat16": 0.75, "int8": 0.62}
@@ -47,6 +48,14 @@ def build_bitsandbytes(params, grads):
     return opt.step
 
 
+PART_LABEL = "compressed state"
+
+
+def parts(settings):
+    """(label, estimated seconds): six timed entries for one budget, 1 GB of arrays to set up."""
+    return [(PART_LABEL, 1.4 * settings.budget_s + 6.0)]
+
+
 def run_compressed(settings, threads, n=None, log=print):
     """Returns result records; prints the table."""
     n = n or RAM_ELEMENTS["float32"]
@@ -77,8 +86,8 @@ def run_compressed(settings, threads, n=None, log=print):
     records = []
     log(f"\ncompressed state | 1 tensor of {n:,} float32 params | {threads} threads | "
         f"{adam_c.cpu_info()['target']} kernels")
-    log(f"{'implementation':24s} {'ns/el':>7s} {'IQR':>13s} {'B/el':>6s} {'GB/s':>6s} {'% floor':>8s} "
-        f"{'x fp32':>7s} {'state MB':>9s}")
+    log(f"{'implementation':22s} {'ns/el':>6s} {'IQR':>13s} {'B/el':>5s} {'GB/s':>5s} {'% floor':>7s} "
+        f"{'x fp32':>6s} {'state MB':>8s}")
     for name, s in stats.items():
         layout = name.split()[-1] if name.split()[-1] in LAYOUTS else "int8"
         per_el = state_bytes_per_element(layout)
@@ -92,13 +101,13 @@ def run_compressed(settings, threads, n=None, log=print):
                "state_bytes": opts[layout].state_bytes() if name.startswith("adam_c") else None}
         records.append(rec)
         target = TARGET_RATIO.get(layout) if name.startswith("adam_c") else None
-        verdict = "" if target is None else (" ok" if t / base <= target else f" (target <= {target})")
-        pf = f"{rec['percent_of_floor']:7.0f}%" if rec["percent_of_floor"] else f"{'':8s}"
-        mb = f"{rec['state_bytes'] / 1e6:9.0f}" if rec["state_bytes"] else f"{'':9s}"
-        log(f"{name:24s} {t / n:7.3f} {s['q1_ns'] / n:6.3f}-{s['q3_ns'] / n:6.3f} {per_el:6.2f} "
-            f"{rec['gb_per_s']:6.1f} {pf} {t / base:6.2f}x{mb}{verdict}")
+        verdict = "" if target is None else (" ok" if t / base <= target else f" (target <={target})")
+        pf = f"{fit(rec['percent_of_floor'], 6, 0)}%" if rec["percent_of_floor"] else f"{'':7s}"
+        mb = fit(rec["state_bytes"] / 1e6, 9, 0) if rec["state_bytes"] else f"{'':9s}"
+        log(f"{name:22s} {fit(t / n, 6)} {fit(s['q1_ns'] / n, 6)}-{fit(s['q3_ns'] / n, 6)} {per_el:5.2f} "
+            f"{fit(rec['gb_per_s'], 5, 1)} {pf} {fit(t / base, 5, 2)}x{mb}{verdict}")
     if why_not_bnb:
-        log(f"bitsandbytes: not measured ({why_not_bnb})")
+        log(wrap(f"bitsandbytes: not measured ({why_not_bnb})"))
     del opts, timed, p, g
     gc.collect()
     return records
@@ -106,7 +115,7 @@ def run_compressed(settings, threads, n=None, log=print):
 
 def main(argv=None):
     import argparse
-    parser = argparse.ArgumentParser(prog="python -m adam_c.bench_compressed", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m adam_c.bench.compressed", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--elements", type=int, default=None)
     args = parser.parse_args(argv)
