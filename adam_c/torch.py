@@ -1,5 +1,6 @@
 """torch.py: Adam and AdamW as torch.optim.Optimizer subclasses that step CPU tensors with adam_c's C engine."""
 import contextlib
+import inspect
 import numbers
 from collections import defaultdict
 from collections.abc import Mapping
@@ -1182,6 +1183,11 @@ def _bind_step(closure=None, *, grad_scale=None, found_inf=None, max_grad_norm=N
 
 _bind_step.__qualname__ = "Adam.step"
 _ADAM_STEP = Adam.step
+# inspect.signature(opt.step) as torch.optim.Adam's (closure=None), plus adam_c's keywords: GradScaler reads it
+# (no `grad_scaler` parameter: it sets opt.grad_scale / opt.found_inf instead)
+_ADAM_STEP.__signature__ = inspect.signature(_bind_step).replace(  # type: ignore[attr-defined]
+    parameters=[inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+                *inspect.signature(_bind_step).parameters.values()])
 _ABSENT = object()  # _record: the key was not in the entry
 
 
