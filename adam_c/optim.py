@@ -138,8 +138,8 @@ class Adam:
     def step(self, grads=None, closure=None, *, grad_scale=None, max_grad_norm=None, skip_nonfinite=None):
         """Update every param in place from `grads` (aligned with the params, in group order), or from
         opt.grads when grads is None (if opt.grads was never read, or zero_grad(set_to_none=True) dropped it, no
-        grads were given: nothing is stepped or counted). A grad of None skips its param. `closure`, if given, is called first and
-        returns (loss, grads). Returns the loss, or None. Raises before changing anything; once the C call has
+        grads were given: nothing is stepped or counted). A grad of None skips its param. `closure`, if given, is
+        called first and returns (loss, grads). Returns the loss, or None. Raises before changing anything; once the C call has
         run, the step is kept whole even if an exception (Ctrl-C) arrives right after it.
 
         Fused around the step (one extra read of the grads when any is used):
