@@ -169,9 +169,9 @@ def test_non_dense_params_and_grads_step_as_their_dense_copies_bit_for_bit(mode)
             if k % 2 else g.clone()  # a non-dense grad every other step
         small_s.grad = gs.clone()
         dense.grad, small_d.grad = g.clone(), gs.clone()
-        clip = {"max_grad_norm": 5.0} if k == 2 else {}
+        extra = {2: {"max_grad_norm": 5.0}, 3: {"grad_scale": torch.tensor(0.5)}}.get(k, {})  # GradScaler's keyword
         for opt in opts:
-            opt.step(**clip)
+            opt.step(**extra)
         assert opts[0].last_grad_norm == opts[1].last_grad_norm
         assert torch.equal(strided, dense) and torch.equal(small_s, small_d), f"step {k + 1}"
         for a, b in ((strided, dense), (small_s, small_d)):
