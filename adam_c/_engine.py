@@ -350,6 +350,11 @@ class Engine:
         if extras:
             options.update(extras)
         use_buffers = grads is None
+        if use_buffers and self.layout.grads is None:
+            # no grads given and opt.grads never allocated (or dropped by zero_grad(set_to_none=True)): like
+            # torch.optim for params without a .grad, nothing is stepped (a step on zero grads would still move
+            # the params by weight decay and momentum) and no step is counted
+            return False, (0.0 if (extras or {}).get("max_grad_norm") else None), 1.0
         if use_buffers:
             grads = self.layout.grads  # the plan checks that they still match the groups
         elif type(grads) is not list and type(grads) is not tuple:

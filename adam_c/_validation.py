@@ -63,29 +63,31 @@ def flag(value, name):
 
 def check_lr(value, name="lr"):
     lr = real(value, name)
-    if not 0.0 <= lr:
-        raise ValueError(f"Invalid learning rate: {name}={value!r} (must be >= 0)")
+    if not 0.0 <= lr:  # torch.optim's messages first (code matches on them), then the argument's name
+        raise ValueError(f"Invalid learning rate: {value} ({name} must be >= 0)")
     return lr
 
 
 def check_eps(value, name="eps"):
     eps = real(value, name)
     if not 0.0 <= eps:
-        raise ValueError(f"Invalid epsilon value: {name}={value!r} (must be >= 0)")
+        raise ValueError(f"Invalid epsilon value: {value} ({name} must be >= 0)")
     return eps
 
 
 def check_weight_decay(value, name="weight_decay"):
     wd = real(value, name)
     if not 0.0 <= wd:
-        raise ValueError(f"Invalid weight_decay value: {name}={value!r} (must be >= 0)")
+        raise ValueError(f"Invalid weight_decay value: {value} ({name} must be >= 0)")
     return wd
 
 
-def check_beta(value, name):
+def check_beta(value, name, index=None):
+    """A beta in [0, 1); `index`: its position in a betas pair (torch.optim's message names it)."""
     beta = real(value, name)
     if not 0.0 <= beta < 1.0:
-        raise ValueError(f"Invalid beta parameter: {name}={value!r} (must be in [0, 1))")
+        at = "" if index is None else f" at index {index}"
+        raise ValueError(f"Invalid beta parameter{at}: {value} ({name} must be in [0, 1))")
     return beta
 
 
@@ -108,7 +110,7 @@ def check_betas(value, name="betas"):
         raise
     except Exception as exc:
         raise TypeError(f"{name} must be a pair (beta1, beta2), got {_short_repr(value)}") from exc
-    return (check_beta(first, f"{name}[0]"), check_beta(second, f"{name}[1]"))
+    return (check_beta(first, f"{name}[0]", 0), check_beta(second, f"{name}[1]", 1))
 
 
 def _short_repr(value):

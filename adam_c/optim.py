@@ -118,10 +118,18 @@ class Adam:
         with engine.lock.held("grads"):
             return engine.grad_buffers(self.param_groups)
 
-    def zero_grad(self):
-        """Zero the optimizer-owned gradient buffers (opt.grads)."""
+    def zero_grad(self, set_to_none=False):
+        """Zero the optimizer-owned gradient buffers (opt.grads). set_to_none=True drops them instead, as
+        torch.optim's zero_grad sets each .grad to None: until opt.grads is read again (which allocates new zero
+        buffers), step() without grads steps nothing and counts no step, as torch skips params without a grad.
+        The default differs from torch's (True) so that code holding opt.grads' arrays keeps writing into the
+        buffers the step reads."""
         engine = self._engine
         with engine.lock.held("zero_grad()"):
+            if set_to_none:
+                engine.sync(self.param_groups)
+                engine.layout.grads = None
+                return
             for g in engine.layout.grads or ():
                 g.fill(0)
 
@@ -129,8 +137,9 @@ class Adam:
 
     def step(self, grads=None, closure=None, *, grad_scale=None, max_grad_norm=None, skip_nonfinite=None):
         """Update every param in place from `grads` (aligned with the params, in group order), or from
-        opt.grads when grads is None. A grad of None skips its param. `closure`, if given, is called first and
-        returns (loss, grads). Returns the loss, or None. Raises before changing anything; once the C call has
+        opt.grads when grads is None (if opt.grads was never read, or zero_grad(set_to_none=True) dropped it, no
+        grads were given: nothing is stepped or counted). A grad of None skips its param. `closure`, if given, is
+        called first and returns (loss, grads). Returns the loss, or None. Raises before changing anything; once the C call has
         run, the step is kept whole even if an exception (Ctrl-C) arrives right after it.
 
         Fused around the step (one extra read of the grads when any is used):

@@ -1,5 +1,6 @@
 """torch.py: Adam and AdamW as torch.optim.Optimizer subclasses that step CPU tensors with adam_c's C engine."""
 import contextlib
+import inspect
 import numbers
 from collections import defaultdict
 from collections.abc import Mapping
@@ -56,7 +57,7 @@ def _plain_number(value, name):
     """A 1-element tensor hyperparameter (torch allows them for lr and betas) as a Python number."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            raise ValueError(f"{name} as a Tensor must have exactly 1 element, got {value.numel()}")
+            raise ValueError(f"Tensor {name} must be 1-element, got {value.numel()} elements")
         return value.item()
     return value
 
@@ -66,6 +67,7 @@ def _checked_hyperparameters(hp, where):
     tensors read as numbers, plus the torch-only compatibility flags."""
     plain = {key: hp[key] for key in hp if key != "params"}
     name = (lambda key: f"{where}[{key!r}]") if where else (lambda key: key)
+    _check_tensor_hyperparameters(plain, name)
     if "lr" in plain:
         plain["lr"] = _plain_number(plain["lr"], name("lr"))
     betas = plain.get("betas")
@@ -74,6 +76,23 @@ def _checked_hyperparameters(hp, where):
     checked = check_hyperparameters(plain, where)
     _check_compat_flags(plain, name)
     return checked
+
+
+def _check_tensor_hyperparameters(hp, name):
+    """torch.optim.Adam's rules for Tensor lr and betas, with its messages (checked before the values, as torch
+    does): no Tensor with foreach=True unless capturable, and betas both Tensors or neither."""
+    foreach_only = bool(hp.get("foreach")) and not hp.get("capturable")
+    if isinstance(hp.get("lr"), torch.Tensor) and foreach_only:
+        raise ValueError(f"lr as a Tensor is not supported for capturable=False and foreach=True ({name('lr')})")
+    betas = hp.get("betas")
+    if isinstance(betas, (tuple, list)) and len(betas) == 2:
+        tensors = [isinstance(b, torch.Tensor) for b in betas]
+        if tensors[0] != tensors[1]:
+            raise ValueError(f"betas must be either both floats or both Tensors ({name('betas')})")
+        for k in range(2):
+            if tensors[k] and foreach_only:
+                raise ValueError(f"betas[{k}] as a Tensor is not supported for capturable=False and foreach=True "
+                                 f"({name('betas')})")
 
 
 def _check_compat_flags(hp, name):
@@ -108,36 +127,77 @@ def _same_layout(a, b):
     return all(sa == sb for size, sa, sb in zip(a.shape, a.stride(), b.stride()) if size != 1)
 
 
-def _check_tensor(t, name, what="tensor"):
-    """A tensor adam_c can step as one flat buffer: CPU, strided, dense, float32/float64/float16/bfloat16."""
+def _overlaps_itself(t):
+    """True unless t's elements are provably at distinct addresses (strides sorted, each step past the previous
+    dim's extent), as for any slice or permutation of a tensor; expand() makes stride 0."""
+    extent = 1
+    for stride, size in sorted((abs(st), sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
+        if stride < extent:
+            return True
+        extent = stride * size
+    return False
+
+
+def _is_deferred(t):
+    """A param torch.optim accepts before it has data: a lazy module's UninitializedParameter, or a meta tensor
+    (deferred initialisation: build on "meta", then module.to_empty(device="cpu")). Checked again at the step."""
+    return isinstance(t, torch.nn.parameter.UninitializedTensorMixin) or t.is_meta
+
+
+def _check_tensor(t, name, what="tensor", *, strided=False, deferred=False):
+    """A tensor adam_c can step: CPU, strided layout, float32/float64/float16/bfloat16, and dense (one flat
+    buffer), or with strided=True any non-overlapping strides (stepped through a dense copy, see
+    Adam._step_through_dense_copies). deferred=True (params at construction) lets meta and uninitialized params
+    through."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if deferred and isinstance(t, torch.nn.parameter.UninitializedTensorMixin):
+        return t  # no shape or data yet: checked at the first step after it is materialised
     if t.layout != torch.strided:
         raise TypeError(f"{name} is a {t.layout} {what}; adam_c.torch steps dense (strided) tensors only "
                         "(for sparse gradients use torch.optim.SparseAdam)")
-    if t.device.type != "cpu":
-        raise ValueError(f"{name} is on device {t.device}; adam_c.torch steps CPU tensors only")
+    if t.device.type != "cpu" and not (deferred and t.is_meta):
+        hint = (" (a meta tensor holds no data: materialise the params in place before the first step, e.g. "
+                "torch.__future__.set_swap_module_params_on_conversion(True) then module.to_empty(device='cpu'); "
+                "without it to_empty() gives the module new params, so build the optimizer after it)"
+                if t.is_meta else "")
+        raise ValueError(f"{name} is on device {t.device}; adam_c.torch steps CPU tensors only{hint}")
     if t.is_complex():
         raise TypeError(f"{name} has complex dtype {t.dtype}; adam_c.torch supports float32, float64, float16 "
                         "and bfloat16 (optimize torch.view_as_real(...) of it instead)")
     if t.dtype not in _PARAM_DTYPES:
         raise TypeError(f"{name} has dtype {t.dtype}; adam_c.torch supports float32, float64, float16 and "
                         "bfloat16")
-    if t.is_quantized or not _is_dense(t):
+    if t.is_quantized or not (_is_dense(t) or (strided and not _overlaps_itself(t))):
+        if strided and not t.is_quantized:
+            raise ValueError(f"{name} has elements that share memory (strides {tuple(t.stride())} for shape "
+                             f"{tuple(t.shape)}, as from expand()): it cannot be updated in place")
         raise ValueError(f"{name} must be dense and non-overlapping (some permutation of its dims contiguous, "
                          f"e.g. contiguous or channels_last); got strides {tuple(t.stride())} for shape "
                          f"{tuple(t.shape)}")
     return t
 
 
-def _check_distinct(params, labels):
+def _check_distinct(params, labels, group_of):
+    """No param in two groups (torch's rule and message), none sharing memory with another. A param repeated in
+    one group is torch's warning (add_param_group gives it) and is stepped once."""
     seen = {}
+    unique = []
     for i, p in enumerate(params):
         if id(p) in seen:
-            raise ValueError(f"{labels(seen[id(p)])} and {labels(i)} are the same tensor: each param may "
-                             "appear only once")
+            if group_of(seen[id(p)]) != group_of(i):
+                raise ValueError(f"some parameters appear in more than one parameter group ({labels(seen[id(p)])} "
+                                 f"and {labels(i)} are the same tensor)")
+            continue
         seen[id(p)] = i
-    pair = first_overlap([(labels(i), numpy_view(p)) for i, p in enumerate(params)])
+        if not _is_deferred(p):  # no memory yet
+            unique.append(i)
+    dense = [(labels(i), numpy_view(params[i])) for i in unique if _is_dense(params[i])]
+    pair = first_overlap(dense)
+    if pair is None:  # a non-dense param's elements do not fill its span: exact test against each other param
+        strided = [(labels(i), numpy_view(params[i])) for i in unique if not _is_dense(params[i])]
+        pair = next(((a, b) for k, (a, x) in enumerate(strided) for b, y in dense + strided[k + 1:]
+                     if np.may_share_memory(x, y) and np.shares_memory(x, y)), None)
     if pair is not None:
         raise ValueError(f"params overlap in memory ({pair[0]} and {pair[1]} are views of one storage)")
 
@@ -150,6 +210,14 @@ def _check_mixed_buffer(t, p, name):
         raise TypeError(f"{name} has dtype {t.dtype}; the master and EMA of a {p.dtype} param are {want}")
     if t.shape != p.shape:
         raise ValueError(f"{name} has shape {tuple(t.shape)}, its param {tuple(p.shape)}")
+
+
+def _step_dtype(group):
+    """torch.optim.Adam's dtype of state["step"] (optimizer._get_scalar_dtype): float32 for fused, else float64
+    under torch.set_default_dtype(torch.float64), else float32."""
+    if group.get("fused"):
+        return torch.float32
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
 def _nonzero(found_inf):
@@ -440,7 +508,7 @@ class Adam(Optimizer):
             for p in group["params"]:  # older checkpoints store steps as numbers: torch makes them tensors
                 entry = self.state.get(p)
                 if entry and "step" in entry and not isinstance(entry["step"], torch.Tensor):
-                    entry["step"] = torch.tensor(float(entry["step"]), dtype=torch.float32)
+                    entry["step"] = torch.tensor(float(entry["step"]), dtype=_step_dtype(group))
 
     # ------------------------------------------------------------ params
 
@@ -499,7 +567,7 @@ class Adam(Optimizer):
             label = f"params[{j}]" if flat else f"param_groups[{gi}]['params'][{j}]"
             if isinstance(entry, tuple) and len(entry) == 2:
                 label += f" ({entry[0]!r})"
-            _check_tensor(tensor, label, "param")
+            _check_tensor(tensor, label, "param", strided=True, deferred=True)
         self._check_state_support([e[1] if isinstance(e, tuple) and len(e) == 2 else e for e in params],
                                   "params" if flat else f"param_groups[{gi}]['params']")
         merged = dict(self.defaults)
@@ -513,7 +581,8 @@ class Adam(Optimizer):
                 return self._param_label(i)
             return f"params[{i - n_old}]" if flat else f"param_groups[{gi}]['params'][{i - n_old}]"
 
-        _check_distinct(tensors, label)
+        group_of = [i for i, g in enumerate(self.param_groups) for _ in g["params"]] + [gi] * len(params)
+        _check_distinct(tensors, label, group_of.__getitem__)
         # all checks passed: torch's add_param_group (names, defaults) edits and appends the caller's dict
         param_group["params"] = params
         param_group.update({k: stored[k] for k in group if k in stored})
@@ -595,9 +664,59 @@ class Adam(Optimizer):
         if grad_scale is not None:
             grad_scale = _checked_grad_scale(grad_scale)
         with self._lock.held("step()"):
-            norm = self._locked_step(grad_scale, max_grad_norm)
+            norm = None
+            if not self.__dict__.get("_has_strided"):
+                try:
+                    norm = self._locked_step(grad_scale, max_grad_norm)
+                except _StridedParams:  # raised before anything changed
+                    self._has_strided = True
+            if self.__dict__.get("_has_strided"):
+                norm = self._step_through_dense_copies(grad_scale, max_grad_norm)
             self.last_step_skipped, self.last_grad_norm = False, norm
         return loss
+
+    def _step_through_dense_copies(self, grad_scale, max_grad_norm):
+        """_locked_step for an optimizer with non-dense params (strided views such as x[..., 0], which torch.optim
+        steps): each such param's memory is swapped for a dense copy of its values (`p.data = copy`, so the param
+        object, its state and its grad stay), the plan steps the copies, and the results are copied back into the
+        param's own memory. The copies are kept between steps (the plan stays valid) and refreshed from the params
+        each step. A step that fails before its C call ran copies nothing back: nothing changes."""
+        old, copies = self.__dict__.get("_dense_copies", {}), {}
+        swapped = []
+        try:
+            with torch.no_grad():
+                params = [p for group in self.param_groups for p in group["params"]]
+                for i, p in enumerate(params):
+                    if not isinstance(p, torch.Tensor) or _is_deferred(p) or _is_dense(p) or id(p) in copies:
+                        continue
+                    _check_tensor(p, self._param_label(i), "param", strided=True)
+                    key = (p.dtype, p.shape, p.stride())
+                    entry = old.get(id(p))
+                    if entry is None or entry[0] is not p or entry[1] != key:
+                        entry = (p, key, torch.empty_like(p, memory_format=torch.preserve_format))
+                    copies[id(p)] = entry
+                    own = p.data  # the param's memory, strides and offset
+                    entry[2].copy_(own)
+                    p.data = entry[2]
+                    swapped.append((p, own))
+            self._dense_copies = copies  # those of params no longer non-dense (or gone) are dropped
+            self._has_strided = bool(swapped)
+            plan, commits = self._plan, (self._plan.commits if self._plan is not None else 0)
+            done = False
+            try:
+                norm = self._locked_step(grad_scale, max_grad_norm)
+                done = True
+            finally:
+                # the C call ran (also when an exception came right after it): the update is copied back whole
+                done = done or (self._plan is not None and self._plan.commits > (commits if self._plan is plan else 0))
+                if done:
+                    with torch.no_grad():
+                        for p, own in swapped:
+                            own.copy_(p.data)
+        finally:
+            for p, own in reversed(swapped):
+                p.data = own
+        return norm
 
     @contextlib.contextmanager
     def ema_weights(self):
@@ -808,6 +927,7 @@ class Adam(Optimizer):
         if not isinstance(self.param_groups, list):
             raise TypeError(f"param_groups must be a list, got {type(self.param_groups).__name__}")
         params, infos, compressed, mixed, keep, created = [], [], [], [], [], []
+        group_of, first = [], {}  # first: id(param) -> index of its first appearance (a repeat is stepped once)
         try:
             for gi, group in enumerate(self.param_groups):
                 if not isinstance(group, dict) or not isinstance(group.get("params"), list):
@@ -818,20 +938,35 @@ class Adam(Optimizer):
                 for p in group["params"]:
                     i = len(params)
                     label = self._param_label(i)
-                    _check_tensor(p, label, "param")
                     params.append(p)
+                    group_of.append(gi)
+                    if isinstance(p, torch.nn.parameter.UninitializedTensorMixin):
+                        if p.grad is not None:
+                            raise ValueError(f"{label} is an uninitialized parameter with a grad")
+                        continue  # a lazy module's param before its first forward: it has no grad to step
+                    _check_tensor(p, label, "param", strided=True)
+                    if not _is_dense(p):
+                        raise _StridedParams()
                     keep.append(p.untyped_storage())
                 self._check_state_support(group["params"], "params" if len(self.param_groups) == 1
                                           and getattr(self, "_flat_params", False) else f"param_groups[{gi}]['params']")
                 for p in group["params"]:
                     i = len(infos)
-                    info, packed, extra = self._plan_entry(gi, i, p, self._param_label(i), amsgrad, keep, created)
+                    j = first.setdefault(id(p), i)
+                    if j != i:  # torch warned of the repeat at add_param_group; one update per step
+                        info, packed, extra = (gi,) + infos[j][1:2] + (0,) + infos[j][3:], None, None
+                    elif _is_deferred(p):
+                        info, packed, extra = (gi, 0, 0, _DTYPE_CODES.get(p.dtype, 0), p.dtype, None, None, None,
+                                               None, 0, False, 0, 0, 0), None, None
+                    else:
+                        info, packed, extra = self._plan_entry(gi, i, p, self._param_label(i), amsgrad, keep,
+                                                               created)
                     infos.append(info)
                     compressed.append(packed)
                     mixed.append(extra)
-            _check_distinct(params, self._param_label)
+            _check_distinct(params, self._param_label, group_of.__getitem__)
             written = [(f"state of {self._param_label(i)}[{key!r}]", numpy_view(info[8][k + 1]))
-                       for i, info in enumerate(infos) if info[8] is not None
+                       for i, info in enumerate(infos) if info[8] is not None and info[2]  # not a repeat
                        for k, key in enumerate(_STATE_KEYS) if info[8][k + 1] is not None]
             written += [(f"state of {self._param_label(i)}[{key!r}]", packed[2][k].numpy())
                         for i, packed in enumerate(compressed) if packed is not None
@@ -839,8 +974,8 @@ class Adam(Optimizer):
             written += [(f"state of {self._param_label(i)}[{key!r}]", numpy_view(t))
                         for i, extra in enumerate(mixed) if extra is not None
                         for key, t in zip(_MIXED_KEYS, extra) if t is not None]
-            pair = first_overlap([(self._param_label(i), numpy_view(p)) for i, p in enumerate(params)]
-                                 + written)
+            pair = first_overlap([(self._param_label(i), numpy_view(p)) for i, p in enumerate(params)
+                                  if first[id(p)] == i and not _is_deferred(p)] + written)
             if pair is not None:
                 raise ValueError(f"{pair[0]} and {pair[1]} overlap in memory")
             self._plan = _core.TorchStepPlan(self.param_groups, self.state, self.state.mutations,
@@ -849,7 +984,8 @@ class Adam(Optimizer):
                                              _unscaled, torch._C._increment_version, compressed,
                                              self._mixed.seed, mixed, self._mixed.rounding == "stochastic",
                                              self._param_label, torch.Tensor.untyped_storage)
-            self._inference_params = [(i, p) for i, p in enumerate(params) if p.is_inference()]
+            self._inference_params = [(i, p) for i, p in enumerate(params)
+                                      if not _is_deferred(p) and p.is_inference()]
         except BaseException:
             self._forget(created)
             raise
@@ -865,7 +1001,7 @@ class Adam(Optimizer):
             if not has_grad:
                 return (gi, _data_ptr(p), p.numel(), _DTYPE_CODES[p.dtype], p.dtype, p.shape, p.stride(),
                         None, None, 0, False, 0, 0, 0), None, None
-            state = {"step": torch.zeros((), dtype=torch.float32)}
+            state = {"step": torch.zeros((), dtype=_step_dtype(self.param_groups[gi]))}
             for key in _STATE_KEYS[:3 if amsgrad else 2]:
                 state.update(self._zero_state(p, layout, key))
             if layout != "float32":
@@ -895,13 +1031,13 @@ class Adam(Optimizer):
             if isinstance(step, bool) or not isinstance(step, numbers.Real):
                 raise TypeError(f"{where}['step'] must be a number or a 0-d tensor, got {type(step).__name__}")
             _record(created, p, state, ("step",))
-            step = state["step"] = torch.tensor(float(step), dtype=torch.float32)
+            step = state["step"] = torch.tensor(float(step), dtype=_step_dtype(self.param_groups[gi]))
         elif (step.numel() != 1 or step.device.type != "cpu" or step.dtype not in _FLOAT_DTYPES
               or step.layout != torch.strided):
             if step.numel() != 1 or step.is_complex():
                 raise ValueError(f"{where}['step'] must be a 0-d tensor, got shape {tuple(step.shape)}")
             _record(created, p, state, ("step",))
-            step = state["step"] = torch.tensor(float(step.item()), dtype=torch.float32)
+            step = state["step"] = torch.tensor(float(step.item()), dtype=_step_dtype(self.param_groups[gi]))
         keep.append(step.untyped_storage())
         tensors = [step]
         ptrs = []
@@ -1018,7 +1154,7 @@ class Adam(Optimizer):
         if p.shape != planned_shape or p.stride() != planned_strides:
             raise _core.TorchPlanStale()
         name = f"{self._param_label(index)}.grad"
-        _check_tensor(grad, name, "gradient")
+        _check_tensor(grad, name, "gradient", strided=True)
         if grad.dtype != p.dtype:
             raise TypeError(f"{name} has dtype {grad.dtype}, its param {p.dtype}")
         if grad.shape != p.shape:
@@ -1036,6 +1172,10 @@ class Adam(Optimizer):
         raise IndexError(index)
 
 
+class _StridedParams(Exception):
+    """_build_plan found a non-dense param: the step goes through Adam._step_through_dense_copies."""
+
+
 def _bind_step(closure=None, *, grad_scale=None, found_inf=None, max_grad_norm=None):
     """Adam.step's arguments, bound as its documented signature says (errors name step())."""
     return closure, grad_scale, found_inf, max_grad_norm
@@ -1043,6 +1183,11 @@ def _bind_step(closure=None, *, grad_scale=None, found_inf=None, max_grad_norm=N
 
 _bind_step.__qualname__ = "Adam.step"
 _ADAM_STEP = Adam.step
+# inspect.signature(opt.step) as torch.optim.Adam's (closure=None), plus adam_c's keywords: GradScaler reads it
+# (no `grad_scaler` parameter: it sets opt.grad_scale / opt.found_inf instead)
+_ADAM_STEP.__signature__ = inspect.signature(_bind_step).replace(  # type: ignore[attr-defined]
+    parameters=[inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+                *inspect.signature(_bind_step).parameters.values()])
 _ABSENT = object()  # _record: the key was not in the entry
 
 

@@ -7,8 +7,9 @@ from numpy.typing import NDArray
 __all__ = ["CpuInfo", "FloatArray", "Hyperparameters", "LearningRate", "OptimizerParamGroup", "ParamGroup",
            "ParamState", "SavedParamGroup", "Schedule", "StateDict", "ThreadingInfo"]
 
-#: A param, grad or state array: a NumPy array of float32 or float64 (C-contiguous, aligned, native byte order).
-FloatArray = Union[NDArray[np.float32], NDArray[np.float64]]
+#: A param, grad or state array: a NumPy array of float32, float64 or float16 (C-contiguous, aligned, native byte
+#: order). bfloat16 params (ml_dtypes, an optional package without a NumPy scalar type here) are accepted at run time.
+FloatArray = Union[NDArray[np.float32], NDArray[np.float64], NDArray[np.float16]]
 #: A learning-rate schedule: called once per step with the 1-based number of that step, returns the lr.
 Schedule = Callable[[int], float]
 #: What `lr` may be in the constructor and in a param group: a number or a schedule.

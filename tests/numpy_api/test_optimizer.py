@@ -258,6 +258,8 @@ def test_step_with_zero_grads_still_steps():
     p = rand(4, seed=1)
     before = p.copy()
     opt = adam_c.Adam([p], weight_decay=0.5, lr=0.1)
+    opt.zero_grad()
+    assert not opt.grads[0].any()  # allocated: zero grads given (never given at all: nothing is stepped, below)
     opt.step()  # zero grads from opt.grads; weight decay still moves p
     assert opt.state_dict()["state"][0]["step"] == 1
     assert not np.array_equal(p, before)
@@ -612,3 +614,50 @@ def test_state_entries_refuse_assignment_instead_of_ignoring_it(state_dtype):
         opt.state[0]["exp_avg"][...] = 0.0
         opt.step([g])
         np.testing.assert_array_equal(opt.state[0]["exp_avg"], np.float32(0.1) * g)
+
+
+def test_step_without_any_grads_changes_nothing_as_torch_skips_params_without_grad():
+    """adam_c.AdamW([p]).step() with no grads ever given used to train on zeros (weight decay moved p to 0.99 and a
+    step was counted); torch.optim skips params that have no grad."""
+    p = np.ones(4, np.float32)
+    opt = adam_c.AdamW([p], lr=0.1, weight_decay=0.1)
+    opt.step()
+    opt.step(max_grad_norm=1.0)
+    assert p.tobytes() == np.ones(4, np.float32).tobytes()
+    assert opt.state == {} and opt.state_dict()["state"] == {} and opt.last_grad_norm == 0.0
+    opt.grads[0][...] = 1.0  # reading opt.grads allocates the buffers the step then reads
+    opt.step()
+    assert opt.state[0]["step"] == 1 and not np.array_equal(p, np.ones(4, np.float32))
+
+
+def test_zero_grad_set_to_none_drops_the_grad_buffers():
+    p = np.ones(3, np.float32)
+    opt = adam_c.Adam([p], lr=0.1)
+    assert "set_to_none" in inspect.signature(opt.zero_grad).parameters
+    opt.grads[0][...] = 2.0
+    opt.zero_grad()  # default: zeroed in place, the same arrays
+    held = opt.grads[0]
+    assert held is opt.grads[0] and not held.any()
+    opt.grads[0][...] = 1.0
+    opt.step()
+    after_one = p.copy()
+    opt.zero_grad(set_to_none=True)
+    opt.step()  # no grads: as torch after zero_grad(), nothing is stepped or counted
+    assert p.tobytes() == after_one.tobytes() and opt.state[0]["step"] == 1
+    fresh = opt.grads[0]
+    assert fresh is not held and not fresh.any()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"betas": (1.0, 0.9)}, r"^Invalid beta parameter at index 0: 1.0 \(betas\[0\] must be in \[0, 1\)\)$"),
+    ({"betas": (0.9, -0.5)}, r"^Invalid beta parameter at index 1: -0.5 \(betas\[1\]"),
+    ({"weight_decay": -1}, r"^Invalid weight_decay value: -1 \(weight_decay must be >= 0\)$"),
+    ({"lr": -0.5}, r"^Invalid learning rate: -0.5 \(lr must be >= 0\)$"),
+    ({"eps": -1e-8}, r"^Invalid epsilon value: -1e-08 \(eps must be >= 0\)$"),
+])
+def test_hyperparameter_errors_are_torchs_messages_naming_the_argument(kwargs, message):
+    """One rule for both front-ends (_validation.py): torch.optim's message, then the argument's name."""
+    with pytest.raises(ValueError, match=message):
+        adam_c.Adam([np.zeros(2, np.float32)], **kwargs)
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['"):
+        adam_c.Adam([{"params": [np.zeros(2, np.float32)], **kwargs}])

@@ -1,5 +1,6 @@
 """test_typing.py: the typed API: mypy --strict accepts a script using every public call and refuses misuse, and
-stubtest finds the stubs (_core.pyi, optim.pyi, functional.pyi) and annotations consistent with the runtime."""
+stubtest finds the stubs (_core.pyi, optim.pyi, functional.pyi, torch.pyi) and annotations consistent with the
+runtime."""
 import os
 import re
 import subprocess
@@ -36,6 +37,15 @@ def run_mypy(env, *args):
 
 def test_user_script_passes_mypy_strict(mypy_env):
     result = run_mypy(mypy_env, "mypy", "--strict", str(TYPING / "user_script.py"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Success" in result.stdout
+
+
+def test_torch_user_script_passes_mypy_strict(mypy_env):
+    """adam_c.torch.AdamW in a torch training loop type-checks as torch.optim.AdamW does (adam_c/torch.pyi), and
+    float16 arrays are params of the NumPy API."""
+    pytest.importorskip("torch", reason="torch is not installed")
+    result = run_mypy(mypy_env, "mypy", "--strict", str(TYPING / "torch_user_script.py"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Success" in result.stdout
 

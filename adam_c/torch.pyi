@@ -1,0 +1,53 @@
+# torch.pyi: types of adam_c.torch, so user code type-checks (mypy --strict) as it does with torch.optim.Adam/AdamW;
+# tests/test_typing.py's stubtest fails when this stub and torch.py drift apart.
+from contextlib import AbstractContextManager
+from typing import Any, Callable, Dict, Literal, Optional, Tuple, Union, overload
+
+import torch
+from torch.optim.optimizer import Optimizer, ParamsT, StateDict
+
+from .typing import ThreadingInfo
+
+__all__ = ["Adam", "AdamW"]
+
+_Rounding = Literal["nearest", "stochastic"]
+_StateDtypeName = Literal["float32", "bfloat16", "int8"]
+_Beta = Union[float, torch.Tensor]
+_FoundInf = Union[torch.Tensor, float, bool]
+
+class Adam(Optimizer):
+    last_step_skipped: bool
+    last_grad_norm: Optional[float]
+    def __init__(self, params: ParamsT, lr: Union[float, torch.Tensor] = ..., betas: Tuple[_Beta, _Beta] = ...,
+                 eps: float = ..., weight_decay: float = ..., amsgrad: bool = ..., *, maximize: bool = ...,
+                 foreach: Optional[bool] = ..., capturable: bool = ..., differentiable: bool = ...,
+                 fused: Optional[bool] = ..., decoupled_weight_decay: bool = ..., seed: int = ...,
+                 state_dtype: Union[_StateDtypeName, torch.dtype, None] = ..., state_rounding: _Rounding = ...,
+                 master_weights: bool = ..., rounding: _Rounding = ..., ema_decay: Optional[float] = ...) -> None: ...
+    def __getstate__(self) -> Dict[str, Any]: ...
+    def __setstate__(self, state: Dict[str, Any]) -> None: ...
+    def add_param_group(self, param_group: Dict[str, Any]) -> None: ...
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
+    def state_dict(self) -> StateDict: ...
+    def load_state_dict(self, state_dict: StateDict) -> None: ...
+    @property
+    def state_dtype(self) -> _StateDtypeName: ...
+    @overload  # type: ignore[override]
+    def step(self, closure: None = None, *, grad_scale: Optional[torch.Tensor] = None,
+             found_inf: Optional[_FoundInf] = None, max_grad_norm: Optional[float] = None) -> None: ...
+    @overload
+    def step(self, closure: Callable[[], float], *, grad_scale: Optional[torch.Tensor] = None,
+             found_inf: Optional[_FoundInf] = None, max_grad_norm: Optional[float] = None) -> float: ...
+    def ema_weights(self) -> AbstractContextManager[Adam]: ...
+    def threading_info(self) -> ThreadingInfo: ...
+    def state_float32(self) -> Dict[int, Dict[str, Any]]: ...
+    def state_bytes(self) -> int: ...
+
+class AdamW(Adam):
+    def __init__(self, params: ParamsT, lr: Union[float, torch.Tensor] = ..., betas: Tuple[_Beta, _Beta] = ...,
+                 eps: float = ..., weight_decay: float = ..., amsgrad: bool = ..., *, maximize: bool = ...,
+                 foreach: Optional[bool] = ..., capturable: bool = ..., differentiable: bool = ...,
+                 fused: Optional[bool] = ..., seed: int = ...,
+                 state_dtype: Union[_StateDtypeName, torch.dtype, None] = ..., state_rounding: _Rounding = ...,
+                 master_weights: bool = ..., rounding: _Rounding = ..., ema_decay: Optional[float] = ...) -> None: ...
+    def __setstate__(self, state: Dict[str, Any]) -> None: ...
