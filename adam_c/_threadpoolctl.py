@@ -1,17 +1,16 @@
 """adam_c's threadpoolctl controller: threadpool_info() lists adam_c, threadpool_limits() sets its default threads."""
 from . import _core
 
+try:  # optional; 3.5 is the first with a public `register`
+    import threadpoolctl as _threadpoolctl  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    _LibController = _threadpoolctl.LibController
+    _register = _threadpoolctl.register
+except (ImportError, AttributeError):
+    _threadpoolctl = None
 
-def register() -> bool:
-    """Registers the controller with threadpoolctl if it is installed (3.5 or newer: the first with a public
-    `register`); returns whether it did. Called once, when adam_c is imported."""
-    try:
-        import threadpoolctl  # type: ignore[import-untyped,import-not-found,unused-ignore]  # optional
-        base, register_controller = threadpoolctl.LibController, threadpoolctl.register
-    except (ImportError, AttributeError):
-        return False
 
-    class AdamCController(base):  # type: ignore[misc,valid-type]
+if _threadpoolctl is not None:
+    class AdamCController(_LibController):  # type: ignore[misc,valid-type,unused-ignore]
         """The thread count adam_c's steps use when adam_c.set_num_threads has set none (OMP_NUM_THREADS, read at
         import, or the CPU count). user_api "openmp": adam_c follows OMP_NUM_THREADS as an OpenMP runtime does,
         so threadpool_limits(n, user_api="openmp") limits it too."""
@@ -31,5 +30,11 @@ def register() -> bool:
         def get_version(self) -> str:
             return _core.version()
 
-    register_controller(AdamCController)
+
+def register() -> bool:
+    """Registers AdamCController with threadpoolctl if it is installed; returns whether it did. adam_c's import
+    calls it once."""
+    if _threadpoolctl is None:
+        return False
+    _register(AdamCController)
     return True
