@@ -22,20 +22,21 @@ def test_installed_distribution_carries_the_license():
         assert text == (ROOT / "LICENSE").read_text()
 
 
-def _real_cmake():
+def _real_cmake(tmp_path):
     """The cmake binary itself (PATH may hold a wrapper script that needs more of PATH than the test leaves)."""
     cmake = shutil.which("cmake")
     if cmake is None or not (ROOT / "CMakeLists.txt").is_file():
         return None
-    proc = subprocess.run([cmake, "-P", "/dev/stdin"], input='message("${CMAKE_COMMAND}")', capture_output=True,
-                          text=True, timeout=60)
+    script = tmp_path / "where.cmake"
+    script.write_text('message("${CMAKE_COMMAND}")\n')
+    proc = subprocess.run([cmake, "-P", str(script)], capture_output=True, text=True, timeout=60)
     path = proc.stderr.strip()
     return path if proc.returncode == 0 and os.path.isfile(path) else None
 
 
 @pytest.mark.parametrize("cc", ["no-such-cc", "", None])
 def test_configure_without_a_c_compiler_says_so_in_one_line(cc, tmp_path):
-    cmake = _real_cmake()
+    cmake = _real_cmake(tmp_path)
     if cmake is None:
         pytest.skip("needs cmake and the source tree's CMakeLists.txt")
     env = {k: v for k, v in os.environ.items() if k not in ("CC", "CMAKE_C_COMPILER")}
