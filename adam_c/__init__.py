@@ -18,6 +18,7 @@ from . import schedules
 from ._torch_checkpoint import from_torch_state_dict, to_torch_state_dict
 from .functional import adam_step
 from .optim import Adam, AdamW
+from ._threadpoolctl import register as _register_with_threadpoolctl
 from .typing import CpuInfo as _CpuInfo
 
 __version__: str = _core.version()  # the C library's, generated from pyproject.toml's version
@@ -26,6 +27,7 @@ __all__ = ["Adam", "AdamW", "adam_step", "cpu_info", "from_torch_state_dict", "g
            "set_threading", "to_torch_state_dict"]
 
 _MAX_THREADS = _core.max_threads()  # a bound the C pool enforces too; beyond it the OS may refuse threads
+_register_with_threadpoolctl()
 
 _forced = _os.environ.get("ADAM_C_TARGET", "").strip()
 if _forced and _core.current_target() != _forced:
@@ -35,8 +37,10 @@ if _forced and _core.current_target() != _forced:
 
 
 def cpu_info() -> _CpuInfo:
-    """What adam_c runs on: the SIMD target in use, all compiled targets and which this CPU supports, OpenMP
-    and threads. ADAM_C_TARGET=<name> in the environment forces a target at import."""
+    """What adam_c runs on: the SIMD target in use, all compiled targets and which this CPU supports, and its
+    threads: "num_threads" what a large step uses, "default_num_threads" what it uses without set_num_threads
+    (OMP_NUM_THREADS or the CPU count, changed by threadpoolctl's limits). "openmp" is False: adam_c links no
+    OpenMP runtime. ADAM_C_TARGET=<name> in the environment forces a target at import."""
     names = _core.target_names()
     return {
         "target": _core.current_target(),
@@ -45,6 +49,7 @@ def cpu_info() -> _CpuInfo:
         "forced_target": _forced or None,
         "openmp": _core.has_openmp(),
         "num_threads": _core.get_num_threads(),
+        "default_num_threads": _core.get_default_num_threads(),
         "parallel_threshold": _core.get_parallel_threshold(),
         "threading": "auto" if _core.get_autotune() else "fixed",
         "pool_restarts_after_fork": _core.pool_restarts(),
@@ -70,19 +75,21 @@ def set_target(name: str) -> None:
 
 
 def get_num_threads() -> int:
-    """Threads a large step uses: set_num_threads' value, else OpenMP's (OMP_NUM_THREADS, threadpoolctl)."""
+    """Threads a large step uses: set_num_threads' value, else the default: OMP_NUM_THREADS (its first value,
+    read at import) or the CPUs this process may run on, changed by threadpoolctl.threadpool_limits."""
     return _core.get_num_threads()
 
 
 def set_num_threads(n: _Optional[int]) -> None:
-    """Use n >= 1 threads for large steps; None (or 0) follows OpenMP again."""
+    """Use n >= 1 threads for large steps (threadpoolctl's limits then no longer apply to adam_c); None (or 0)
+    follows the default again (OMP_NUM_THREADS or the CPU count, and threadpoolctl's limits)."""
     if n is None:
         n = 0
     if isinstance(n, (bool, _np.bool_)) or not hasattr(type(n), "__index__"):
         raise TypeError(f"n must be an int or None, got {type(n).__name__}")
     n = _operator.index(n)  # NumPy integers too (a thread count from np.argmin, say)
     if not 0 <= n <= _MAX_THREADS:
-        raise ValueError(f"n must be in 1..{_MAX_THREADS}, or 0/None to follow OpenMP, got {n}")
+        raise ValueError(f"n must be in 1..{_MAX_THREADS}, or 0/None to follow OMP_NUM_THREADS, got {n}")
     _core.set_num_threads_raw(n)
 
 

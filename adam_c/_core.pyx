@@ -589,8 +589,19 @@ def get_autotune():
 
 
 cdef extern from "adam_internal.h" nogil:  # not in _core.pxd: that one is public (adam_c.capi) and installed
+    int adamc_get_default_num_threads()
+    void adamc_set_default_num_threads(int n)
     int adamc_autotune_pick(const adamc_autotune *tune)
     void adamc_autotune_finish(adamc_autotune *tune, int mode, double ns, int threads)
+
+
+# the thread count without an adamc_set_num_threads override: OMP_NUM_THREADS or the CPU count, threadpoolctl's knob
+def get_default_num_threads():
+    return adamc_get_default_num_threads()
+
+
+def set_default_num_threads(int n):
+    adamc_set_default_num_threads(n)
 
 
 def autotune_trace(step_time, Py_ssize_t steps, int threads=2):

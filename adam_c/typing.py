@@ -86,6 +86,7 @@ class CpuInfo(TypedDict):
     forced_target: Union[str, None]
     openmp: bool
     num_threads: int
+    default_num_threads: int
     parallel_threshold: int
     threading: str
     pool_restarts_after_fork: int

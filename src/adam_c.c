@@ -1,4 +1,7 @@
 /* adam_c.c: the step driver: thread settings, per-step constants, chunks over the table, the norm pass. */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT: the CPUs this process may run on */
+#endif
 #include "adam_c.h"
 #include "adam_internal.h"
 
@@ -10,13 +13,52 @@
 
 #include <time.h>
 
-#ifdef _OPENMP
-#include <omp.h>
+#include <errno.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <sched.h>
 #endif
 
 /* ------------------------------------------------------------------ threads */
 
+/* adamc_set_num_threads' value (0: none), and what a step uses without it: OMP_NUM_THREADS or the CPU count,
+ * read once at load (as an OpenMP runtime reads it), changed at run time by threadpoolctl's limits. */
 static int num_threads_override = 0;
+static int num_threads_default = 1;
+
+static int cap_threads(long n) { return n < 1 ? 1 : (n > ADAMC_MAX_THREADS ? ADAMC_MAX_THREADS : (int)n); }
+
+/* The CPUs this process may run on (its affinity mask: taskset, a container's cpuset), as OpenMP counts them. */
+static int available_cpus(void)
+{
+#if defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+#endif
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? cap_threads(n) : 1;
+}
+
+/* OMP_NUM_THREADS read as OpenMP reads it: the first value of a list ("4,2" sets nested levels, adam_c has one),
+ * blanks around it allowed; anything else (empty, 0, negative, not a number) leaves the CPU count. */
+static int threads_from_environment(void)
+{
+    const char *s = getenv("OMP_NUM_THREADS");
+    if (s) {
+        char *end;
+        errno = 0;
+        long n = strtol(s, &end, 10);
+        while (*end == ' ' || *end == '\t')
+            end++;
+        if (end != s && (*end == '\0' || *end == ',') && n >= 1)
+            return errno == ERANGE ? ADAMC_MAX_THREADS : cap_threads(n);
+    }
+    return cap_threads(available_cpus());
+}
+
+void adamc_threads_init(void) { num_threads_default = threads_from_environment(); }
+
 /* Below this many float32 elements (or half as many float64) a step is one serial pass: even a worker that is
  * already awake costs more than it saves. Above it, an optimizer's plan measures (autotune.c). */
 static size_t parallel_threshold = 16384;
@@ -24,35 +66,20 @@ static int autotune_enabled = 1;
 /* Work units are cut on 64-byte boundaries of the param buffer so no cache line is written by two threads. */
 #define CACHE_LINE 64
 
-int adamc_has_openmp(void)
-{
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
-#endif
-}
+int adamc_has_openmp(void) { return 0; }
 
 int adamc_get_num_threads(void)
 {
 #if ADAMC_HAVE_POOL
-    int n = num_threads_override;
-#ifdef _OPENMP
-    if (n <= 0)
-        n = omp_get_max_threads();
-#endif
-    if (n < 1)
-        n = 1;
-    return n > ADAMC_MAX_THREADS ? ADAMC_MAX_THREADS : n;
+    return num_threads_override > 0 ? num_threads_override : num_threads_default;
 #else
     return 1;
 #endif
 }
 
-void adamc_set_num_threads(int n)
-{
-    num_threads_override = n <= 0 ? 0 : (n > ADAMC_MAX_THREADS ? ADAMC_MAX_THREADS : n);
-}
+void adamc_set_num_threads(int n) { num_threads_override = n <= 0 ? 0 : cap_threads(n); }
+int adamc_get_default_num_threads(void) { return num_threads_default; }
+void adamc_set_default_num_threads(int n) { num_threads_default = cap_threads(n); }
 size_t adamc_get_parallel_threshold(void) { return parallel_threshold; }
 void adamc_set_parallel_threshold(size_t n) { parallel_threshold = n; }
 void adamc_set_autotune(int enabled) { autotune_enabled = enabled != 0; }

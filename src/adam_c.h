@@ -129,7 +129,7 @@ void adamc_tensor_init(adamc_tensor *t);
  * n == 0 is a valid no-op (the buffer pointers may then be NULL; hp, step and the codes are checked all the same).
  * step >= 1. Numerics follow torch.optim.Adam(foreach=False):
  * bias corrections and step size are computed in double once, then rounded to the element type.
- * Thread-safe for disjoint buffers; may run an OpenMP parallel region for large n. */
+ * Thread-safe for disjoint buffers; may split a large n over adam_c's worker threads. */
 adamc_status adamc_step_f32(float *p, const float *g, float *m, float *v, float *vmax, size_t n, int64_t step,
                             const adamc_hparams *hp);
 /* The same for float64. */
@@ -207,16 +207,18 @@ adamc_status adamc_set_target(const char *name);
  * still spinning after a matmul, another OpenMP library, a busy core) is simply not waited for, and results are
  * bit-identical for any number of threads. Workers run each chunk with the caller's floating-point mode. */
 #define ADAMC_MAX_THREADS 256
-/* Threads a large step may use: the override from adamc_set_num_threads, else OpenMP's omp_get_max_threads()
- * (so OMP_NUM_THREADS and threadpoolctl apply), capped at ADAMC_MAX_THREADS. 1 when built without threads. */
+/* Threads a large step may use: the override from adamc_set_num_threads, else the default: OMP_NUM_THREADS (its
+ * first value, read when the library is loaded) or the number of CPUs this process may run on (from Python,
+ * threadpoolctl.threadpool_limits changes the default too), capped at ADAMC_MAX_THREADS. 1 when built without
+ * threads. */
 int adamc_get_num_threads(void);
-/* n in 1..ADAMC_MAX_THREADS overrides OpenMP's setting for adam_c; n <= 0 goes back to following OpenMP;
+/* n in 1..ADAMC_MAX_THREADS overrides the default thread count; n <= 0 goes back to following the default;
  * larger n is capped. Creating threads that the OS refuses means fewer helpers, never an error. */
 void adamc_set_num_threads(int n);
 /* Element count (float32 elements; a float64 element counts twice) under which a step always runs serially. */
 size_t adamc_get_parallel_threshold(void);
 void adamc_set_parallel_threshold(size_t n);
-/* 1 if built with OpenMP (used for the thread count only: omp_get_max_threads). */
+/* 0: the library links no OpenMP runtime (its threads are its own pool). */
 int adamc_has_openmp(void);
 /* In a fork() child: 1 if the parent had started worker threads (then 0 in the parent, and in a child of a
  * process that had none). A fork child runs its steps serially: it never waits for threads it does not have. */

@@ -153,6 +153,12 @@ typedef void (*adamc_chunk_fn)(const void *ctx, size_t chunk);
 int adamc_pool_run(adamc_chunk_fn run, const void *ctx, size_t nchunks, int threads);
 /* Registers the fork handler that gives a child process a fresh pool (called once at load). */
 void adamc_pool_init(void);
+/* The thread count a step uses when adamc_set_num_threads has set none: OMP_NUM_THREADS (read at load) or the CPU
+ * count; set (capped to 1..ADAMC_MAX_THREADS) by adam_c's threadpoolctl controller for threadpool_limits. */
+int adamc_get_default_num_threads(void);
+void adamc_set_default_num_threads(int n);
+/* Reads OMP_NUM_THREADS (or counts the CPUs) for the default thread count (called once at load). */
+void adamc_threads_init(void);
 
 /* ---- The measured threading decision (autotune.c), exposed for tests that drive it with synthetic timings. */
 struct adamc_autotune;

@@ -54,6 +54,7 @@ __attribute__((constructor)) static void adamc_init(void)
             adamc_active_target = &targets[i];
         /* an unknown or unsupported name keeps the best target; the Python layer warns about it */
     }
+    adamc_threads_init();
     adamc_pool_init();
 }
 

@@ -63,11 +63,11 @@ def low_parallel_threshold(parallel_threshold):
 
 @pytest.fixture
 def num_threads():
-    """A setter for adam_c's thread count; afterwards adam_c follows OpenMP again (set_num_threads(None))."""
+    """A setter for adam_c's thread count; afterwards adam_c follows its default again (set_num_threads(None))."""
 
     def set_threads(n):
         adam_c.set_num_threads(n)
-        assert adam_c.get_num_threads() == (n if _core.has_openmp() else 1)
+        assert adam_c.get_num_threads() == n
 
     yield set_threads
     adam_c.set_num_threads(None)

@@ -1004,12 +1004,19 @@ static void test_misc_api(void)
         CHECK(adamc_set_target(adamc_target_name(i)) == ADAMC_ERR_UNKNOWN_TARGET && adamc_current_target() == before,
               "set_target(unsupported %s)", adamc_target_name(i));
     }
+    const int following = adamc_get_num_threads(); /* OMP_NUM_THREADS or the CPU count */
+    CHECK(following >= 1 && following <= ADAMC_MAX_THREADS, "default thread count %d", following);
     adamc_set_num_threads(3);
-    CHECK(adamc_get_num_threads() == (adamc_has_openmp() ? 3 : 1), "set_num_threads(3) -> %d",
-          adamc_get_num_threads());
+#if !defined(_WIN32)
+    CHECK(adamc_get_num_threads() == 3, "set_num_threads(3) -> %d", adamc_get_num_threads());
+#endif
+    adamc_set_num_threads(ADAMC_MAX_THREADS + 1);
+    CHECK(adamc_get_num_threads() <= ADAMC_MAX_THREADS, "set_num_threads(max + 1) is capped");
     adamc_set_num_threads(-5);
-    CHECK(adamc_get_num_threads() >= 1, "set_num_threads(-5) falls back to OpenMP's count");
+    CHECK(adamc_get_num_threads() == following, "set_num_threads(-5) follows the default again: %d, not %d",
+          adamc_get_num_threads(), following);
     adamc_set_num_threads(0);
+    CHECK(adamc_has_openmp() == 0, "no OpenMP runtime is linked");
     const size_t saved = adamc_get_parallel_threshold();
     adamc_set_parallel_threshold(12345);
     CHECK(adamc_get_parallel_threshold() == 12345, "parallel threshold round trip");
@@ -1757,8 +1764,7 @@ int main(void)
     memset(canary_block, CANARY, sizeof canary_block);
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *initial = adamc_current_target();
-    printf("adam_c C tests: initial target %s, OpenMP %d, %d threads\n", initial, adamc_has_openmp(),
-           adamc_get_num_threads());
+    printf("adam_c C tests: initial target %s, %d threads\n", initial, adamc_get_num_threads());
 
     RUN(test_fork_before_parallel); /* must come before anything runs a parallel region */
     RUN(test_misc_api);

@@ -2,6 +2,7 @@
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -91,11 +92,50 @@ def test_set_target_rejects_unknown_and_unsupported(restore_target):
     assert adam_c.cpu_info()["target"] == restore_target
 
 
-@pytest.mark.parametrize("n", ["1", "3"])
-def test_omp_num_threads_is_honoured(n, tmp_path):
-    proc = run_python("import adam_c; print(adam_c.get_num_threads())", tmp_path, OMP_NUM_THREADS=n)
+def _cpus():
+    return min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+               _core.max_threads())
+
+
+@pytest.mark.parametrize("value, expected", [("1", 1), ("3", 3), ("4,2", 4), (" 2 ", 2), ("2, 1", 2),
+                                             ("", None), ("0", None), ("-2", None), ("abc", None), ("3x", None)])
+def test_omp_num_threads_is_honoured(value, expected, tmp_path):
+    """OMP_NUM_THREADS read as OpenMP reads it: its first value; anything that is not a positive number leaves the
+    CPUs this process may run on."""
+    code = "import adam_c; i = adam_c.cpu_info(); print(adam_c.get_num_threads(), i['default_num_threads'])"
+    proc = run_python(code, tmp_path, OMP_NUM_THREADS=value)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == n
+    n = _cpus() if expected is None else expected
+    assert proc.stdout.split() == [str(n), str(n)], (value, proc.stdout)
+
+
+def test_without_omp_num_threads_the_cpus_of_the_process(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    proc = subprocess.run([sys.executable, "-c", "import adam_c; print(adam_c.get_num_threads())"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(_cpus())
+    if hasattr(os, "sched_setaffinity") and shutil.which("taskset") and len(os.sched_getaffinity(0)) > 1:
+        cpu = min(os.sched_getaffinity(0))
+        proc = subprocess.run(["taskset", "-c", str(cpu), sys.executable, "-c",
+                               "import adam_c; print(adam_c.get_num_threads())"],
+                              capture_output=True, text=True, timeout=120, env=env, cwd=str(tmp_path))
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "1", "a process pinned to one CPU uses one thread"
+
+
+def test_no_openmp_runtime_is_loaded(tmp_path):
+    """adam_c links no OpenMP runtime (a wheel would otherwise bundle a second libgomp beside torch's)."""
+    code = ("import adam_c, numpy as np; p = np.zeros(100_000, np.float32); adam_c.Adam([p]).step([np.ones_like(p)]); "
+            "maps = open('/proc/self/maps').read(); "
+            "print(sorted({l.split('/')[-1] for l in maps.splitlines() "
+            "              if l.split('/')[-1].startswith(('libgomp', 'libiomp', 'libomp'))}))")  # OpenMP runtimes
+    if not os.path.exists("/proc/self/maps"):
+        pytest.skip("needs /proc/self/maps")
+    proc = run_python(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout
+    assert adam_c.cpu_info()["openmp"] is False
 
 
 def test_set_num_threads_overrides_and_none_restores():
@@ -118,16 +158,81 @@ def test_set_num_threads_rejects(bad, exc):
     assert adam_c.get_num_threads() == before
 
 
-def test_threadpoolctl_sees_and_limits_adam_c():
+def test_threadpoolctl_lists_adam_c():
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    if not adam_c.cpu_info()["openmp"]:
-        pytest.skip("built without OpenMP")
-    apis = {info["internal_api"] for info in threadpoolctl.threadpool_info()}
-    assert "openmp" in apis
-    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+    if not hasattr(threadpoolctl, "register"):
+        pytest.skip("threadpoolctl < 3.5 cannot take adam_c's controller")
+    ours = [i for i in threadpoolctl.threadpool_info() if i["internal_api"] == "adam_c"]
+    assert len(ours) == 1, threadpoolctl.threadpool_info()
+    assert ours[0]["user_api"] == "openmp"
+    assert os.path.samefile(ours[0]["filepath"], _core.__file__)
+    assert ours[0]["version"] == adam_c.__version__
+    assert ours[0]["num_threads"] == adam_c.cpu_info()["default_num_threads"]
+
+
+def test_threadpool_limits_sets_adam_cs_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not hasattr(threadpoolctl, "register"):
+        pytest.skip("threadpoolctl < 3.5 cannot take adam_c's controller")
+    before = adam_c.get_num_threads()
+    try:
+        with threadpoolctl.threadpool_limits(limits=1):
+            assert adam_c.get_num_threads() == 1
+        assert adam_c.get_num_threads() == before
+        with threadpoolctl.threadpool_limits(limits=2, user_api="openmp"):
+            assert adam_c.get_num_threads() == 2
+            adam_c.set_num_threads(3)  # an override wins over the limit ...
+            assert adam_c.get_num_threads() == 3
+            adam_c.set_num_threads(None)  # ... and None follows it again
+            assert adam_c.get_num_threads() == 2
+        with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+            assert adam_c.get_num_threads() == before, "a BLAS limit is not adam_c's"
+        with threadpoolctl.threadpool_limits(limits={"openmp": 1}):
+            assert adam_c.get_num_threads() == 1
+        with threadpoolctl.threadpool_limits(limits=10**6):
+            assert adam_c.get_num_threads() == _core.max_threads(), "capped as OMP_NUM_THREADS is"
+        controller = threadpoolctl.ThreadpoolController().select(internal_api="adam_c")
+        with controller.limit(limits=1):
+            assert adam_c.get_num_threads() == 1
+    finally:
+        adam_c.set_num_threads(None)
+    assert adam_c.get_num_threads() == before
+    assert adam_c.cpu_info()["default_num_threads"] == before
+
+
+LATE_THREADPOOLCTL = """
+import sys
+if sys.argv[1] == "before":
+    import threadpoolctl
+    threadpoolctl.threadpool_info()   # libraries listed before adam_c is loaded
+import adam_c
+if sys.argv[1] == "absent":
+    from adam_c import _threadpoolctl
+    assert not _threadpoolctl.register()
+    print("NO-TPC", adam_c.get_num_threads())
+else:
+    import threadpoolctl
+    ours = [i for i in threadpoolctl.threadpool_info() if i["internal_api"] == "adam_c"]
+    assert len(ours) == 1, threadpoolctl.threadpool_info()
+    with threadpoolctl.threadpool_limits(1):
         assert adam_c.get_num_threads() == 1
-    with threadpoolctl.threadpool_limits(limits=2, user_api="openmp"):
-        assert adam_c.get_num_threads() == 2
+    print("TPC-OK", adam_c.get_num_threads())
+"""
+
+
+@pytest.mark.parametrize("order", ["before", "after", "absent"])
+def test_threadpoolctl_imported_before_after_or_not_at_all(order, tmp_path):
+    """threadpoolctl imported (and used) before adam_c still finds it; without threadpoolctl adam_c just works."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not hasattr(threadpoolctl, "register"):
+        pytest.skip("threadpoolctl < 3.5 cannot take adam_c's controller")
+    code = LATE_THREADPOOLCTL
+    if order == "absent":
+        code = "import sys; sys.modules['threadpoolctl'] = None\n" + code
+    proc = subprocess.run([sys.executable, "-c", code, order], capture_output=True, text=True, timeout=120,
+                          cwd=str(tmp_path), env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == (["NO-TPC", "2"] if order == "absent" else ["TPC-OK", "2"])
 
 
 def test_demo_trains(tmp_path):
