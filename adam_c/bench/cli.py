@@ -24,7 +24,7 @@ def print_header(info, vers, threads):
     print(f"adam_c benchmark, {datetime.datetime.now().isoformat(timespec='seconds')}")
     print(wrap(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs), {platform.system()} {platform.release()}"))
     print(wrap(f"adam_c {vers['adam_c']}: SIMD target {info['target']} (compiled {', '.join(info['targets'])}; "
-               f"CPU supports {', '.join(info['supported_targets'])}), OpenMP {'yes' if info['openmp'] else 'no'}, "
+               f"CPU supports {', '.join(info['supported_targets'])}), "
                f"threads {info['num_threads']}, parallel threshold {info['parallel_threshold']:,} float32 "
                "elements"))
     shown = [f"{k} {v}" for k, v in vers.items() if k != "adam_c" and v is not None]
