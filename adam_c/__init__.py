@@ -24,12 +24,16 @@ from .typing import CpuInfo as _CpuInfo
 __version__: str = _core.version()  # the C library's, generated from pyproject.toml's version
 __all__ = ["Adam", "AdamW", "adam_step", "cpu_info", "from_torch_state_dict", "get_cmake_dir", "get_include",
            "get_library_dir", "get_num_threads", "get_pkgconfig_dir", "set_num_threads", "set_target",
-           "set_threading", "to_torch_state_dict"]
+           "set_executor", "set_threading", "to_torch_state_dict"]
 
 _MAX_THREADS = _core.max_threads()  # a bound the C pool enforces too; beyond it the OS may refuse threads
 _register_with_threadpoolctl()
 
 _forced = _os.environ.get("ADAM_C_TARGET", "").strip()
+_forced_executor = _os.environ.get("ADAM_C_EXECUTOR", "").strip()
+if _forced_executor and _forced_executor not in ("auto", "pool", "openmp"):
+    _warnings.warn(f"ADAM_C_EXECUTOR={_forced_executor!r} is not 'auto', 'pool' or 'openmp'; using 'auto'",
+                   RuntimeWarning, stacklevel=2)
 if _forced and _core.current_target() != _forced:
     _warnings.warn(f"ADAM_C_TARGET={_forced!r} is not a SIMD target this CPU supports "
                    f"(compiled: {_core.target_names()}); using {_core.current_target()!r}", RuntimeWarning,
@@ -53,7 +57,19 @@ def cpu_info() -> _CpuInfo:
         "parallel_threshold": _core.get_parallel_threshold(),
         "threading": "auto" if _core.get_autotune() else "fixed",
         "pool_restarts_after_fork": _core.pool_restarts(),
+        "executor": _core.get_executor(),
+        "openmp_runtime": _core.openmp_runtime(),
     }
+
+
+def set_executor(mode: str) -> None:
+    """Which threads run a parallel step. "auto" (default): the thread team of an OpenMP runtime already loaded in
+    the process (torch's, whose threads hold the cores after forward and backward), else adam_c's own pool;
+    "pool": always the pool; "openmp": the team whenever a runtime is loaded. ADAM_C_EXECUTOR=<mode> in the
+    environment sets it at import. Results are bit-identical whichever runs the step."""
+    if not isinstance(mode, str):
+        raise TypeError(f"mode must be a str, got {type(mode).__name__}")
+    _core.set_executor(mode)
 
 
 def set_threading(mode: str) -> None:

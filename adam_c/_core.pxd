@@ -105,6 +105,10 @@ cdef extern from "adam_c.h" nogil:
     void adamc_set_parallel_threshold(size_t n)
     int adamc_has_openmp()
     int adamc_pool_restarts()
+    int adamc_set_executor(int mode)
+    int adamc_get_executor()
+    int adamc_last_executor()
+    const char *adamc_openmp_runtime_path()
 
     int ADAMC_MAX_THREADS
     ctypedef struct adamc_autotune:

@@ -576,6 +576,28 @@ def pool_restarts():
     return adamc_pool_restarts()
 
 
+_EXECUTORS = ("auto", "pool", "openmp")  # adam_internal.h's ADAMC_EXECUTOR_* in order
+
+
+def set_executor(str mode):
+    if mode not in _EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(map(repr, _EXECUTORS))}, got {mode!r}")
+    adamc_set_executor(_EXECUTORS.index(mode))
+
+
+def get_executor():
+    return _EXECUTORS[adamc_get_executor()]
+
+
+def last_executor():
+    return _EXECUTORS[adamc_last_executor()]
+
+
+def openmp_runtime():
+    cdef const char *path = adamc_openmp_runtime_path()
+    return None if path == NULL else path.decode("utf-8", "replace")
+
+
 def max_threads():
     return ADAMC_MAX_THREADS
 

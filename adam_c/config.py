@@ -10,7 +10,7 @@ OPTIONS = (
     ("--cflags", "compiler flags: -I for adam_c.h"),
     ("--libs", "linker flags for the shared library (-L... -ladam_c); add --rpath to find it at run time"),
     ("--libs-static", "linker flags for the static library: libadam_c.a by path, then what it needs "
-                      "(-pthread, -lm)"),
+                      "(-pthread, -lm, -ldl)"),
     ("--rpath", "-Wl,-rpath,<libdir>: lets a program linked with --libs find libadam_c.so when it runs"),
     ("--cmake-dir", "the directory holding adam_cConfig.cmake (for -Dadam_c_DIR=...)"),
     ("--pkgconfig-dir", "the directory holding adam_c.pc and adam_c_static.pc (for PKG_CONFIG_PATH)"),

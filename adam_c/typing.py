@@ -90,6 +90,8 @@ class CpuInfo(TypedDict):
     parallel_threshold: int
     threading: str
     pool_restarts_after_fork: int
+    executor: str
+    openmp_runtime: Union[str, None]
 
 
 class ThreadingInfo(TypedDict):

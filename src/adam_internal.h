@@ -151,6 +151,15 @@ typedef void (*adamc_chunk_fn)(const void *ctx, size_t chunk);
  * chunk with the caller's floating-point mode; returns once every chunk has run. Returns 1 if workers were
  * offered the job, 0 if it ran serially (threads <= 1, one chunk, or the pool busy with another caller's job). */
 int adamc_pool_run(adamc_chunk_fn run, const void *ctx, size_t nchunks, int threads);
+/* Which threads run a parallel step: ADAMC_EXECUTOR_AUTO (default) uses the thread team of a GNU-compatible
+ * OpenMP runtime already loaded in the process (torch's, say) and otherwise adam_c's own pool;
+ * ADAMC_EXECUTOR_POOL always the pool; ADAMC_EXECUTOR_OPENMP the team when there is a runtime (else the pool).
+ * The chunks and so the results are the same whichever runs them. */
+enum { ADAMC_EXECUTOR_AUTO = 0, ADAMC_EXECUTOR_POOL = 1, ADAMC_EXECUTOR_OPENMP = 2 };
+int adamc_set_executor(int mode);     /* -1 for an unknown mode (nothing changes) */
+int adamc_get_executor(void);
+int adamc_last_executor(void);        /* what ran the last parallel step: POOL or OPENMP */
+const char *adamc_openmp_runtime_path(void); /* the loaded OpenMP runtime the team executor uses, or NULL */
 /* Registers the fork handler that gives a child process a fresh pool (called once at load). */
 void adamc_pool_init(void);
 /* The thread count a step uses when adamc_set_num_threads has set none: OMP_NUM_THREADS (read at load) or the CPU

@@ -16,13 +16,20 @@
  * Chunk boundaries are chosen by the caller from the workload alone, never from the thread count, so results are
  * bit-identical however many threads take part (NaN payloads included).
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* dl_iterate_phdr, before any system header */
+#endif
 #include "adam_c.h"
 #include "adam_internal.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #if ADAMC_HAVE_POOL
+#include <dlfcn.h>
+#include <link.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -62,6 +69,9 @@ typedef struct pool {
     pthread_mutex_t sleep_lock;
     pthread_cond_t wake;
 } pool;
+
+static _Atomic int executor_mode = ADAMC_EXECUTOR_AUTO;
+static _Atomic int last_executor = ADAMC_EXECUTOR_POOL;
 
 static pool the_pool = {
     .caller_lock = PTHREAD_MUTEX_INITIALIZER,
@@ -206,9 +216,160 @@ static void pool_after_fork_in_child(void)
     pthread_cond_init(&pl->wake, NULL);
 }
 
-void adamc_pool_init(void) { pthread_atfork(NULL, NULL, pool_after_fork_in_child); }
+void adamc_pool_init(void)
+{
+    pthread_atfork(NULL, NULL, pool_after_fork_in_child);
+    /* ADAM_C_EXECUTOR=pool|openmp|auto forces the executor at load (an unknown value keeps "auto"; the Python
+     * package checks the value and says so) */
+    const char *forced = getenv("ADAM_C_EXECUTOR");
+    if (forced != NULL && strcmp(forced, "pool") == 0)
+        atomic_store(&executor_mode, ADAMC_EXECUTOR_POOL);
+    else if (forced != NULL && strcmp(forced, "openmp") == 0)
+        atomic_store(&executor_mode, ADAMC_EXECUTOR_OPENMP);
+}
 
 int adamc_pool_restarts(void) { return restarts; }
+
+
+/* ---- The OpenMP team executor.
+ * In a torch process, torch's OpenMP worker threads keep spinning on the cores for a while after each parallel
+ * region (forward, backward): a worker of this pool that wakes up then finds no free core, and the caller steps
+ * alone. When a GNU OpenMP runtime is already loaded in the process (torch's bundled libgomp, or any other), a
+ * step runs its chunks on that runtime's thread team instead: the threads that hold the cores take the chunks at
+ * once. Nothing links against OpenMP: the runtime is found among the loaded objects at run time and used only
+ * through GOMP_parallel, which GNU OpenMP and LLVM/Intel's libomp/libiomp5 all export. The chunks are the same,
+ * claimed from a counter, so results do not depend on the executor or the thread count; each team thread runs
+ * them in the caller's floating-point mode and gets its own mode back afterwards. */
+typedef void (*gomp_parallel_fn)(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags);
+typedef int (*omp_int_fn)(void);
+
+static struct {
+    pthread_mutex_t lock;
+    unsigned long long adds_seen; /* dl_iterate_phdr's load counter when the objects were last searched */
+    int searched;
+    gomp_parallel_fn parallel;
+    omp_int_fn in_parallel;
+    omp_int_fn max_threads;
+    char path[512];
+} omp_rt = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+
+static int read_adds(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    *(unsigned long long *)data = info->dlpi_adds;
+    return 1; /* the first object is enough */
+}
+
+static int find_openmp(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    (void)data;
+    const char *name = info->dlpi_name;
+    if (name == NULL || name[0] == '\0')
+        return 0;
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    if (strncmp(base, "libgomp", 7) != 0 && strncmp(base, "libiomp5", 8) != 0 && strncmp(base, "libomp", 6) != 0)
+        return 0;
+    void *h = dlopen(name, RTLD_LAZY | RTLD_NOLOAD); /* already loaded: a new reference, never a new load */
+    if (h == NULL)
+        return 0;
+    gomp_parallel_fn par = (gomp_parallel_fn)dlsym(h, "GOMP_parallel");
+    omp_int_fn inpar = (omp_int_fn)dlsym(h, "omp_in_parallel");
+    omp_int_fn maxt = (omp_int_fn)dlsym(h, "omp_get_max_threads");
+    if (par == NULL || inpar == NULL || maxt == NULL) {
+        dlclose(h);
+        return 0;
+    }
+    /* the handle is kept (never dlclose'd) so the runtime cannot be unloaded while this library uses it */
+    omp_rt.parallel = par;
+    omp_rt.in_parallel = inpar;
+    omp_rt.max_threads = maxt;
+    strncpy(omp_rt.path, name, sizeof omp_rt.path - 1);
+    return 1;
+}
+
+/* The loaded OpenMP runtime's GOMP_parallel, or NULL. The loaded objects are searched again only when the
+ * process has loaded a library since the last search (torch may be imported after adam_c). */
+static gomp_parallel_fn openmp_runtime(void)
+{
+    unsigned long long adds = 0;
+    dl_iterate_phdr(read_adds, &adds);
+    pthread_mutex_lock(&omp_rt.lock);
+    if (omp_rt.parallel == NULL && (!omp_rt.searched || adds != omp_rt.adds_seen)) {
+        omp_rt.searched = 1;
+        omp_rt.adds_seen = adds;
+        dl_iterate_phdr(find_openmp, NULL);
+    }
+    gomp_parallel_fn par = omp_rt.parallel;
+    pthread_mutex_unlock(&omp_rt.lock);
+    return par;
+}
+
+typedef struct team_job {
+    adamc_chunk_fn run;
+    const void *ctx;
+    unsigned fp_mode;
+    uint32_t nchunks;
+    _Atomic uint32_t next;
+} team_job;
+
+static void team_body(void *arg)
+{
+    team_job *job = (team_job *)arg;
+    const unsigned own_mode = read_fp_mode();
+    int applied = 0;
+    for (;;) {
+        const uint32_t c = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
+        if (c >= job->nchunks)
+            break;
+        if (!applied) {
+            apply_fp_mode(job->fp_mode);
+            applied = 1;
+        }
+        job->run(job->ctx, c);
+    }
+    if (applied)
+        apply_fp_mode(own_mode);
+}
+
+int adamc_set_executor(int mode)
+{
+    if (mode != ADAMC_EXECUTOR_AUTO && mode != ADAMC_EXECUTOR_POOL && mode != ADAMC_EXECUTOR_OPENMP)
+        return -1;
+    atomic_store(&executor_mode, mode);
+    return 0;
+}
+
+int adamc_get_executor(void) { return atomic_load(&executor_mode); }
+
+int adamc_last_executor(void) { return atomic_load(&last_executor); }
+
+const char *adamc_openmp_runtime_path(void)
+{
+    return openmp_runtime() != NULL ? omp_rt.path : NULL;
+}
+
+/* Runs the job on the loaded OpenMP runtime's team, of at most `threads` and at most the runtime's own thread
+ * count (torch.set_num_threads sets it: the team never grows past the threads its owner asked for); 0 if it
+ * cannot (no runtime, or the caller is inside a parallel region already, where a nested team would run serially
+ * anyway). */
+static int run_on_team(adamc_chunk_fn run, const void *ctx, size_t nchunks, int threads)
+{
+    gomp_parallel_fn par = openmp_runtime();
+    if (par == NULL || omp_rt.in_parallel())
+        return 0;
+    const int team = omp_rt.max_threads();
+    if (team < threads)
+        threads = team;
+    if (threads <= 1)
+        return 0;
+    team_job job = {.run = run, .ctx = ctx, .fp_mode = read_fp_mode(), .nchunks = (uint32_t)nchunks};
+    atomic_init(&job.next, 0);
+    par(team_body, &job, (unsigned)threads, 0);
+    return 1;
+}
 
 int adamc_pool_run(adamc_chunk_fn run, const void *ctx, size_t nchunks, int threads)
 {
@@ -222,6 +383,14 @@ int adamc_pool_run(adamc_chunk_fn run, const void *ctx, size_t nchunks, int thre
             run(ctx, c);
         return 0;
     }
+    /* one job at a time for either executor: a second caller's team would oversubscribe the cores */
+    if (atomic_load_explicit(&executor_mode, memory_order_relaxed) != ADAMC_EXECUTOR_POOL &&
+        run_on_team(run, ctx, nchunks, threads)) {
+        atomic_store_explicit(&last_executor, ADAMC_EXECUTOR_OPENMP, memory_order_relaxed);
+        pthread_mutex_unlock(&pl->caller_lock);
+        return 1;
+    }
+    atomic_store_explicit(&last_executor, ADAMC_EXECUTOR_POOL, memory_order_relaxed);
     int helpers = ensure_workers(pl, threads - 1);
     if (helpers > threads - 1)
         helpers = threads - 1;
@@ -250,6 +419,11 @@ int adamc_pool_run(adamc_chunk_fn run, const void *ctx, size_t nchunks, int thre
 }
 
 #else /* no pthreads: everything runs on the caller */
+
+int adamc_set_executor(int mode) { return mode == ADAMC_EXECUTOR_AUTO || mode == ADAMC_EXECUTOR_POOL ? 0 : -1; }
+int adamc_get_executor(void) { return ADAMC_EXECUTOR_POOL; }
+int adamc_last_executor(void) { return ADAMC_EXECUTOR_POOL; }
+const char *adamc_openmp_runtime_path(void) { return NULL; }
 
 void adamc_pool_init(void) {}
 

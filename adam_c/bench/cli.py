@@ -9,7 +9,7 @@ import time
 import adam_c
 from adam_c import _core
 
-from . import compressed, dropin, loop, mixed, step, threshold
+from . import compressed, dropin, loop, mixed, step, threshold, torchloop
 from .harness import (PROGRESS_AFTER_S, Progress, Settings, bytes_per_element, cpu_model, host_note, load_note,
                       optional_module, peak_rss_mb, set_threads, versions, wrap)
 from .plot import draw_plot
@@ -51,6 +51,8 @@ def plan(args, settings, dtypes):
         out += mixed.parts(settings)
     if "compressed" in args.workloads:
         out += compressed.parts(settings)
+    if "torchloop" in args.workloads and not getattr(args, "no_torch", False):
+        out += torchloop.parts(settings)
     if args.quality:
         out.append(("quality", QUALITY_S[settings.quick]))
     if args.plot:
@@ -96,13 +98,14 @@ def build_parser():
                              f"now {adam_c.get_num_threads()})")
     parser.add_argument("--dtype", choices=("float32", "float64", "both"), default="both",
                         help="the step workloads' dtype (default: both)")
-    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS + ("mixed", "compressed"),
+    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS + ("mixed", "compressed", "torchloop"),
                         default=list(WORKLOADS), metavar="NAME",
                         help=f"what to measure (default: {' '.join(WORKLOADS)}): ram (1 GB of tensors, "
                              "RAM-bound), cache (1e6 elements), call (1e4: per-call cost), multi (200 tensors), loop "
                              "(a matmul before every step, threads against serial and torch); not in the default "
                              "set: mixed (mixed precision against torch's recipes), compressed (float32, bfloat16 "
-                             "and int8 optimizer state)")
+                             "and int8 optimizer state), torchloop (a torch MLP's training loop at 0.27M, 4.2M "
+                             "and 16.8M params: adam_c.torch against torch's fused AdamW, ~3 min)")
     parser.add_argument("--quality", action="store_true",
                         help="also train with float32, bfloat16 and int8 state and compare final losses "
                              "(adam_c.quality; with --plot, the curves go to OUT-quality.png) (default: off)")
@@ -193,6 +196,11 @@ def main(argv=None):
         if "compressed" in args.workloads:
             out["compressed"] = compressed.run_compressed(settings, threads)
             done(compressed.PART_LABEL)
+        if "torchloop" in args.workloads:
+            if args.no_torch:
+                skipped["torchloop"] = "--no-torch"
+            else:
+                out["torchloop"] = torchloop.run_torchloop(settings, done)
         if args.quality:
             from adam_c import quality
             quality_args = ["--quick"] if args.quick else []

@@ -1,0 +1,141 @@
+"""torchloop.py: the step inside a real torch training loop, adam_c.torch against torch's fused AdamW (--workloads torchloop).
+
+Each variant trains its own copy of the same MLP (Linear+GELU layers, batch 16): `zero_grad(); loss.backward();
+opt.step()`, timed separately as "iteration" (zero_grad + forward + backward + step) and "step". The variants take
+turns in a random order each round, so load changes reach all of them alike; medians and the spread over rounds.
+"""
+import argparse
+import random
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import adam_c
+
+SIZES = {"0.27M": 256, "4.2M": 1024, "16.8M": 2048}  # MLP width: 4 square layers, ~4 * width**2 params
+DEPTH = 4
+BATCH = 16
+
+
+def _model(torch, width, seed):
+    torch.manual_seed(seed)
+    layers = []
+    for _ in range(DEPTH):
+        layers += [torch.nn.Linear(width, width), torch.nn.GELU()]
+    return torch.nn.Sequential(*layers[:-1])
+
+
+def _variants(torch, executors):
+    import adam_c.torch as at
+
+    out = {"torch fused": lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True)}
+    for name in executors:
+        out[f"adam_c ({name})"] = (lambda ps, name=name: (adam_c.set_executor(name), at.AdamW(ps, lr=1e-3))[1])
+    return out
+
+
+def memory_floor_ns(n_elements, bytes_per_element=28, repeats=5):
+    """The step's floor in ns at this host's copy bandwidth (np.copyto of 2**25 float32: read + write)."""
+    a = np.ones(1 << 25, np.float32)
+    b = np.empty_like(a)
+    best = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        np.copyto(b, a)
+        best.append(time.perf_counter_ns() - t0)
+    bandwidth = 2 * a.nbytes / statistics.median(best)  # bytes per ns
+    return n_elements * bytes_per_element / bandwidth, bandwidth
+
+
+def part_label(size):
+    return f"torchloop {size} params"
+
+
+# seconds per round and variant at each size (training iterations dominate), for the progress estimate
+_ROUND_S = {"0.27M": 0.1, "4.2M": 1.0, "16.8M": 4.0}
+
+
+def parts(settings):
+    """(label, estimated seconds) of each model size."""
+    rounds = 3 if settings.quick else 7
+    return [(part_label(size), 3 * (rounds + 1) * _ROUND_S[size] + 1.0) for size in SIZES]
+
+
+def run_torchloop(settings, done=lambda label: None):
+    """Every size, with 3 rounds (quick) or 7; returns the results by size (also printed)."""
+    rounds = 3 if settings.quick else 7
+    results = {}
+    for size in SIZES:
+        results.update(run((size,), rounds=rounds))
+        done(part_label(size))
+    return results
+
+
+def run(sizes=("0.27M", "4.2M", "16.8M"), rounds=7, iters=20, executors=("auto", "pool"), seed=0, out=sys.stdout):
+    """adam_c.torch.AdamW with each executor ("auto": torch's OpenMP team when torch loaded one; "pool": adam_c's
+    own threads) and torch.optim.AdamW(fused=True), each training its own copy of the model."""
+    import torch
+
+    results = {}
+    for size in sizes:
+        width = SIZES[size]
+        variants = _variants(torch, executors)
+        models = {name: _model(torch, width, seed) for name in variants}
+        opts = {name: make(list(models[name].parameters())) for name, make in variants.items()}
+        x = torch.randn(BATCH, width)
+        y = torch.randn(BATCH, width)
+        n = sum(p.numel() for p in models["torch fused"].parameters())
+        step_t = {name: [] for name in variants}
+        iter_t = {name: [] for name in variants}
+        order = list(variants)
+        rng = random.Random(seed)
+        for r in range(rounds + 1):  # round 0 warms up (state allocation, the autotune's first samples)
+            rng.shuffle(order)
+            for name in order:
+                if name.startswith("adam_c"):
+                    adam_c.set_executor(name[len("adam_c ("):-1])
+                model, opt = models[name], opts[name]
+                steps, whole = [], []
+                for _ in range(iters):
+                    t0 = time.perf_counter_ns()
+                    opt.zero_grad()
+                    loss = torch.nn.functional.mse_loss(model(x), y)
+                    loss.backward()
+                    t1 = time.perf_counter_ns()
+                    opt.step()
+                    t2 = time.perf_counter_ns()
+                    steps.append(t2 - t1)
+                    whole.append(t2 - t0)
+                if r:
+                    step_t[name].append(statistics.median(steps))
+                    iter_t[name].append(statistics.median(whole))
+        adam_c.set_executor("auto")
+        floor, bw = memory_floor_ns(n)
+        results[size] = {"params": n, "floor_us": floor / 1e3, "bandwidth_GBs": bw,
+                         "torch_threads": torch.get_num_threads(), "adam_c_threads": adam_c.get_num_threads(),
+                         "step_us": {k: [t / 1e3 for t in v] for k, v in step_t.items()},
+                         "iter_us": {k: [t / 1e3 for t in v] for k, v in iter_t.items()}}
+        _print_size(size, results[size], out)
+    return results
+
+
+def _spread(values):
+    return f"{statistics.median(values):8.1f} [{min(values):.0f}-{max(values):.0f}]"
+
+
+def _print_size(size, res, out):
+    ref_step = statistics.median(res["step_us"]["torch fused"])
+    ref_iter = statistics.median(res["iter_us"]["torch fused"])
+    print(f"\ntorch training loop, {size} params ({res['params']:,}), {res['torch_threads']} torch threads, "
+          f"adam_c {res['adam_c_threads']} threads; memory floor {res['floor_us']:.0f} us at "
+          f"{res['bandwidth_GBs']:.0f} GB/s", file=out)
+    print(f"{'variant':<18} {'step us (median [min-max])':>28} {'x fused':>8} {'iteration us':>26} {'x fused':>8}",
+          file=out)
+    for name in res["step_us"]:
+        s, i = res["step_us"][name], res["iter_us"][name]
+        print(f"{name:<18} {_spread(s):>28} {statistics.median(s) / ref_step:8.2f} {_spread(i):>26} "
+              f"{statistics.median(i) / ref_iter:8.2f}", file=out)
+
+
