@@ -8,6 +8,7 @@ from libc.string cimport memcmp
 
 import numpy as np
 
+from ._validation import MAX_STEP as _MAX_STEP
 from ._validation import ReentrantCallError, coerce_grad, describe_overlap, dtype_code, grads_sequence, read_group
 
 cnp.import_array()
@@ -112,7 +113,8 @@ class AmsgradBuffersMissing(PlanOutdated):
     buffers must be allocated and the plan rebuilt."""
 
 
-cdef int64_t MAX_STEP = (<int64_t>1) << 62  # _checkpoint._MAX_STEP: saved steps are in [0, 2**62)
+cdef int64_t MAX_STEP = _MAX_STEP  # the largest step count, 2**62 - 1, in both plans (and checkpoints)
+cdef double STEP_LIMIT = float(_MAX_STEP + 1)  # 2**62, exact: a whole double below it is <= MAX_STEP
 
 
 cdef inline bint kernel_ready(cnp.ndarray a, int typenum, void *data, cnp.npy_intp n):
@@ -482,9 +484,9 @@ cdef class StepPlan:
             self.work[k].grad = cnp.PyArray_DATA(<cnp.ndarray>grad)
             self.work[k].grad_float32 = (self.codes[i] >= ADAMC_FLOAT16
                                          and cnp.PyArray_TYPE(<cnp.ndarray>grad) == cnp.NPY_FLOAT32)
-            if self.steps[i] >= MAX_STEP - 1:  # checkpoints hold steps below 2**62: stop before the step leaves them
-                raise ValueError(f"state of params[{i}]: 'step' is {self.steps[i]}; one more step would reach "
-                                 "2**62, the most a checkpoint holds")
+            if self.steps[i] >= MAX_STEP:  # checkpoints hold steps up to MAX_STEP: stop before the step leaves them
+                raise ValueError(f"state of params[{i}]: 'step' is {self.steps[i]}; one more step would pass "
+                                 "2**62 - 1, the largest step count")
             self.work[k].step = self.steps[i] + 1
             self.work_index[k] = i
             k += 1

@@ -32,6 +32,9 @@ class ReentrantCallError(RuntimeError):
     """An optimizer was called from inside one of its own calls (the validators let it through unchanged)."""
 
 
+# the largest step count (a param's number of updates) in both front-ends, their plans and checkpoints
+MAX_STEP = 2**62 - 1
+
 HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay")
 
 
@@ -301,7 +304,7 @@ def check_step(value, name="step"):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     step = operator.index(value)
-    if not 1 <= step < 2**62:
+    if not 1 <= step <= MAX_STEP:
         raise ValueError(f"{name} must be >= 1 (the 1-based number of this update), got {step}")
     return step
 

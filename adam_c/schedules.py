@@ -4,10 +4,10 @@ import numbers
 import operator
 from typing import Dict, Tuple, Union
 
+from ._validation import MAX_STEP
+
 __all__ = ["LRSchedule", "constant_with_warmup", "cosine_with_warmup", "exponential_decay", "linear_decay",
            "step_decay"]
-
-_MAX_STEP = 2**62
 
 
 def _real(value: float, name: str, low: float = 0.0, low_inclusive: bool = True) -> float:
@@ -23,7 +23,7 @@ def _count(value: int, name: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     n = operator.index(value)
-    if not low <= n < _MAX_STEP:
+    if not low <= n <= MAX_STEP:
         raise ValueError(f"{name} must be an int >= {low}, got {n}")
     return n
 
