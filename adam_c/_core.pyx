@@ -344,7 +344,7 @@ cdef class StepPlan:
         if self.group_lists is not None:
             for gi in range(self.n_groups):
                 group = groups[gi]
-                if type(group) is not dict:
+                if not isinstance(group, dict):  # a dict subclass (OrderedDict) too: read at C level below
                     return False
                 members = (<dict>group).get("params")
                 if members is not (<list>self.group_lists)[gi]:
@@ -705,7 +705,7 @@ cdef class TorchStepPlan:
     cdef adamc_autotune *tune     # this plan's measured serial-or-threads decision (same workload every step)
     cdef object groups_obj, state_obj
     cdef Py_ssize_t state_mutations
-    cdef object data_ptr, stride_of, read_group, fix_grad, unscale, bump_versions, label
+    cdef object data_ptr, stride_of, read_group, fix_grad, bump_versions, label
     cdef list scales              # per param: None, or (exp_avg_absmax, exp_avg_sq_absmax, max_exp_avg_sq_absmax
                                   # or None) of its int8 state, checked by identity each run
     cdef list watched             # per param: None, or ((tensor, data_ptr, dtype, shape), ...) of its compressed
@@ -732,7 +732,7 @@ cdef class TorchStepPlan:
         self.group_of = NULL
 
     def __init__(self, object groups_obj, object state_obj, Py_ssize_t state_mutations, list group_dicts,
-                 list params, list infos, list keep, object data_ptr, object stride_of, object read_group, object fix_grad, object unscale,
+                 list params, list infos, list keep, object data_ptr, object stride_of, object read_group, object fix_grad,
                  object bump_versions, list compressed=None, uint64_t seed=0, list mixed=None,
                  bint stochastic=False, object label=None, object storage_of=None):
         """infos: per param (in group order) a tuple (group_index, param_ptr, numel, adamc_dtype, dtype, shape,
@@ -740,7 +740,7 @@ cdef class TorchStepPlan:
         inner/entry are None for a param without state. The helpers are Python callables: data_ptr(t),
         stride_of(t), read_group(group, index) -> hyperparameter tuple, fix_grad(grad, index, shape, strides) ->
         tensor in the param's dtype and layout (or raises; TorchPlanStale if the param no longer has the shape
-        and strides the plan was built for), unscale(grads, grad_scale) -> new list, bump_versions(list).
+        and strides the plan was built for), bump_versions(list).
         compressed: per param None (state in the compute dtype) or (adamc_state_dtype, stochastic, scales, scale_ptrs)
         with scales = (exp_avg_absmax, exp_avg_sq_absmax, max_exp_avg_sq_absmax), tensors or None (int8 only), and
         scale_ptrs their data pointers. seed keys stochastic state rounding (with index = the param's position,
@@ -776,7 +776,7 @@ cdef class TorchStepPlan:
         self.params = list(params)
         self.keep = list(keep)
         self.data_ptr, self.stride_of = data_ptr, stride_of
-        self.read_group, self.fix_grad, self.unscale, self.bump_versions = read_group, fix_grad, unscale, bump_versions
+        self.read_group, self.fix_grad, self.bump_versions = read_group, fix_grad, bump_versions
         self.table = <adamc_tensor *>calloc(max(n, 1), sizeof(adamc_tensor))
         self.work = <adamc_tensor *>calloc(max(n, 1), sizeof(adamc_tensor))
         self.work_index = <Py_ssize_t *>calloc(max(n, 1), sizeof(Py_ssize_t))
@@ -966,10 +966,11 @@ cdef class TorchStepPlan:
             return False
         return getattr(grad, _KEY_SHAPE) == self.shapes[i]
 
-    def run(self, list groups, object state, Py_ssize_t state_mutations, object grad_scale=None,
+    def run(self, list groups, object state, Py_ssize_t state_mutations, double grad_scale=1.0,
             double max_grad_norm=0.0, double ema_decay=0.0):
         """One step of every param whose .grad is not None. `state` is opt.state and `state_mutations` the
-        count of its assignments and deletions. max_grad_norm > 0 clips by the global norm of the (unscaled)
+        count of its assignments and deletions. grad_scale: the loss scale the kernel divides the grads by (as
+        StepPlan.run; the .grad tensors are left as they are). max_grad_norm > 0 clips by the global norm of the (unscaled)
         grads in the C call; ema_decay is the EMA's (validated by the caller). Returns (k, grad_norm or None):
         the number of params stepped and the global norm when clipping. Raises TorchPlanStale (rebuild, then
         run again) or a clear error, before changing anything."""
@@ -1018,8 +1019,6 @@ cdef class TorchStepPlan:
             grads.append(grad)
             self.work_index[k] = i
             k += 1
-        if grad_scale is not None and k:
-            grads = self.unscale(grads, grad_scale)
         for j in range(k):
             i = self.work_index[j]
             grad = grads[j]
@@ -1043,13 +1042,14 @@ cdef class TorchStepPlan:
                 value32 = (<float *>self.step_ptrs[i])[0]
                 value32 = value32 + <float>1.0  # in float32, as torch's `step += 1` on a float32 tensor
                 new_value = value32
-            if not (isfinite(new_value) and new_value >= 1.0 and new_value < 4.0e18
+            if not (isfinite(new_value) and new_value >= 1.0 and new_value < STEP_LIMIT
                     and new_value == <double><int64_t>new_value):
-                raise ValueError(f"state of {self.label(i)}: 'step' must be a whole number >= 0, "
-                                 f"got {new_value - 1.0!r}")
+                raise ValueError(f"state of {self.label(i)}: 'step' must be a whole number >= 0 whose next step "
+                                 f"is at most 2**62 - 1 (the largest step count), got {new_value - 1.0!r}")
             self.work[j].step = <int64_t>new_value
         adamc_step_options_init(&opts)
         opts.seed = self.seed
+        opts.grad_scale = grad_scale
         opts.max_grad_norm = max_grad_norm
         opts.compute_norm = max_grad_norm > 0
         opts.ema_decay = ema_decay

@@ -130,6 +130,11 @@ def check_lr_or_schedule(value, name="lr"):
     return check_lr(value, name)
 
 
+def has_schedules(groups):
+    """Whether some group's lr is a schedule (a callable) that resolve_schedules calls."""
+    return any(isinstance(g, Mapping) and callable(g.get("lr")) for g in groups)
+
+
 def resolve_schedules(groups, steps):
     """The groups a step reads: `groups` itself when no lr is a schedule (the usual case costs one pass), else
     copies whose schedule lr is replaced by its value for the group's step about to be taken (1 + the largest

@@ -1,9 +1,12 @@
 """torch.py: Adam and AdamW as torch.optim.Optimizer subclasses that step CPU tensors with adam_c's C engine."""
 import contextlib
+import copy
 import numbers
+import weakref
 from collections import defaultdict
 from collections.abc import Mapping
 from itertools import chain
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -11,7 +14,7 @@ from torch.optim.optimizer import Optimizer
 
 from . import _compressed, _core
 from ._checkpoint import _state_array
-from ._engine import CallLock, ReleaseWhenSaved
+from ._engine import CallLock, ReleaseWhenSaved, ema_block_error
 from ._mixed import MixedOptions, check_step_extras, loss_scale, numpy_view, one_element_value
 from ._validation import BFLOAT16, check_hyperparameters, first_overlap, real
 
@@ -374,6 +377,7 @@ class Adam(Optimizer):
         self._mixed = MixedOptions.checked(master_weights, rounding, ema_decay, seed, state_dtype, state_rounding)
         self.last_step_skipped = False  # the last step was skipped (GradScaler's found_inf)
         self.last_grad_norm = None      # global grad norm of the last step (with max_grad_norm), else None
+        self._ema_swapped = False       # the params hold their EMA (inside `with opt.ema_weights():`)
         raw = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "amsgrad": amsgrad,
                "maximize": maximize, "foreach": foreach, "capturable": capturable,
                "differentiable": differentiable, "fused": fused, "decoupled_weight_decay": decoupled_weight_decay}
@@ -420,6 +424,19 @@ class Adam(Optimizer):
             raise
         return state
 
+    def __deepcopy__(self, memo):
+        """copy.deepcopy: torch's state plus the storage options, deep-copied while the lock is held and released
+        however the copy ends (a copy that fails, e.g. on a group holding a threading.Lock, leaves the optimizer
+        usable in every thread)."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        with self._lock.held("copying the optimizer (copy.deepcopy)"):
+            state = dict(super().__getstate__())
+            state["_mixed"] = self._mixed
+            state = copy.deepcopy(state, memo)
+        new.__setstate__(state)
+        return new
+
     def __setstate__(self, state):
         token = state.pop("_lock_token", None) if isinstance(state, dict) else None
         if isinstance(token, ReleaseWhenSaved):  # copy.copy: nothing was saved, the token is still live
@@ -428,6 +445,7 @@ class Adam(Optimizer):
         self.__dict__.setdefault("_mixed", MixedOptions.default())
         self.__dict__.setdefault("last_step_skipped", False)
         self.__dict__.setdefault("last_grad_norm", None)
+        self.__dict__.setdefault("_ema_swapped", False)
         self._plan = None
         if "_lock" not in self.__dict__:  # a copy gets its own lock; torch's load_state_dict keeps the one it holds
             self._lock = CallLock()
@@ -472,9 +490,18 @@ class Adam(Optimizer):
 
     def state_dict(self):
         """torch's state_dict (its layout; state tensors are the live ones, as torch.optim's: copy them before the
-        next step if you keep them), taken under the optimizer's lock, so never in the middle of a step."""
+        next step if you keep them), taken under the optimizer's lock, so never in the middle of a step. The
+        state_dict pre- and post-hooks run outside the lock, as torch's do around its body, so they may call this
+        optimizer (zero_grad, state_dict, a step, a copy)."""
+        for hook in self._optimizer_state_dict_pre_hooks.values():
+            hook(self)
         with self._lock.held("state_dict()"):
-            return super().state_dict()
+            state_dict = Optimizer.state_dict(_Unhooked(self))
+        for hook in self._optimizer_state_dict_post_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        return state_dict
 
     def _add_param_group(self, param_group):
         if not isinstance(param_group, dict):
@@ -579,6 +606,8 @@ class Adam(Optimizer):
             return out
 
     def _step(self, closure, grad_scale, found_inf, max_grad_norm=None):
+        if self._ema_swapped:
+            raise ema_block_error("step()")
         # the NumPy optimizer's rule for max_grad_norm (a real number > 0), checked before anything runs
         max_grad_norm = check_step_extras(None, max_grad_norm, False).get("max_grad_norm", 0.0)
         loss = None
@@ -592,9 +621,10 @@ class Adam(Optimizer):
         if found_inf is not None and _nonzero(found_inf):
             self.last_step_skipped, self.last_grad_norm = True, None
             return loss  # GradScaler found inf/NaN grads: no param, state or step changes
-        if grad_scale is not None:
-            grad_scale = _checked_grad_scale(grad_scale)
+        grad_scale = 1.0 if grad_scale is None else _checked_grad_scale(grad_scale)
         with self._lock.held("step()"):
+            if self._ema_swapped:  # (another thread entered ema_weights() since the check above)
+                raise ema_block_error("step()")
             norm = self._locked_step(grad_scale, max_grad_norm)
             self.last_step_skipped, self.last_grad_norm = False, norm
         return loss
@@ -608,20 +638,40 @@ class Adam(Optimizer):
             raise ValueError("ema_weights() needs an optimizer built with ema_decay=")
         saved = []
         with self._lock.held("ema_weights()"), torch.no_grad():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    entry = self.state.get(p)
-                    ema = entry.get("ema") if isinstance(entry, dict) else None
-                    if isinstance(ema, torch.Tensor):
-                        saved.append((p, p.detach().clone(memory_format=torch.preserve_format), ema))
-            for p, _, ema in saved:
-                p.copy_(ema)
+            if self._ema_swapped:
+                raise ema_block_error("ema_weights()")
+            outside_inference = not torch.is_inference_mode_enabled()
+            for i, p in enumerate(p for group in self.param_groups for p in group["params"]):
+                entry = self.state.get(p)
+                ema = entry.get("ema") if isinstance(entry, dict) else None
+                if isinstance(ema, torch.Tensor):
+                    if outside_inference and p.is_inference():  # torch writes it, then raises: refused first
+                        raise RuntimeError(f"ema_weights(): {self._param_label(i)} is an inference tensor (made "
+                                           "under torch.inference_mode()): it can be written only inside "
+                                           "inference mode")
+                    saved.append((p, p.detach().clone(memory_format=torch.preserve_format), ema))
+            done = 0
+            try:  # all or nothing: if one param cannot be written, those written (and it) are put back
+                for p, _, ema in saved:
+                    done += 1
+                    p.copy_(ema)
+            except BaseException:
+                for p, backup, _ in saved[:done]:
+                    try:
+                        p.copy_(backup)
+                    except Exception:  # the one that failed may fail again; the others are restored
+                        pass
+                raise
+            self._ema_swapped = True  # steps are refused until the params are their own again
         try:
             yield self
         finally:
             with self._lock.held("ema_weights()"), torch.no_grad():
-                for p, backup, _ in saved:
-                    p.copy_(backup)
+                try:
+                    for p, backup, _ in saved:
+                        p.copy_(backup)
+                finally:
+                    self._ema_swapped = False
 
     def threading_info(self):
         """How this optimizer's steps use threads, as measured (see adam_c.Adam.threading_info)."""
@@ -630,7 +680,7 @@ class Adam(Optimizer):
             return {"threads": 0, "serial_us": None, "threads_us": None, "steps": 0}
         return plan.threading()
 
-    def _locked_step(self, grad_scale, max_grad_norm=0.0):
+    def _locked_step(self, grad_scale=1.0, max_grad_norm=0.0):
         """Run the plan (rebuilt when stale); returns the global grad norm when clipping, else None."""
         ema_decay = self._mixed.run_options()["ema_decay"]
         plan = self._plan
@@ -688,19 +738,22 @@ class Adam(Optimizer):
         compressed one) is converted into this optimizer's format instead of being cast by torch (which would turn
         int8 codes into numbers): a torch.optim.Adam checkpoint loads into int8/bfloat16 state, a compressed one
         into float32 state; same-format codes are copied as they are. Every entry is converted, and so checked,
-        before anything changes; the user's load_state_dict pre-hooks see the checkpoint as given."""
+        before anything changes. The user's load_state_dict pre-hooks see (a shallow copy of) the checkpoint as
+        given, and they and the post-hooks run outside the optimizer's lock, as torch's run around its body, so
+        they may call this optimizer."""
+        state_dict = state_dict.copy()  # torch's: the pre-hooks may edit this shallow copy
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
         converted = {}
         with self._lock.held("load_state_dict()", allow_torn=True):
-            pre = self.register_load_state_dict_pre_hook(
-                lambda opt, saved: opt._convert_checkpoint_state(saved, converted))
-            post = self.register_load_state_dict_post_hook(lambda opt: opt._install_converted(converted),
-                                                           prepend=True)
-            try:
-                super().load_state_dict(state_dict)
-            finally:
-                pre.remove()
-                post.remove()
+            own = self._convert_checkpoint_state(state_dict, converted)
+            Optimizer.load_state_dict(_Unhooked(self), state_dict if own is None else own)
+            self._install_converted(converted)
             self._lock.torn_by_fork = False  # restored: usable again in a fork child
+        for hook in self._optimizer_load_state_dict_post_hooks.values():
+            hook(self)
 
     def _convert_checkpoint_state(self, state_dict, converted):
         """The last load pre-hook: convert the format-dependent keys of each entry that needs it (into
@@ -843,12 +896,16 @@ class Adam(Optimizer):
                                  + written)
             if pair is not None:
                 raise ValueError(f"{pair[0]} and {pair[1]} overlap in memory")
+            # the plan reaches the optimizer's methods through weak references: the optimizer owns the plan, and
+            # a plan owning the optimizer would leave every dropped optimizer (its state, the model's params and
+            # grads) to the cyclic garbage collector
             self._plan = _core.TorchStepPlan(self.param_groups, self.state, self.state.mutations,
                                              list(self.param_groups), params,
-                                             infos, keep, _data_ptr, _stride, self._read_group, self._fix_grad,
-                                             _unscaled, torch._C._increment_version, compressed,
-                                             self._mixed.seed, mixed, self._mixed.rounding == "stochastic",
-                                             self._param_label, torch.Tensor.untyped_storage)
+                                             infos, keep, _data_ptr, _stride, _WeakMethod(self, "_read_group"),
+                                             _WeakMethod(self, "_fix_grad"), torch._C._increment_version,
+                                             compressed, self._mixed.seed, mixed,
+                                             self._mixed.rounding == "stochastic",
+                                             _WeakMethod(self, "_param_label"), torch.Tensor.untyped_storage)
             self._inference_params = [(i, p) for i, p in enumerate(params) if p.is_inference()]
         except BaseException:
             self._forget(created)
@@ -1052,20 +1109,50 @@ def _record(created, p, entry, keys):
 
 
 def _checked_grad_scale(grad_scale):
-    """GradScaler's scale as the 0-d tensor the step divides the grads by: a 1-element dense CPU tensor whose value
-    is finite and > 0 (the NumPy optimizer's rule), else a TypeError/ValueError naming grad_scale."""
+    """GradScaler's scale as the number the kernel divides the grads by (in the compute type, as torch's fused
+    Adam; the user's .grad tensors are left as they are): a 1-element dense CPU tensor whose value is finite and
+    > 0 (the NumPy optimizer's rule), else a TypeError/ValueError naming grad_scale."""
     if not isinstance(grad_scale, torch.Tensor):
         raise TypeError("grad_scale must be a 1-element CPU tensor (as GradScaler provides), got "
                         f"{type(grad_scale).__name__}")
-    loss_scale(one_element_value(grad_scale, "grad_scale"))
-    return grad_scale if grad_scale.dim() == 0 else grad_scale.reshape(())  # _foreach_div takes 0-d scale tensors
+    return loss_scale(one_element_value(grad_scale, "grad_scale"))
 
 
-def _unscaled(grads, grad_scale):
-    """Temporary unscaled copies of the grads (one foreach call): Adam is not scale-invariant (eps), so the
-    step needs g / scale exactly; the user's .grad tensors are left as they are."""
-    with torch.no_grad():
-        return list(torch._foreach_div(grads, grad_scale))
+class _WeakMethod:
+    """owner.<name>(...) through a weak reference to owner (see Adam._build_plan)."""
+
+    __slots__ = ("_owner", "_name")
+
+    def __init__(self, owner, name):
+        self._owner = weakref.ref(owner)
+        self._name = name
+
+    def __call__(self, *args):
+        return getattr(self._owner(), self._name)(*args)
+
+
+class _Unhooked:
+    """An optimizer seen without its state_dict hooks: torch's state_dict()/load_state_dict() bodies run on it
+    under the lock (reading and replacing the optimizer's param_groups and state), while Adam runs the user's
+    hooks on the optimizer itself, outside the lock."""
+
+    __slots__ = ("_opt",)
+    _optimizer_state_dict_pre_hooks = _optimizer_state_dict_post_hooks = MappingProxyType({})
+    _optimizer_load_state_dict_pre_hooks = _optimizer_load_state_dict_post_hooks = MappingProxyType({})
+
+    def __init__(self, opt):
+        self._opt = opt
+
+    @property
+    def param_groups(self):
+        return self._opt.param_groups
+
+    @property
+    def state(self):
+        return self._opt.state
+
+    def __setstate__(self, state):
+        self._opt.__setstate__(state)
 
 
 class AdamW(Adam):
