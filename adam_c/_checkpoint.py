@@ -138,6 +138,8 @@ def validate_state_dict(opt, state_dict):
             raise ValueError(f"{where}: no param has the index {pid!r}")
         if not isinstance(entry, Mapping):
             raise TypeError(f"{where} must be a dict, got {type(entry).__name__}")
+        if not entry:
+            continue  # {}: a param without state (torch makes one wherever opt.state[p] is read)
         i = index_of[int(pid)]
         param = opt._params[i]
         required = ["step", "exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if ams_of[i] else [])

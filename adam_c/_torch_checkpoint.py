@@ -108,6 +108,8 @@ def from_torch_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
         where = f"state_dict['state'][{pid!r}]"
         if not isinstance(entry, Mapping):
             raise TypeError(f"{where} must be a dict, got {type(entry).__name__}")
+        if not entry:
+            continue  # {}: torch makes one wherever opt.state[p] is read; a param without state, as adam_c.Adam's
         out = {"step": _step_value(entry.get("step"), f"{where}['step']")}
         # the format (a "state_dtype" mangled by torch.optim read off the buffers)
         layout = _compressed.entry_layout(entry, where) if "state_dtype" in entry else None
@@ -116,14 +118,16 @@ def from_torch_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
             if value is None:
                 continue
             name = f"{where}[{key!r}]"
-            if hasattr(value, "detach"):
+            codes = layout == "int8" and key in _STATE_KEYS
+            if codes:
+                value = _compressed.int8_codes(value, name)  # also codes torch.optim cast to numbers
+            elif hasattr(value, "detach"):
                 # bfloat16 state of adam_c.torch: the NumPy optimizer's uint16 bits; torch.optim's bfloat16 state
                 # of bfloat16 params: exact in float32 (_torch_to_numpy's conversion)
                 bits = layout == "bfloat16" and key in _STATE_KEYS
                 value = _compressed._as_array(value, name) if bits else _torch_to_numpy(value, name)
             # int8 codes keep their memory order, which their block scales cover (a channels_last param's are
             # channels_last): adam_c.Adam's load_state_dict decodes them in it; everything else in C order
-            codes = layout == "int8" and key in _STATE_KEYS
             out[key] = np.array(value, order="K" if codes else "C", copy=True)
         if layout is not None and layout != "float32":
             out["state_dtype"] = layout

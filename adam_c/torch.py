@@ -771,8 +771,8 @@ class Adam(Optimizer):
         state = dict(state_dict["state"])
         for pid, entry in state_dict["state"].items():
             p = id_map.get(pid)
-            if p is None or not isinstance(entry, Mapping):
-                continue
+            if p is None or not isinstance(entry, Mapping) or not entry:
+                continue  # not ours, or {} (torch makes one wherever opt.state[p] is read): loaded as it is
             layout = self._layout(p)
             where = f"state_dict['state'][{pid!r}]"
             for key in _STATE_KEYS[:2]:  # refused now (as adam_c.Adam does), not by every later step
