@@ -7,7 +7,7 @@ import numpy as np
 
 from . import _compressed
 from ._checkpoint import _step_value, _torch_to_numpy
-from ._validation import HYPERPARAMETERS
+from ._validation import HYPERPARAMETERS, check_lr
 
 _STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 _ABSMAX_KEYS = tuple(key + "_absmax" for key in _STATE_KEYS)  # int8 state's block scales (see _compressed)
@@ -80,8 +80,10 @@ def to_torch_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
             out["state_dtype"] = entry["state_dtype"]  # adam_c.torch reads it to know the codes
         out_state[pid] = out
     out_groups = []
-    for group in groups:
+    for gi, group in enumerate(groups):
         new = {key: group[key] for key in HYPERPARAMETERS if key in group}
+        if callable(new.get("lr")) and not isinstance(new["lr"], type):
+            new["lr"] = _schedule_value(new["lr"], group["params"], state, f"state_dict['param_groups'][{gi}]['lr']")
         if "betas" in new:
             new["betas"] = tuple(new["betas"])
         new.update({k: group.get(k, v) for k, v in _TORCH_FLAGS.items()})
@@ -90,6 +92,20 @@ def to_torch_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
         new["params"] = list(group["params"])
         out_groups.append(new)
     return {"state": out_state, "param_groups": out_groups}
+
+
+def _schedule_value(schedule, pids, state, where):
+    """A schedule lr (adam_c.Adam's callables) as torch.optim holds an lr, a number: its value for the group's next
+    step (1 + the largest step among the group's params, as adam_c.Adam calls it), what a torch LR scheduler
+    would have left in the group. torch.optim has no schedule objects, and torch.load(weights_only=True) refuses
+    one; to go on scheduling, attach a torch.optim.lr_scheduler."""
+    steps = [0]
+    for pid in pids:
+        entry = state.get(pid) if isinstance(pid, numbers.Integral) else None
+        if isinstance(entry, Mapping) and entry.get("step") is not None:
+            steps.append(_step_value(entry["step"], f"state_dict['state'][{pid!r}]['step']"))
+    step = max(steps) + 1
+    return check_lr(schedule(step), f"{where}({step}) (the schedule's value)")
 
 
 def _number(value):

@@ -71,6 +71,11 @@ def _checked_hyperparameters(hp, where):
     name = (lambda key: f"{where}[{key!r}]") if where else (lambda key: key)
     if "lr" in plain:
         plain["lr"] = _plain_number(plain["lr"], name("lr"))
+        if callable(plain["lr"]) and not isinstance(plain["lr"], type):
+            # adam_c.Adam's schedules (callables step -> lr) are not torch.optim's: its LR schedulers write a number
+            # into group["lr"], and torch.load(weights_only=True) cannot read a schedule object from a checkpoint
+            raise TypeError(f"{name('lr')} must be a float or a 1-element Tensor, got {type(plain['lr']).__name__} "
+                            "(a schedule): with adam_c.torch use a torch.optim.lr_scheduler")
     betas = plain.get("betas")
     if isinstance(betas, (tuple, list)) and len(betas) == 2:
         plain["betas"] = tuple(_plain_number(b, f"{name('betas')}[{k}]") for k, b in enumerate(betas))
