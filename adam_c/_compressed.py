@@ -89,6 +89,12 @@ def from_float32(layout, key, values):
 _TORCH_MANGLED = "<generator object "
 
 
+def torch_mangled(entry):
+    """True if the entry's "state_dtype" is one torch.optim's load_state_dict mangled (see entry_layout)."""
+    saved = entry.get("state_dtype")
+    return isinstance(saved, str) and saved.startswith(_TORCH_MANGLED)
+
+
 def entry_layout(entry, where):
     """The layout a saved state entry says it has: its "state_dtype" key, else float32 (torch / older files). A
     "state_dtype" mangled by torch.optim is read off what is there: "<key>_absmax" block scales mean int8 codes
@@ -124,9 +130,10 @@ def entry_layout(entry, where):
 
 
 def int8_codes(value, where):
-    """Saved int8 codes as an array: uint8 as saved, or read back from the numbers torch.optim's load_state_dict
-    cast them to (float32, float16 or bfloat16: exact for every code), in their memory order; anything else is
-    returned as it is for the caller to refuse. Numbers that are not all whole codes in [0, 255] are refused."""
+    """int8 codes of an entry torch.optim mangled (torch_mangled) as an array: uint8 as saved, or read back from
+    the numbers torch.optim's load_state_dict cast them to (float32, float16 or bfloat16: exact for every code),
+    in their memory order; anything else is returned as it is for the caller to refuse. Numbers that are not all
+    whole codes in [0, 255] are refused. (An entry that says "int8" itself must hold uint8 codes.)"""
     if hasattr(value, "detach") and hasattr(value, "numpy") and str(value.dtype) != "torch.uint8" \
             and getattr(value, "is_floating_point", lambda: False)():
         from ._checkpoint import _torch_to_numpy
@@ -150,7 +157,8 @@ def load_saved(entry, key, param, layout, where, plain_loader):
     if saved_layout == "float32":
         values = plain_loader(entry[key], param, f"{where}[{key!r}]")
         return (values, None) if layout == "float32" else from_float32(layout, key, values)
-    value = (int8_codes if saved_layout == "int8" else _as_array)(entry[key], f"{where}[{key!r}]")
+    recover = saved_layout == "int8" and torch_mangled(entry)
+    value = (int8_codes if recover else _as_array)(entry[key], f"{where}[{key!r}]")
     want = np.uint16 if saved_layout == "bfloat16" else np.uint8
     if value.dtype != want:
         raise TypeError(f"{where}[{key!r}] must be {np.dtype(want).name} for state_dtype {saved_layout!r}, "

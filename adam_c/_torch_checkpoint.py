@@ -135,8 +135,8 @@ def from_torch_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
                 continue
             name = f"{where}[{key!r}]"
             codes = layout == "int8" and key in _STATE_KEYS
-            if codes:
-                value = _compressed.int8_codes(value, name)  # also codes torch.optim cast to numbers
+            if codes and _compressed.torch_mangled(entry):
+                value = _compressed.int8_codes(value, name)  # codes torch.optim cast to numbers
             elif hasattr(value, "detach"):
                 # bfloat16 state of adam_c.torch: the NumPy optimizer's uint16 bits; torch.optim's bfloat16 state
                 # of bfloat16 params: exact in float32 (_torch_to_numpy's conversion)

@@ -250,11 +250,14 @@ def _converted_state(entry, param, layout, where):
             # exactly below: re-encoding decoded codes is not exact, e.g. for a block whose largest value is
             # negative, stored as -0.99 of its scale.)
             decoded, _ = _compressed.load_saved(
-                {"state_dtype": "int8", key: _flat(value, own), key + "_absmax": entry.get(key + "_absmax")},
+                {"state_dtype": entry.get("state_dtype"), key: _flat(value, own),
+                 key + "_absmax": entry.get(key + "_absmax")},
                 key, flat_param, "float32", where, _state_array)
             value = _tensor_like(value, decoded.astype(np.float32), own)
             source_layout = "float32"
-        shim = {"state_dtype": source_layout, key: _flat(value, order)}
+        # (the entry's own "state_dtype" where the format is the saved one: it may be one torch.optim mangled)
+        shim = {"state_dtype": entry.get("state_dtype") if source_layout == saved_layout else source_layout,
+                key: _flat(value, order)}
         if source_layout == "int8":
             shim[key + "_absmax"] = entry.get(key + "_absmax")
         buf, absmax = _compressed.load_saved(shim, key, flat_param, layout, where, _state_array)
