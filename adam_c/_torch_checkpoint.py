@@ -54,7 +54,8 @@ def to_torch_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
             raise ValueError(f"{where}['step'] = {step} is above 2**24, where torch's float32 step counter "
                              "stops counting")
         out = {"step": torch.tensor(float(step), dtype=torch.float32)}
-        compressed = entry.get("state_dtype", "float32") != "float32"
+        layout = _compressed.entry_layout(entry, where)  # a named TypeError for a state_dtype that is no name
+        compressed = layout != "float32"
         for key in _STATE_KEYS:
             if entry.get(key) is not None:
                 array = np.asarray(entry[key])
@@ -77,7 +78,7 @@ def to_torch_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
                     raise TypeError(f"{where}[{key!r}] must be float32 or float64, got {array.dtype}")
                 out[key] = torch.from_numpy(np.array(array, dtype=array.dtype.newbyteorder("="), copy=True))
         if compressed:
-            out["state_dtype"] = entry["state_dtype"]  # adam_c.torch reads it to know the codes
+            out["state_dtype"] = layout  # adam_c.torch reads it to know the codes
         out_state[pid] = out
     out_groups = []
     for gi, group in enumerate(groups):

@@ -143,3 +143,5 @@ def test_a_multi_element_state_dtype_is_a_named_type_error(value):
     nsd["state"][0]["state_dtype"] = value
     with pytest.raises(TypeError, match=r"\['state_dtype'\] must be one of .* 2 elements"):
         nopt.load_state_dict(nsd)
+    with pytest.raises(TypeError, match=r"\['state_dtype'\] must be one of .* 2 elements"):
+        adam_c.to_torch_state_dict(nsd)
