@@ -1139,14 +1139,17 @@ class _WeakMethod:
         return getattr(self._owner(), self._name)(*args)
 
 
+_NO_HOOKS: "Mapping[object, object]" = MappingProxyType({})
+
+
 class _Unhooked:
     """An optimizer seen without its state_dict hooks: torch's state_dict()/load_state_dict() bodies run on it
     under the lock (reading and replacing the optimizer's param_groups and state), while Adam runs the user's
     hooks on the optimizer itself, outside the lock."""
 
     __slots__ = ("_opt",)
-    _optimizer_state_dict_pre_hooks = _optimizer_state_dict_post_hooks = MappingProxyType({})
-    _optimizer_load_state_dict_pre_hooks = _optimizer_load_state_dict_post_hooks = MappingProxyType({})
+    _optimizer_state_dict_pre_hooks = _optimizer_state_dict_post_hooks = _NO_HOOKS
+    _optimizer_load_state_dict_pre_hooks = _optimizer_load_state_dict_post_hooks = _NO_HOOKS
 
     def __init__(self, opt):
         self._opt = opt
