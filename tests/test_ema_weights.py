@@ -37,8 +37,11 @@ def _same(xs, ys):
 
 
 def _state(opt):
-    return {i: {k: np.array(v, copy=True) if not isinstance(v, int) else v for k, v in e.items()}
-            for i, e in opt.state_float32().items()}
+    def copied(v):
+        if isinstance(v, torch.Tensor):
+            return v.detach().clone().numpy()
+        return np.array(v, copy=True) if isinstance(v, np.ndarray) else v
+    return {i: {k: copied(v) for k, v in e.items()} for i, e in opt.state_float32().items()}
 
 
 def _same_state(s, t):
