@@ -6,9 +6,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._compressed import load_saved
-from ._validation import HYPERPARAMETERS, check_hyperparameters, compute_dtype
-
-_MAX_STEP = 2**62
+from ._validation import HYPERPARAMETERS, MAX_STEP, check_hyperparameters, compute_dtype
 
 
 def _is_torch_tensor(value):
@@ -58,12 +56,12 @@ def _step_value(value, where):
         except OverflowError:  # e.g. Fraction(10**400, 3)
             whole = False
         if not whole:
-            raise ValueError(f"{where} must be a whole number below 2**62, got {value!r}")
+            raise ValueError(f"{where} must be a whole number in [0, 2**62 - 1], got {value!r}")
         step = int(value)
     else:
         raise TypeError(f"{where} must be an integer, got {type(value).__name__}")
-    if not 0 <= step < _MAX_STEP:
-        raise ValueError(f"{where} must be in [0, 2**62), got {step}")
+    if not 0 <= step <= MAX_STEP:
+        raise ValueError(f"{where} must be in [0, 2**62 - 1] (2**62 - 1 is the largest step count), got {step}")
     return step
 
 
@@ -140,6 +138,8 @@ def validate_state_dict(opt, state_dict):
             raise ValueError(f"{where}: no param has the index {pid!r}")
         if not isinstance(entry, Mapping):
             raise TypeError(f"{where} must be a dict, got {type(entry).__name__}")
+        if not entry:
+            continue  # {}: a param without state (torch makes one wherever opt.state[p] is read)
         i = index_of[int(pid)]
         param = opt._params[i]
         required = ["step", "exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if ams_of[i] else [])

@@ -89,24 +89,64 @@ def from_float32(layout, key, values):
 _TORCH_MANGLED = "<generator object "
 
 
+def torch_mangled(entry):
+    """True if the entry's "state_dtype" is one torch.optim's load_state_dict mangled (see entry_layout)."""
+    saved = entry.get("state_dtype")
+    return isinstance(saved, str) and saved.startswith(_TORCH_MANGLED)
+
+
 def entry_layout(entry, where):
     """The layout a saved state entry says it has: its "state_dtype" key, else float32 (torch / older files). A
-    "state_dtype" mangled by torch.optim is read off the buffers: torch.optim keeps bfloat16 state of bfloat16
-    params as it is and casts it to float32 values for float32 params (exact), but int8 codes become numbers."""
+    "state_dtype" mangled by torch.optim is read off what is there: "<key>_absmax" block scales mean int8 codes
+    (whatever dtype torch.optim cast them to: every code is exact in float32, float16 and bfloat16, see
+    int8_codes), provided the scales are still float32 (torch.optim casts them to a float16/bfloat16 param's
+    dtype, which loses their bits: refused); without scales, the buffers' dtype: torch.optim keeps bfloat16 state
+    of bfloat16 params as it is and casts it to float32 values for float32 params (exact)."""
     saved = entry.get("state_dtype", "float32")
+    name = f"{where}['state_dtype']"
     if hasattr(saved, "item") and not isinstance(saved, str):
+        size = saved.numel() if callable(getattr(saved, "numel", None)) else np.size(saved)
+        if size != 1:
+            raise TypeError(f"{name} must be one of {STATE_DTYPES} (a string), got a {type(saved).__name__} of "
+                            f"{size} elements")
         saved = saved.item()
     if isinstance(saved, str) and saved.startswith(_TORCH_MANGLED):
+        scales = [key + "_absmax" for key in SIGNED if entry.get(key + "_absmax") is not None]
+        for akey in scales:
+            kind = str(getattr(entry[akey], "dtype", ""))
+            if kind not in ("torch.float32", "float32"):
+                raise ValueError(f"{where} held int8 state, but torch.optim's load_state_dict cast its block scales "
+                                 f"({akey!r}) to {kind.replace('torch.', '')}, which lost their bits: this state "
+                                 "cannot be recovered; load the checkpoint adam_c saved instead")
+        if scales:
+            return "int8"
         kind = str(getattr(entry.get("exp_avg"), "dtype", ""))
         if kind in ("torch.bfloat16", "uint16"):
             return "bfloat16"
         if kind in ("torch.uint8", "uint8"):
             return "int8"
-        if any(entry.get(key + "_absmax") is not None for key in SIGNED):
-            raise ValueError(f"{where} held int8 state, but torch.optim loaded it and cast its codes to numbers "
-                             "(its 'state_dtype' is mangled): load the checkpoint adam_c saved instead")
         return "float32"
-    return check_state_dtype(saved, f"{where}['state_dtype']")
+    return check_state_dtype(saved, name)
+
+
+def int8_codes(value, where):
+    """int8 codes of an entry torch.optim mangled (torch_mangled) as an array: uint8 as saved, or read back from
+    the numbers torch.optim's load_state_dict cast them to (float32, float16 or bfloat16: exact for every code),
+    in their memory order; anything else is returned as it is for the caller to refuse. Numbers that are not all
+    whole codes in [0, 255] are refused. (An entry that says "int8" itself must hold uint8 codes.)"""
+    if hasattr(value, "detach") and hasattr(value, "numpy") and str(value.dtype) != "torch.uint8" \
+            and getattr(value, "is_floating_point", lambda: False)():
+        from ._checkpoint import _torch_to_numpy
+        array = _torch_to_numpy(value, where)  # bfloat16 as float32 (exact)
+    else:
+        array = _as_array(value, where)
+    if array.dtype.kind != "f":
+        return array
+    with np.errstate(invalid="ignore"):
+        whole = bool(np.all((array >= 0) & (array <= 255) & (array == np.floor(array))))
+    if not whole:
+        raise ValueError(f"{where} must hold int8 codes (whole numbers in [0, 255]), got other {array.dtype} values")
+    return array.astype(np.uint8)  # order "K": the memory order the block scales cover
 
 
 def load_saved(entry, key, param, layout, where, plain_loader):
@@ -117,7 +157,8 @@ def load_saved(entry, key, param, layout, where, plain_loader):
     if saved_layout == "float32":
         values = plain_loader(entry[key], param, f"{where}[{key!r}]")
         return (values, None) if layout == "float32" else from_float32(layout, key, values)
-    value = _as_array(entry[key], f"{where}[{key!r}]")
+    recover = saved_layout == "int8" and torch_mangled(entry)
+    value = (int8_codes if recover else _as_array)(entry[key], f"{where}[{key!r}]")
     want = np.uint16 if saved_layout == "bfloat16" else np.uint8
     if value.dtype != want:
         raise TypeError(f"{where}[{key!r}] must be {np.dtype(want).name} for state_dtype {saved_layout!r}, "

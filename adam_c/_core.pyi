@@ -57,9 +57,9 @@ class TorchStepPlan:
     in_c_call: bool
     def __init__(self, groups_obj: Any, state_obj: Any, state_mutations: int, group_dicts: List[Any],
                  params: List[Any], infos: List[Any], keep: List[Any], data_ptr: Any, stride_of: Any,
-                 read_group: Any, fix_grad: Any, unscale: Any, bump_versions: Any,
+                 read_group: Any, fix_grad: Any, bump_versions: Any,
                  compressed: Optional[List[Any]] = ..., seed: int = ..., mixed: Optional[List[Any]] = ...,
                  stochastic: bool = ..., label: Any = ..., storage_of: Any = ...) -> None: ...
-    def run(self, groups: List[Any], state: Any, state_mutations: int, grad_scale: Any = ...,
+    def run(self, groups: List[Any], state: Any, state_mutations: int, grad_scale: float = ...,
             max_grad_norm: float = ..., ema_decay: float = ...) -> Tuple[int, Optional[float]]: ...
     def threading(self) -> Dict[str, Any]: ...

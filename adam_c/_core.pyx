@@ -8,6 +8,7 @@ from libc.string cimport memcmp
 
 import numpy as np
 
+from ._validation import MAX_STEP as _MAX_STEP
 from ._validation import ReentrantCallError, coerce_grad, describe_overlap, dtype_code, grads_sequence, read_group
 
 cnp.import_array()
@@ -112,7 +113,8 @@ class AmsgradBuffersMissing(PlanOutdated):
     buffers must be allocated and the plan rebuilt."""
 
 
-cdef int64_t MAX_STEP = (<int64_t>1) << 62  # _checkpoint._MAX_STEP: saved steps are in [0, 2**62)
+cdef int64_t MAX_STEP = _MAX_STEP  # the largest step count, 2**62 - 1, in both plans (and checkpoints)
+cdef double STEP_LIMIT = float(_MAX_STEP + 1)  # 2**62, exact: a whole double below it is <= MAX_STEP
 
 
 cdef inline bint kernel_ready(cnp.ndarray a, int typenum, void *data, cnp.npy_intp n):
@@ -342,7 +344,7 @@ cdef class StepPlan:
         if self.group_lists is not None:
             for gi in range(self.n_groups):
                 group = groups[gi]
-                if type(group) is not dict:
+                if not isinstance(group, dict):  # a dict subclass (OrderedDict) too: read at C level below
                     return False
                 members = (<dict>group).get("params")
                 if members is not (<list>self.group_lists)[gi]:
@@ -482,9 +484,9 @@ cdef class StepPlan:
             self.work[k].grad = cnp.PyArray_DATA(<cnp.ndarray>grad)
             self.work[k].grad_float32 = (self.codes[i] >= ADAMC_FLOAT16
                                          and cnp.PyArray_TYPE(<cnp.ndarray>grad) == cnp.NPY_FLOAT32)
-            if self.steps[i] >= MAX_STEP - 1:  # checkpoints hold steps below 2**62: stop before the step leaves them
-                raise ValueError(f"state of params[{i}]: 'step' is {self.steps[i]}; one more step would reach "
-                                 "2**62, the most a checkpoint holds")
+            if self.steps[i] >= MAX_STEP:  # checkpoints hold steps up to MAX_STEP: stop before the step leaves them
+                raise ValueError(f"state of params[{i}]: 'step' is {self.steps[i]}; one more step would pass "
+                                 "2**62 - 1, the largest step count")
             self.work[k].step = self.steps[i] + 1
             self.work_index[k] = i
             k += 1
@@ -736,7 +738,7 @@ cdef class TorchStepPlan:
     cdef adamc_autotune *tune     # this plan's measured serial-or-threads decision (same workload every step)
     cdef object groups_obj, state_obj
     cdef Py_ssize_t state_mutations
-    cdef object data_ptr, stride_of, read_group, fix_grad, unscale, bump_versions, label
+    cdef object data_ptr, stride_of, read_group, fix_grad, bump_versions, label
     cdef list scales              # per param: None, or (exp_avg_absmax, exp_avg_sq_absmax, max_exp_avg_sq_absmax
                                   # or None) of its int8 state, checked by identity each run
     cdef list watched             # per param: None, or ((tensor, data_ptr, dtype, shape), ...) of its compressed
@@ -763,7 +765,7 @@ cdef class TorchStepPlan:
         self.group_of = NULL
 
     def __init__(self, object groups_obj, object state_obj, Py_ssize_t state_mutations, list group_dicts,
-                 list params, list infos, list keep, object data_ptr, object stride_of, object read_group, object fix_grad, object unscale,
+                 list params, list infos, list keep, object data_ptr, object stride_of, object read_group, object fix_grad,
                  object bump_versions, list compressed=None, uint64_t seed=0, list mixed=None,
                  bint stochastic=False, object label=None, object storage_of=None):
         """infos: per param (in group order) a tuple (group_index, param_ptr, numel, adamc_dtype, dtype, shape,
@@ -771,7 +773,7 @@ cdef class TorchStepPlan:
         inner/entry are None for a param without state. The helpers are Python callables: data_ptr(t),
         stride_of(t), read_group(group, index) -> hyperparameter tuple, fix_grad(grad, index, shape, strides) ->
         tensor in the param's dtype and layout (or raises; TorchPlanStale if the param no longer has the shape
-        and strides the plan was built for), unscale(grads, grad_scale) -> new list, bump_versions(list).
+        and strides the plan was built for), bump_versions(list).
         compressed: per param None (state in the compute dtype) or (adamc_state_dtype, stochastic, scales, scale_ptrs)
         with scales = (exp_avg_absmax, exp_avg_sq_absmax, max_exp_avg_sq_absmax), tensors or None (int8 only), and
         scale_ptrs their data pointers. seed keys stochastic state rounding (with index = the param's position,
@@ -807,7 +809,7 @@ cdef class TorchStepPlan:
         self.params = list(params)
         self.keep = list(keep)
         self.data_ptr, self.stride_of = data_ptr, stride_of
-        self.read_group, self.fix_grad, self.unscale, self.bump_versions = read_group, fix_grad, unscale, bump_versions
+        self.read_group, self.fix_grad, self.bump_versions = read_group, fix_grad, bump_versions
         self.table = <adamc_tensor *>calloc(max(n, 1), sizeof(adamc_tensor))
         self.work = <adamc_tensor *>calloc(max(n, 1), sizeof(adamc_tensor))
         self.work_index = <Py_ssize_t *>calloc(max(n, 1), sizeof(Py_ssize_t))
@@ -997,10 +999,11 @@ cdef class TorchStepPlan:
             return False
         return getattr(grad, _KEY_SHAPE) == self.shapes[i]
 
-    def run(self, list groups, object state, Py_ssize_t state_mutations, object grad_scale=None,
+    def run(self, list groups, object state, Py_ssize_t state_mutations, double grad_scale=1.0,
             double max_grad_norm=0.0, double ema_decay=0.0):
         """One step of every param whose .grad is not None. `state` is opt.state and `state_mutations` the
-        count of its assignments and deletions. max_grad_norm > 0 clips by the global norm of the (unscaled)
+        count of its assignments and deletions. grad_scale: the loss scale the kernel divides the grads by (as
+        StepPlan.run; the .grad tensors are left as they are). max_grad_norm > 0 clips by the global norm of the (unscaled)
         grads in the C call; ema_decay is the EMA's (validated by the caller). Returns (k, grad_norm or None):
         the number of params stepped and the global norm when clipping. Raises TorchPlanStale (rebuild, then
         run again) or a clear error, before changing anything."""
@@ -1049,8 +1052,6 @@ cdef class TorchStepPlan:
             grads.append(grad)
             self.work_index[k] = i
             k += 1
-        if grad_scale is not None and k:
-            grads = self.unscale(grads, grad_scale)
         for j in range(k):
             i = self.work_index[j]
             grad = grads[j]
@@ -1074,13 +1075,14 @@ cdef class TorchStepPlan:
                 value32 = (<float *>self.step_ptrs[i])[0]
                 value32 = value32 + <float>1.0  # in float32, as torch's `step += 1` on a float32 tensor
                 new_value = value32
-            if not (isfinite(new_value) and new_value >= 1.0 and new_value < 4.0e18
+            if not (isfinite(new_value) and new_value >= 1.0 and new_value < STEP_LIMIT
                     and new_value == <double><int64_t>new_value):
-                raise ValueError(f"state of {self.label(i)}: 'step' must be a whole number >= 0, "
-                                 f"got {new_value - 1.0!r}")
+                raise ValueError(f"state of {self.label(i)}: 'step' must be a whole number >= 0 whose next step "
+                                 f"is at most 2**62 - 1 (the largest step count), got {new_value - 1.0!r}")
             self.work[j].step = <int64_t>new_value
         adamc_step_options_init(&opts)
         opts.seed = self.seed
+        opts.grad_scale = grad_scale
         opts.max_grad_norm = max_grad_norm
         opts.compute_norm = max_grad_norm > 0
         opts.ema_decay = ema_decay

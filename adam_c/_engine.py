@@ -5,16 +5,19 @@ layouts are validated and adopted whole, the lock is re-entrancy-, Ctrl-C- and f
 call ran is committed whole.
 """
 import copy
+import operator
 import os
 import threading
 import weakref
+from collections.abc import Mapping
+from itertools import chain
 
 import numpy as np
 
 from . import _compressed, _core
 from ._mixed import MixedOptions
-from ._validation import (ReentrantCallError, check_param, compute_dtype, first_overlap, grads_sequence, read_group,
-                          resolve_schedules)
+from ._validation import (ReentrantCallError, check_param, compute_dtype, first_overlap, grads_sequence, has_schedules,
+                          read_group, resolve_schedules)
 
 ADAM_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 MIXED_KEYS = ("master", "ema")  # mixed precision (see _mixed.py): float32 master copy, EMA of the params
@@ -165,7 +168,7 @@ class Layout:
             return False
         i = 0
         for group, members in zip(groups, self.lists):
-            if type(group) is not dict or group.get("params") is not members:
+            if not isinstance(group, dict) or group.get("params") is not members:  # dict subclasses too
                 return False
             for p in members:
                 if (i >= len(self.params) or p is not self.params[i] or p.dtype != self.dtypes[i]
@@ -318,6 +321,7 @@ class Engine:
         self.lock = CallLock()
         self.mixed = mixed if mixed is not None else MixedOptions.default()
         self.layout = build_layout(groups, None, allocate=False, mixed=self.mixed)
+        self.ema_swapped = False  # the params hold their EMA (inside `with opt.ema_weights():`)
 
     @classmethod
     def restored(cls, groups, params, state, steps, grads, mixed=None):
@@ -326,6 +330,7 @@ class Engine:
         engine.lock = CallLock()
         engine.mixed = mixed if mixed is not None else MixedOptions.default()
         engine.layout = restore_layout(groups, params, state, steps, grads)
+        engine.ema_swapped = False
         return engine
 
     def sync(self, groups):
@@ -346,6 +351,8 @@ class Engine:
         """One step; raises before changing anything, and once the C call has run the step is kept whole.
         `extras`: StepPlan.run's per-step options from _mixed.check_step_extras (loss scale, clipping, skip).
         Returns (skipped, grad_norm or None, clip_coef); a skipped step changes nothing, step counts included."""
+        if self.ema_swapped:
+            raise ema_block_error("step()")
         options = self.mixed.run_options()
         if extras:
             options.update(extras)
@@ -359,12 +366,15 @@ class Engine:
             grads = self.layout.grads  # the plan checks that they still match the groups
         elif type(grads) is not list and type(grads) is not tuple:
             grads = grads_sequence(grads)  # read once here: a generator must not be consumed per attempt
+        # a schedule lr is called once per group per step, before the first attempt, for the step each group is
+        # about to take (the counts a rebuilt layout carries over); both attempts read the values, the groups keep
+        # the callables
+        run_groups = resolve_schedules(groups, self._steps_of(groups)) if has_schedules(groups) else groups
         plan = self.layout.plan
         if plan is not None and grads is not None:
             self.lock.running_plan = plan
             try:
-                # a schedule lr is called once per step; the plan reads the value, the group keeps the callable
-                return plan.run(grads, resolve_schedules(groups, self.layout.steps), **options)
+                return plan.run(grads, run_groups, **options)
             except _core.PlanOutdated:
                 pass  # edited groups or params, or amsgrad turned on: validate and rebuild below
             finally:
@@ -373,7 +383,6 @@ class Engine:
             grads = self.grad_buffers(groups)
         new = build_layout(groups, self.layout, allocate=True, mixed=self.mixed)
         plan = new.plan
-        run_groups = resolve_schedules(groups, new.steps)
         self.lock.running_plan = plan
         try:
             return plan.run(grads, run_groups, **options)
@@ -387,27 +396,60 @@ class Engine:
                 self.layout = new
             self.lock.running_plan = None
 
+    def _steps_of(self, groups):
+        """The step count of each param of `groups` as they are now (in group order): the adopted layout's, carried
+        by identity as build_layout does when the groups were edited (0 for a param new to the optimizer)."""
+        layout = self.layout
+        try:  # the same params in the same order (identity only: a C-level pass, not Layout.matches's checks)
+            same = (sum(len(g["params"]) for g in groups) == len(layout.params)
+                    and all(map(operator.is_, chain.from_iterable(g["params"] for g in groups), layout.params)))
+        except ReentrantCallError:
+            raise
+        except Exception:  # malformed groups: build_layout names what is wrong
+            same = False
+        if same:
+            return layout.steps
+        index = {id(p): i for i, p in enumerate(layout.params)}
+        out = []
+        for group in groups if isinstance(groups, (list, tuple)) else ():
+            members = group.get("params") if isinstance(group, Mapping) else None
+            for p in members if isinstance(members, (list, tuple)) else ():
+                j = index.get(id(p))
+                out.append(layout.steps[j] if j is not None and layout.params[j] is p else 0)
+        return np.array(out, np.int64)
+
     def params_to_ema(self):
         """Write each param's EMA into it (rounded to nearest even for float16/bfloat16, as the step does) and
-        return [(param, copy of its own values)] for restore_params; params without an EMA are left alone."""
+        return [(param, copy of its own values)] for restore_params; params without an EMA are left alone. All
+        or nothing: if one cannot be written (a read-only param), those written are restored and it raises.
+        Until restore_params, steps are refused (ema_swapped)."""
+        if self.ema_swapped:
+            raise ema_block_error("ema_weights()")
         saved = []
         layout = self.layout
-        for p, ema in zip(layout.params, layout.state["ema"]):
-            if ema is not None:
-                saved.append((p, p.copy()))
-        for p, ema in zip(layout.params, layout.state["ema"]):
-            if ema is None:
-                continue
-            if p.dtype == ema.dtype:
-                np.copyto(p, ema.reshape(p.shape))
-            else:
-                _core.convert(ema.reshape(-1), p.reshape(-1))
+        pairs = [(p, ema) for p, ema in zip(layout.params, layout.state["ema"]) if ema is not None]
+        for p, _ in pairs:
+            saved.append((p, p.copy()))
+        done = 0
+        try:
+            for p, ema in pairs:
+                if p.dtype == ema.dtype:
+                    np.copyto(p, ema.reshape(p.shape))
+                else:
+                    _core.convert(ema.reshape(-1), p.reshape(-1))
+                done += 1
+        except BaseException:
+            self.restore_params(saved[:done])
+            raise
+        self.ema_swapped = True
         return saved
 
-    @staticmethod
-    def restore_params(saved):
-        for p, backup in saved:
-            np.copyto(p, backup)
+    def restore_params(self, saved):
+        try:
+            for p, backup in saved:
+                np.copyto(p, backup)
+        finally:
+            self.ema_swapped = False
 
     def state_view(self):
         """`opt.state`: _state_entries() as read-only mappings (see StateView) over the same live arrays."""
@@ -456,3 +498,10 @@ class Engine:
     def state_bytes(self):
         """Bytes the optimizer state takes now: Adam buffers, int8 block scales, master and EMA copies."""
         return _compressed.state_nbytes(buf for key in STATE_KEYS for buf in self.layout.state[key])
+
+
+def ema_block_error(call):
+    """The error for a step (or another ema_weights()) while the params hold their EMA: its update would be
+    overwritten when the block restores them."""
+    return RuntimeError(f"{call} inside `with opt.ema_weights():` is refused: the params hold their EMA there, "
+                        "and leaving the block restores their own values over any update; step after the block")

@@ -124,10 +124,13 @@ def one_element_value(tensor, name, allow_bool=False):
 
 
 def loss_scale(value, name="grad_scale"):
-    """A loss scale as float: a real number, finite and > 0 (grads are divided by it)."""
+    """A loss scale as float: a real number, finite and > 0, as a float32 too (the kernel divides the grads by
+    float32(scale), as torch's fused Adam divides by GradScaler's float32 scale)."""
     scale = real(value, name)
-    if not (math.isfinite(scale) and scale > 0.0):
-        raise ValueError(f"{name}={value!r} must be finite and > 0")
+    with np.errstate(over="ignore", under="ignore"):
+        as_float32 = float(np.float32(scale)) if math.isfinite(scale) else scale
+    if not (math.isfinite(scale) and scale > 0.0 and math.isfinite(as_float32) and as_float32 > 0.0):
+        raise ValueError(f"{name}={value!r} must be finite and > 0 (as a float32 too)")
     return scale
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from . import _compressed
 from ._checkpoint import _step_value, _torch_to_numpy
-from ._validation import HYPERPARAMETERS
+from ._validation import HYPERPARAMETERS, check_lr
 
 _STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 _ABSMAX_KEYS = tuple(key + "_absmax" for key in _STATE_KEYS)  # int8 state's block scales (see _compressed)
@@ -54,7 +54,8 @@ def to_torch_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
             raise ValueError(f"{where}['step'] = {step} is above 2**24, where torch's float32 step counter "
                              "stops counting")
         out = {"step": torch.tensor(float(step), dtype=torch.float32)}
-        compressed = entry.get("state_dtype", "float32") != "float32"
+        layout = _compressed.entry_layout(entry, where)  # a named TypeError for a state_dtype that is no name
+        compressed = layout != "float32"
         for key in _STATE_KEYS:
             if entry.get(key) is not None:
                 array = np.asarray(entry[key])
@@ -77,11 +78,13 @@ def to_torch_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
                     raise TypeError(f"{where}[{key!r}] must be float32 or float64, got {array.dtype}")
                 out[key] = torch.from_numpy(np.array(array, dtype=array.dtype.newbyteorder("="), copy=True))
         if compressed:
-            out["state_dtype"] = entry["state_dtype"]  # adam_c.torch reads it to know the codes
+            out["state_dtype"] = layout  # adam_c.torch reads it to know the codes
         out_state[pid] = out
     out_groups = []
-    for group in groups:
+    for gi, group in enumerate(groups):
         new = {key: group[key] for key in HYPERPARAMETERS if key in group}
+        if callable(new.get("lr")) and not isinstance(new["lr"], type):
+            new["lr"] = _schedule_value(new["lr"], group["params"], state, f"state_dict['param_groups'][{gi}]['lr']")
         if "betas" in new:
             new["betas"] = tuple(new["betas"])
         new.update({k: group.get(k, v) for k, v in _TORCH_FLAGS.items()})
@@ -90,6 +93,20 @@ def to_torch_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
         new["params"] = list(group["params"])
         out_groups.append(new)
     return {"state": out_state, "param_groups": out_groups}
+
+
+def _schedule_value(schedule, pids, state, where):
+    """A schedule lr (adam_c.Adam's callables) as torch.optim holds an lr, a number: its value for the group's next
+    step (1 + the largest step among the group's params, as adam_c.Adam calls it), what a torch LR scheduler
+    would have left in the group. torch.optim has no schedule objects, and torch.load(weights_only=True) refuses
+    one; to go on scheduling, attach a torch.optim.lr_scheduler."""
+    steps = [0]
+    for pid in pids:
+        entry = state.get(pid) if isinstance(pid, numbers.Integral) else None
+        if isinstance(entry, Mapping) and entry.get("step") is not None:
+            steps.append(_step_value(entry["step"], f"state_dict['state'][{pid!r}]['step']"))
+    step = max(steps) + 1
+    return check_lr(schedule(step), f"{where}({step}) (the schedule's value)")
 
 
 def _number(value):
@@ -108,6 +125,8 @@ def from_torch_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
         where = f"state_dict['state'][{pid!r}]"
         if not isinstance(entry, Mapping):
             raise TypeError(f"{where} must be a dict, got {type(entry).__name__}")
+        if not entry:
+            continue  # {}: torch makes one wherever opt.state[p] is read; a param without state, as adam_c.Adam's
         out = {"step": _step_value(entry.get("step"), f"{where}['step']")}
         # the format (a "state_dtype" mangled by torch.optim read off the buffers)
         layout = _compressed.entry_layout(entry, where) if "state_dtype" in entry else None
@@ -116,14 +135,16 @@ def from_torch_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
             if value is None:
                 continue
             name = f"{where}[{key!r}]"
-            if hasattr(value, "detach"):
+            codes = layout == "int8" and key in _STATE_KEYS
+            if codes and _compressed.torch_mangled(entry):
+                value = _compressed.int8_codes(value, name)  # codes torch.optim cast to numbers
+            elif hasattr(value, "detach"):
                 # bfloat16 state of adam_c.torch: the NumPy optimizer's uint16 bits; torch.optim's bfloat16 state
                 # of bfloat16 params: exact in float32 (_torch_to_numpy's conversion)
                 bits = layout == "bfloat16" and key in _STATE_KEYS
                 value = _compressed._as_array(value, name) if bits else _torch_to_numpy(value, name)
             # int8 codes keep their memory order, which their block scales cover (a channels_last param's are
             # channels_last): adam_c.Adam's load_state_dict decodes them in it; everything else in C order
-            codes = layout == "int8" and key in _STATE_KEYS
             out[key] = np.array(value, order="K" if codes else "C", copy=True)
         if layout is not None and layout != "float32":
             out["state_dtype"] = layout

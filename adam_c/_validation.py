@@ -32,6 +32,9 @@ class ReentrantCallError(RuntimeError):
     """An optimizer was called from inside one of its own calls (the validators let it through unchanged)."""
 
 
+# the largest step count (a param's number of updates) in both front-ends, their plans and checkpoints
+MAX_STEP = 2**62 - 1
+
 HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay")
 
 
@@ -127,6 +130,11 @@ def check_lr_or_schedule(value, name="lr"):
     if callable(value) and not isinstance(value, type):  # a class (float, np.float32) is a mistake, not a schedule
         return value
     return check_lr(value, name)
+
+
+def has_schedules(groups):
+    """Whether some group's lr is a schedule (a callable) that resolve_schedules calls."""
+    return any(isinstance(g, Mapping) and callable(g.get("lr")) for g in groups)
 
 
 def resolve_schedules(groups, steps):
@@ -303,7 +311,7 @@ def check_step(value, name="step"):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     step = operator.index(value)
-    if not 1 <= step < 2**62:
+    if not 1 <= step <= MAX_STEP:
         raise ValueError(f"{name} must be >= 1 (the 1-based number of this update), got {step}")
     return step
 

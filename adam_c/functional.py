@@ -1,6 +1,6 @@
 """functional.py: adam_step, the functional form of one Adam update on one set of buffers, in place."""
 from . import _core
-from ._validation import (buffer_array, check_betas, check_eps, check_lr, check_step, check_weight_decay,
+from ._validation import (buffer_array, check_beta, check_eps, check_lr, check_step, check_weight_decay,
                           first_overlap, flag)
 
 
@@ -15,7 +15,8 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, 
     """
     step = check_step(step)
     lr = check_lr(lr)
-    beta1, beta2 = check_betas((beta1, beta2), "beta")
+    beta1 = check_beta(beta1, "beta1")  # named as adam_step's own arguments
+    beta2 = check_beta(beta2, "beta2")
     eps = check_eps(eps)
     weight_decay = check_weight_decay(weight_decay)
     amsgrad = flag(amsgrad, "amsgrad")

@@ -1,5 +1,6 @@
 """optim.py: Adam and AdamW for NumPy arrays with torch.optim's shape: param groups, step, state_dict."""
 import contextlib
+import copy
 from collections.abc import Mapping
 
 import numpy as np
@@ -143,7 +144,8 @@ class Adam:
         run, the step is kept whole even if an exception (Ctrl-C) arrives right after it.
 
         Fused around the step (one extra read of the grads when any is used):
-        grad_scale: the loss scale; grads are multiplied by float32(1/grad_scale) in the kernel (GradScaler's
+        grad_scale: the loss scale; grads are divided by float32(grad_scale) in the kernel, as torch's fused Adam
+        does under GradScaler (a power of two multiplies by its exact reciprocal: the same bits, GradScaler's
         unscale_), and a non-finite grad skips the whole step (skip_nonfinite defaults to True with a
         grad_scale). max_grad_norm: clip by the global L2 norm over all grads (clip_grad_norm_ semantics).
         After the call, opt.last_step_skipped tells whether the step was skipped (nothing changed, step counts
@@ -286,19 +288,34 @@ class Adam:
     # ------------------------------------------------------------ pickling, repr
 
     def __reduce_ex__(self, protocol):
-        """pickle and deepcopy: params, grads buffers and state together, saved while the lock is held (a token
+        """pickle (and copy.copy): params, grads buffers and state together, saved while the lock is held (a token
         saved after them releases it), so a step in another thread is never half in the copy."""
         engine = self._engine
         token = ReleaseWhenSaved(engine.lock)
         token.acquire("pickling or copying the optimizer")  # released when the token is saved or dropped
         try:
-            layout = engine.sync(self.param_groups)
+            saved = self._saved()
         except BaseException:
             token.release()
             raise
-        saved = {"defaults": self.defaults, "param_groups": self.param_groups, "params": layout.params,
-                 "state": layout.state, "steps": layout.steps.copy(), "grads": layout.grads, "mixed": engine.mixed}
         return (_new_instance, (type(self),), (saved, token))
+
+    def __deepcopy__(self, memo):
+        """copy.deepcopy: the parts __reduce_ex__ saves, deep-copied while the lock is held and released however the
+        copy ends (a copy that fails, e.g. on a group holding a threading.Lock, leaves the optimizer usable)."""
+        new = _new_instance(type(self))
+        memo[id(self)] = new
+        with self._engine.lock.held("copying the optimizer (copy.deepcopy)"):
+            saved = copy.deepcopy(self._saved(), memo)
+        new.__setstate__(saved)
+        return new
+
+    def _saved(self):
+        """What a copy or pickle holds (the live objects; called with the lock held)."""
+        engine = self._engine
+        layout = engine.sync(self.param_groups)
+        return {"defaults": self.defaults, "param_groups": self.param_groups, "params": layout.params,
+                "state": layout.state, "steps": layout.steps.copy(), "grads": layout.grads, "mixed": engine.mixed}
 
     def __setstate__(self, state):
         if isinstance(state, tuple):

@@ -8,6 +8,7 @@ from .typing import (FloatArray, Hyperparameters, LearningRate, OptimizerParamGr
                      ThreadingInfo)
 
 _Loss = TypeVar("_Loss")
+_Self = TypeVar("_Self", bound="Adam")
 _Grads = Sequence[Optional[FloatArray]]
 
 _Rounding = Literal["nearest", "stochastic"]
@@ -50,6 +51,7 @@ class Adam:
     def load_state_dict(self, state_dict: Union[StateDict, Mapping[str, Any]]) -> None: ...
     def __getstate__(self) -> Dict[str, Any]: ...
     def __setstate__(self, saved: Dict[str, Any]) -> None: ...
+    def __deepcopy__(self: _Self, memo: Dict[int, Any]) -> _Self: ...
 
 class AdamW(Adam):
     def __init__(self, params: Iterable[Union[FloatArray, ParamGroup]], lr: LearningRate = ...,

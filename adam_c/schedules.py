@@ -4,10 +4,10 @@ import numbers
 import operator
 from typing import Dict, Tuple, Union
 
+from ._validation import MAX_STEP
+
 __all__ = ["LRSchedule", "constant_with_warmup", "cosine_with_warmup", "exponential_decay", "linear_decay",
            "step_decay"]
-
-_MAX_STEP = 2**62
 
 
 def _real(value: float, name: str, low: float = 0.0, low_inclusive: bool = True) -> float:
@@ -23,7 +23,7 @@ def _count(value: int, name: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     n = operator.index(value)
-    if not low <= n < _MAX_STEP:
+    if not low <= n <= MAX_STEP:
         raise ValueError(f"{name} must be an int >= {low}, got {n}")
     return n
 
@@ -121,7 +121,7 @@ class _Step(LRSchedule):
         self.gamma = _real(gamma, "gamma", 0.0, low_inclusive=False)
 
     def _decay(self, d: int) -> float:
-        return self.lr * self.gamma ** (d // self.step_size)
+        return _power_decay(self, self.gamma, d // self.step_size)
 
     def _arguments(self) -> Dict[str, Union[int, float]]:
         return {**super()._arguments(), "step_size": self.step_size, "gamma": self.gamma}
@@ -135,13 +135,26 @@ class _Exponential(LRSchedule):
         self.gamma = _real(gamma, "gamma", 0.0, low_inclusive=False)
 
     def _decay(self, d: int) -> float:
-        try:
-            return self.lr * self.gamma ** d
-        except OverflowError:  # gamma > 1 for very many steps
-            return math.inf
+        return _power_decay(self, self.gamma, d)
 
     def _arguments(self) -> Dict[str, Union[int, float]]:
         return {**super()._arguments(), "gamma": self.gamma}
+
+
+def _power_decay(schedule: LRSchedule, gamma: float, k: int) -> float:
+    """lr * gamma ** k, torch's closed form of StepLR / ExponentialLR. With gamma > 1 the lr grows without bound:
+    once it is past the largest float it is a ValueError naming the schedule and the step, never inf (which no
+    optimizer accepts as an lr) or a bare OverflowError. With gamma < 1 it decays to 0.0."""
+    if schedule.lr == 0.0:
+        return 0.0
+    try:
+        value = schedule.lr * gamma ** k
+    except OverflowError:
+        value = math.inf
+    if not math.isfinite(value):
+        raise ValueError(f"{schedule!r}: the lr after {k} decays, lr * gamma ** {k}, is larger than the largest "
+                         "float (gamma > 1 grows the lr without bound); stop the schedule before it overflows")
+    return value
 
 
 def constant_with_warmup(lr: float, *, warmup_steps: int = 0) -> LRSchedule:

@@ -1,10 +1,13 @@
 """torch.py: Adam and AdamW as torch.optim.Optimizer subclasses that step CPU tensors with adam_c's C engine."""
 import contextlib
+import copy
 import inspect
 import numbers
+import weakref
 from collections import defaultdict
 from collections.abc import Mapping
 from itertools import chain
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -12,7 +15,7 @@ from torch.optim.optimizer import Optimizer
 
 from . import _compressed, _core
 from ._checkpoint import _state_array
-from ._engine import CallLock, ReleaseWhenSaved
+from ._engine import CallLock, ReleaseWhenSaved, ema_block_error
 from ._mixed import MixedOptions, check_step_extras, loss_scale, numpy_view, one_element_value
 from ._validation import BFLOAT16, check_hyperparameters, first_overlap, real
 
@@ -70,6 +73,11 @@ def _checked_hyperparameters(hp, where):
     _check_tensor_hyperparameters(plain, name)
     if "lr" in plain:
         plain["lr"] = _plain_number(plain["lr"], name("lr"))
+        if callable(plain["lr"]) and not isinstance(plain["lr"], type):
+            # adam_c.Adam's schedules (callables step -> lr) are not torch.optim's: its LR schedulers write a number
+            # into group["lr"], and torch.load(weights_only=True) cannot read a schedule object from a checkpoint
+            raise TypeError(f"{name('lr')} must be a float or a 1-element Tensor, got {type(plain['lr']).__name__} "
+                            "(a schedule): with adam_c.torch use a torch.optim.lr_scheduler")
     betas = plain.get("betas")
     if isinstance(betas, (tuple, list)) and len(betas) == 2:
         plain["betas"] = tuple(_plain_number(b, f"{name('betas')}[{k}]") for k, b in enumerate(betas))
@@ -310,11 +318,14 @@ def _converted_state(entry, param, layout, where):
             # exactly below: re-encoding decoded codes is not exact, e.g. for a block whose largest value is
             # negative, stored as -0.99 of its scale.)
             decoded, _ = _compressed.load_saved(
-                {"state_dtype": "int8", key: _flat(value, own), key + "_absmax": entry.get(key + "_absmax")},
+                {"state_dtype": entry.get("state_dtype"), key: _flat(value, own),
+                 key + "_absmax": entry.get(key + "_absmax")},
                 key, flat_param, "float32", where, _state_array)
             value = _tensor_like(value, decoded.astype(np.float32), own)
             source_layout = "float32"
-        shim = {"state_dtype": source_layout, key: _flat(value, order)}
+        # (the entry's own "state_dtype" where the format is the saved one: it may be one torch.optim mangled)
+        shim = {"state_dtype": entry.get("state_dtype") if source_layout == saved_layout else source_layout,
+                key: _flat(value, order)}
         if source_layout == "int8":
             shim[key + "_absmax"] = entry.get(key + "_absmax")
         buf, absmax = _compressed.load_saved(shim, key, flat_param, layout, where, _state_array)
@@ -442,6 +453,7 @@ class Adam(Optimizer):
         self._mixed = MixedOptions.checked(master_weights, rounding, ema_decay, seed, state_dtype, state_rounding)
         self.last_step_skipped = False  # the last step was skipped (GradScaler's found_inf)
         self.last_grad_norm = None      # global grad norm of the last step (with max_grad_norm), else None
+        self._ema_swapped = False       # the params hold their EMA (inside `with opt.ema_weights():`)
         raw = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "amsgrad": amsgrad,
                "maximize": maximize, "foreach": foreach, "capturable": capturable,
                "differentiable": differentiable, "fused": fused, "decoupled_weight_decay": decoupled_weight_decay}
@@ -488,6 +500,19 @@ class Adam(Optimizer):
             raise
         return state
 
+    def __deepcopy__(self, memo):
+        """copy.deepcopy: torch's state plus the storage options, deep-copied while the lock is held and released
+        however the copy ends (a copy that fails, e.g. on a group holding a threading.Lock, leaves the optimizer
+        usable in every thread)."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        with self._lock.held("copying the optimizer (copy.deepcopy)"):
+            state = dict(super().__getstate__())
+            state["_mixed"] = self._mixed
+            state = copy.deepcopy(state, memo)
+        new.__setstate__(state)
+        return new
+
     def __setstate__(self, state):
         token = state.pop("_lock_token", None) if isinstance(state, dict) else None
         if isinstance(token, ReleaseWhenSaved):  # copy.copy: nothing was saved, the token is still live
@@ -496,6 +521,7 @@ class Adam(Optimizer):
         self.__dict__.setdefault("_mixed", MixedOptions.default())
         self.__dict__.setdefault("last_step_skipped", False)
         self.__dict__.setdefault("last_grad_norm", None)
+        self.__dict__.setdefault("_ema_swapped", False)
         self._plan = None
         if "_lock" not in self.__dict__:  # a copy gets its own lock; torch's load_state_dict keeps the one it holds
             self._lock = CallLock()
@@ -540,9 +566,18 @@ class Adam(Optimizer):
 
     def state_dict(self):
         """torch's state_dict (its layout; state tensors are the live ones, as torch.optim's: copy them before the
-        next step if you keep them), taken under the optimizer's lock, so never in the middle of a step."""
+        next step if you keep them), taken under the optimizer's lock, so never in the middle of a step. The
+        state_dict pre- and post-hooks run outside the lock, as torch's do around its body, so they may call this
+        optimizer (zero_grad, state_dict, a step, a copy)."""
+        for hook in self._optimizer_state_dict_pre_hooks.values():
+            hook(self)
         with self._lock.held("state_dict()"):
-            return super().state_dict()
+            state_dict = Optimizer.state_dict(_Unhooked(self))
+        for hook in self._optimizer_state_dict_post_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        return state_dict
 
     def _add_param_group(self, param_group):
         if not isinstance(param_group, dict):
@@ -648,6 +683,8 @@ class Adam(Optimizer):
             return out
 
     def _step(self, closure, grad_scale, found_inf, max_grad_norm=None):
+        if self._ema_swapped:
+            raise ema_block_error("step()")
         # the NumPy optimizer's rule for max_grad_norm (a real number > 0), checked before anything runs
         max_grad_norm = check_step_extras(None, max_grad_norm, False).get("max_grad_norm", 0.0)
         loss = None
@@ -661,9 +698,10 @@ class Adam(Optimizer):
         if found_inf is not None and _nonzero(found_inf):
             self.last_step_skipped, self.last_grad_norm = True, None
             return loss  # GradScaler found inf/NaN grads: no param, state or step changes
-        if grad_scale is not None:
-            grad_scale = _checked_grad_scale(grad_scale)
+        grad_scale = 1.0 if grad_scale is None else _checked_grad_scale(grad_scale)
         with self._lock.held("step()"):
+            if self._ema_swapped:  # (another thread entered ema_weights() since the check above)
+                raise ema_block_error("step()")
             norm = None
             if not self.__dict__.get("_has_strided"):
                 try:
@@ -727,20 +765,40 @@ class Adam(Optimizer):
             raise ValueError("ema_weights() needs an optimizer built with ema_decay=")
         saved = []
         with self._lock.held("ema_weights()"), torch.no_grad():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    entry = self.state.get(p)
-                    ema = entry.get("ema") if isinstance(entry, dict) else None
-                    if isinstance(ema, torch.Tensor):
-                        saved.append((p, p.detach().clone(memory_format=torch.preserve_format), ema))
-            for p, _, ema in saved:
-                p.copy_(ema)
+            if self._ema_swapped:
+                raise ema_block_error("ema_weights()")
+            outside_inference = not torch.is_inference_mode_enabled()
+            for i, p in enumerate(p for group in self.param_groups for p in group["params"]):
+                entry = self.state.get(p)
+                ema = entry.get("ema") if isinstance(entry, dict) else None
+                if isinstance(ema, torch.Tensor):
+                    if outside_inference and p.is_inference():  # torch writes it, then raises: refused first
+                        raise RuntimeError(f"ema_weights(): {self._param_label(i)} is an inference tensor (made "
+                                           "under torch.inference_mode()): it can be written only inside "
+                                           "inference mode")
+                    saved.append((p, p.detach().clone(memory_format=torch.preserve_format), ema))
+            done = 0
+            try:  # all or nothing: if one param cannot be written, those written (and it) are put back
+                for p, _, ema in saved:
+                    done += 1
+                    p.copy_(ema)
+            except BaseException:
+                for p, backup, _ in saved[:done]:
+                    try:
+                        p.copy_(backup)
+                    except Exception:  # the one that failed may fail again; the others are restored
+                        pass
+                raise
+            self._ema_swapped = True  # steps are refused until the params are their own again
         try:
             yield self
         finally:
             with self._lock.held("ema_weights()"), torch.no_grad():
-                for p, backup, _ in saved:
-                    p.copy_(backup)
+                try:
+                    for p, backup, _ in saved:
+                        p.copy_(backup)
+                finally:
+                    self._ema_swapped = False
 
     def threading_info(self):
         """How this optimizer's steps use threads, as measured (see adam_c.Adam.threading_info)."""
@@ -749,7 +807,7 @@ class Adam(Optimizer):
             return {"threads": 0, "serial_us": None, "threads_us": None, "steps": 0}
         return plan.threading()
 
-    def _locked_step(self, grad_scale, max_grad_norm=0.0):
+    def _locked_step(self, grad_scale=1.0, max_grad_norm=0.0):
         """Run the plan (rebuilt when stale); returns the global grad norm when clipping, else None."""
         ema_decay = self._mixed.run_options()["ema_decay"]
         plan = self._plan
@@ -807,19 +865,22 @@ class Adam(Optimizer):
         compressed one) is converted into this optimizer's format instead of being cast by torch (which would turn
         int8 codes into numbers): a torch.optim.Adam checkpoint loads into int8/bfloat16 state, a compressed one
         into float32 state; same-format codes are copied as they are. Every entry is converted, and so checked,
-        before anything changes; the user's load_state_dict pre-hooks see the checkpoint as given."""
+        before anything changes. The user's load_state_dict pre-hooks see (a shallow copy of) the checkpoint as
+        given, and they and the post-hooks run outside the optimizer's lock, as torch's run around its body, so
+        they may call this optimizer."""
+        state_dict = state_dict.copy()  # torch's: the pre-hooks may edit this shallow copy
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
         converted = {}
         with self._lock.held("load_state_dict()", allow_torn=True):
-            pre = self.register_load_state_dict_pre_hook(
-                lambda opt, saved: opt._convert_checkpoint_state(saved, converted))
-            post = self.register_load_state_dict_post_hook(lambda opt: opt._install_converted(converted),
-                                                           prepend=True)
-            try:
-                super().load_state_dict(state_dict)
-            finally:
-                pre.remove()
-                post.remove()
+            own = self._convert_checkpoint_state(state_dict, converted)
+            Optimizer.load_state_dict(_Unhooked(self), state_dict if own is None else own)
+            self._install_converted(converted)
             self._lock.torn_by_fork = False  # restored: usable again in a fork child
+        for hook in self._optimizer_load_state_dict_post_hooks.values():
+            hook(self)
 
     def _convert_checkpoint_state(self, state_dict, converted):
         """The last load pre-hook: convert the format-dependent keys of each entry that needs it (into
@@ -837,8 +898,8 @@ class Adam(Optimizer):
         state = dict(state_dict["state"])
         for pid, entry in state_dict["state"].items():
             p = id_map.get(pid)
-            if p is None or not isinstance(entry, Mapping):
-                continue
+            if p is None or not isinstance(entry, Mapping) or not entry:
+                continue  # not ours, or {} (torch makes one wherever opt.state[p] is read): loaded as it is
             layout = self._layout(p)
             where = f"state_dict['state'][{pid!r}]"
             for key in _STATE_KEYS[:2]:  # refused now (as adam_c.Adam does), not by every later step
@@ -978,12 +1039,16 @@ class Adam(Optimizer):
                                   if first[id(p)] == i and not _is_deferred(p)] + written)
             if pair is not None:
                 raise ValueError(f"{pair[0]} and {pair[1]} overlap in memory")
+            # the plan reaches the optimizer's methods through weak references: the optimizer owns the plan, and
+            # a plan owning the optimizer would leave every dropped optimizer (its state, the model's params and
+            # grads) to the cyclic garbage collector
             self._plan = _core.TorchStepPlan(self.param_groups, self.state, self.state.mutations,
                                              list(self.param_groups), params,
-                                             infos, keep, _data_ptr, _stride, self._read_group, self._fix_grad,
-                                             _unscaled, torch._C._increment_version, compressed,
-                                             self._mixed.seed, mixed, self._mixed.rounding == "stochastic",
-                                             self._param_label, torch.Tensor.untyped_storage)
+                                             infos, keep, _data_ptr, _stride, _WeakMethod(self, "_read_group"),
+                                             _WeakMethod(self, "_fix_grad"), torch._C._increment_version,
+                                             compressed, self._mixed.seed, mixed,
+                                             self._mixed.rounding == "stochastic",
+                                             _WeakMethod(self, "_param_label"), torch.Tensor.untyped_storage)
             self._inference_params = [(i, p) for i, p in enumerate(params)
                                       if not _is_deferred(p) and p.is_inference()]
         except BaseException:
@@ -1197,20 +1262,53 @@ def _record(created, p, entry, keys):
 
 
 def _checked_grad_scale(grad_scale):
-    """GradScaler's scale as the 0-d tensor the step divides the grads by: a 1-element dense CPU tensor whose value
-    is finite and > 0 (the NumPy optimizer's rule), else a TypeError/ValueError naming grad_scale."""
+    """GradScaler's scale as the number the kernel divides the grads by (in the compute type, as torch's fused
+    Adam; the user's .grad tensors are left as they are): a 1-element dense CPU tensor whose value is finite and
+    > 0 (the NumPy optimizer's rule), else a TypeError/ValueError naming grad_scale."""
     if not isinstance(grad_scale, torch.Tensor):
         raise TypeError("grad_scale must be a 1-element CPU tensor (as GradScaler provides), got "
                         f"{type(grad_scale).__name__}")
-    loss_scale(one_element_value(grad_scale, "grad_scale"))
-    return grad_scale if grad_scale.dim() == 0 else grad_scale.reshape(())  # _foreach_div takes 0-d scale tensors
+    return loss_scale(one_element_value(grad_scale, "grad_scale"))
 
 
-def _unscaled(grads, grad_scale):
-    """Temporary unscaled copies of the grads (one foreach call): Adam is not scale-invariant (eps), so the
-    step needs g / scale exactly; the user's .grad tensors are left as they are."""
-    with torch.no_grad():
-        return list(torch._foreach_div(grads, grad_scale))
+class _WeakMethod:
+    """owner.<name>(...) through a weak reference to owner (see Adam._build_plan)."""
+
+    __slots__ = ("_owner", "_name")
+
+    def __init__(self, owner, name):
+        self._owner = weakref.ref(owner)
+        self._name = name
+
+    def __call__(self, *args):
+        return getattr(self._owner(), self._name)(*args)
+
+
+_NO_HOOKS: "Mapping[object, object]" = MappingProxyType({})
+
+
+class _Unhooked:
+    """An optimizer seen without its state_dict hooks: torch's state_dict()/load_state_dict() bodies run on it
+    under the lock (reading and replacing the optimizer's param_groups and state), while Adam runs the user's
+    hooks on the optimizer itself, outside the lock."""
+
+    __slots__ = ("_opt",)
+    _optimizer_state_dict_pre_hooks = _optimizer_state_dict_post_hooks = _NO_HOOKS
+    _optimizer_load_state_dict_pre_hooks = _optimizer_load_state_dict_post_hooks = _NO_HOOKS
+
+    def __init__(self, opt):
+        self._opt = opt
+
+    @property
+    def param_groups(self):
+        return self._opt.param_groups
+
+    @property
+    def state(self):
+        return self._opt.state
+
+    def __setstate__(self, state):
+        self._opt.__setstate__(state)
 
 
 class AdamW(Adam):

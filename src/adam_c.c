@@ -111,8 +111,14 @@ static void compute_coeffs(const adamc_tensor *t, const adamc_step_options *o, a
     c->eps = hp->eps;
     c->weight_decay = hp->weight_decay;
     c->decay_keep = 1.0 - hp->lr * hp->weight_decay;
-    /* torch's GradScaler: inv_scale = float32(1 / scale) multiplies the grads (float64 grads too) */
-    c->inv_scale = (double)(float)(1.0 / o->grad_scale);
+    /* torch's fused Adam under GradScaler divides the grads by float32(scale) in the compute type. For a power of
+     * two whose reciprocal is a normal float32 (every GradScaler scale) the multiply by that exact reciprocal
+     * rounds the same exact quotient, so it gives the same bits (under FTZ/DAZ too); any other scale divides. */
+    const double scale = (double)(float)o->grad_scale;
+    int exponent;
+    const int pow2 = frexp(scale, &exponent) == 0.5 && exponent - 1 >= -126 && exponent - 1 <= 126;
+    c->inv_scale = pow2 ? 1.0 / scale : 1.0;
+    c->grad_div = pow2 ? 1.0 : scale;
     c->grad_mul1 = hp->maximize ? -c->inv_scale : c->inv_scale; /* -(g*s) == g*(-s): the sign is exact */
     c->grad_mul2 = 1.0;                                           /* the clip coefficient, set after the norm */
     c->ema_keep = t->step == 1 ? 0.0 : o->ema_decay;              /* Keras: the first update copies the param */
@@ -134,13 +140,16 @@ static void compute_coeffs(const adamc_tensor *t, const adamc_step_options *o, a
         variant |= hp->decoupled_weight_decay ? ADAMC_VARIANT_DECOUPLED : ADAMC_VARIANT_L2;
     if (hp->maximize || o->grad_scale != 1.0 || o->max_grad_norm > 0.0)
         variant |= ADAMC_VARIANT_GRAD_MUL;
+    if (!pow2)
+        variant |= ADAMC_VARIANT_GRAD_MUL | ADAMC_VARIANT_GRAD_DIV;
     /* torch decides lerp's form on the weight in the compute type: |w| < 0.5 */
     const int lerp_small = t->dtype == ADAMC_FLOAT64 ? c->lerp_weight < 0.5 : (float)c->lerp_weight < 0.5f;
     if (!lerp_small)
         variant |= ADAMC_VARIANT_LERP_LARGE;
     c->variant = variant;
-    /* the kernel: the same-type one for float32/float64 with compute-type state and no EMA, else a general one */
-    if (!is_low_precision(t->dtype) && !t->ema && t->state_dtype == ADAMC_STATE_COMPUTE)
+    /* the kernel: the same-type one for float32/float64 with compute-type state, no EMA and no division, else a
+     * general one */
+    if (!is_low_precision(t->dtype) && !t->ema && t->state_dtype == ADAMC_STATE_COMPUTE && pow2)
         c->kind = -1;
     else
         c->kind = ADAMC_KIND(hp->amsgrad != 0, t->ema != NULL);
@@ -309,6 +318,8 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
     adamc_status s = adamc_check_options(o);
     if (s != ADAMC_OK)
         return s;
+    if (o->max_grad_norm > 0.0 || o->skip_nonfinite || o->compute_norm)
+        found.grad_norm = 0.0; /* the norm of no elements (torch's clip_grad_norm_ of no grads), until computed */
     if (count == 0) {
         if (result)
             *result = found;

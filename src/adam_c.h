@@ -147,8 +147,10 @@ typedef struct adamc_autotune adamc_autotune; /* see "Measured threading decisio
 /* What happens around a step, fused with it (adamc_step_multi_ex). */
 typedef struct adamc_step_options {
     size_t struct_size;     /* sizeof(adamc_step_options); set by adamc_step_options_init */
-    double grad_scale;      /* loss scale: grads are multiplied by inv_scale = float32(1/grad_scale) in the kernel
-                             * (torch GradScaler's unscale_); 1 (default) = none. Must be finite and > 0. */
+    double grad_scale;      /* loss scale: grads are divided by float32(grad_scale) in the compute type inside the
+                             * kernel, as torch's fused Adam under GradScaler (a power of two is applied as a
+                             * multiply by its exact reciprocal: the same bits); 1 (default) = none. Must be
+                             * finite and > 0, as a float32 too. */
     double max_grad_norm;   /* > 0: clip by the global L2 norm of the (unscaled) grads of the whole table, as
                              * torch.nn.utils.clip_grad_norm_: coef = min(1, max_grad_norm / (norm + 1e-6)) folded
                              * into the grad multiplier. 0 (default) = no clipping. */
@@ -164,7 +166,7 @@ void adamc_step_options_init(adamc_step_options *opts);
 typedef struct adamc_step_result {
     int skipped;            /* 1 if a non-finite grad made the step write nothing (skip_nonfinite) */
     double grad_norm;       /* global L2 norm of the unscaled grads (double sums in a fixed order, the same bits
-                             * for any thread count); NaN when not computed */
+                             * for any thread count); 0 for a table with no elements; NaN when not computed */
     double clip_coef;       /* the factor the grads were multiplied with for clipping (1 when not clipped) */
 } adamc_step_result;
 

@@ -23,9 +23,11 @@ typedef struct adamc_coeffs {
     double bias_correction2_sqrt;
     double neg_step_size;    /* -lr / (1 - beta1^t) */
     double eps;
-    double grad_mul1;        /* grad = (grad * grad_mul1) * grad_mul2: +-inv_scale (the sign is maximize) ... */
+    double grad_div;         /* the loss scale float32(grad_scale) the grads are divided by (GRAD_DIV), else 1 */
+    double grad_mul1;        /* grad = (grad [/ grad_div] * grad_mul1) * grad_mul2: +-inv_scale (the sign is
+                              * maximize; +-1 with GRAD_DIV) ... */
     double grad_mul2;        /* ... and the clip coefficient; exact no-ops when 1 */
-    double inv_scale;        /* float32(1/grad_scale) (or 1), for the norm pass */
+    double inv_scale;        /* the exact reciprocal of a power-of-two loss scale (or 1), for the norm pass */
     double ema_keep;         /* ema = ema*ema_keep + param*ema_weight */
     double ema_weight;
     uint32_t sr_key_lo;      /* stochastic rounding key of (seed, step, tensor index) */
@@ -43,7 +45,9 @@ enum {
     ADAMC_VARIANT_L2 = 2,        /* weight_decay != 0 and not decoupled */
     ADAMC_VARIANT_DECOUPLED = 4, /* weight_decay != 0 and decoupled (AdamW) */
     ADAMC_VARIANT_GRAD_MUL = 8,  /* grads are multiplied (maximize, loss scale, clipping) */
-    ADAMC_VARIANT_LERP_LARGE = 16 /* lerp weight >= 0.5: torch's other lerp form */
+    ADAMC_VARIANT_LERP_LARGE = 16, /* lerp weight >= 0.5: torch's other lerp form */
+    ADAMC_VARIANT_GRAD_DIV = 32    /* the loss scale is not a power of two: grads are divided by it (with GRAD_MUL;
+                                    * only the general kernels, which divide per tile) */
 };
 
 /* The general kernels (any storage types, master, rounding, EMA): AMSGrad and EMA pick one of 4 loops. */

@@ -121,11 +121,12 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(store_state)(const 
  * updated in the compute type). stochastic: stochastic rounding of the param (these four: constants or uniform
  * run-time values, used per tile). ema: update t->ema. amsgrad (both compile-time constants).
  * decay: 0 none, 1 L2, 2 decoupled, -1 read from c->variant. lerp_large: 0/1, or -1 read from c->variant.
- * grad_mul: multiply grads by c->grad_mul1 then c->grad_mul2. */
+ * grad_mul: multiply grads by c->grad_mul1 then c->grad_mul2. grad_div (a uniform run-time value, never with
+ * fuse): divide each tile of grads by c->grad_div first (a loss scale that is not a power of two). */
 static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
     const adamc_tensor *t, const adamc_coeffs *c, size_t begin, size_t end, const int ptype, const int gtype,
     const int stype, const int master, const int stochastic, const int ema, const int amsgrad, const int decay,
-    const int lerp_large, const int grad_mul, const int fuse)
+    const int lerp_large, const int grad_mul, const int fuse, const int grad_div)
 {
     const ADAMC_T decay_keep = (ADAMC_T)c->decay_keep;
     const ADAMC_T weight_decay = (ADAMC_T)c->weight_decay;
@@ -138,6 +139,7 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
     const ADAMC_T eps = (ADAMC_T)c->eps;
     const ADAMC_T grad_mul1 = (ADAMC_T)c->grad_mul1;
     const ADAMC_T grad_mul2 = (ADAMC_T)c->grad_mul2;
+    const ADAMC_T divisor = (ADAMC_T)c->grad_div;
     const ADAMC_T ema_keep = (ADAMC_T)c->ema_keep;
     const ADAMC_T ema_weight = (ADAMC_T)c->ema_weight;
     /* uniform over the pass; constants where the instantiation fixes them */
@@ -175,6 +177,12 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
         const uint16_t *const m16 = fuse_s ? (const uint16_t *)t->exp_avg + i : NULL;
         const uint16_t *const v16 = fuse_s ? (const uint16_t *)t->exp_avg_sq + i : NULL;
         const ADAMC_T *gp = fuse_g ? NULL : ADAMC_NAME(load)(gtype, t->grad, i, k, gtile);
+        if (grad_div && !fuse_g) { /* torch's fused Adam: g / float32(scale) in the compute type, into the tile */
+#pragma omp simd
+            for (size_t j = 0; j < k; j++)
+                gtile[j] = gp[j] / divisor;
+            gp = gtile;
+        }
         const ADAMC_T *pin = master ? (const ADAMC_T *)t->master + i
                              : fuse_p ? NULL
                                       : ADAMC_NAME(load)(ptype, t->param, i, k, ptile);
@@ -257,7 +265,8 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
         ADAMC_NAME(pass)(t, c, begin, end, ADAMC_SELF, ADAMC_SELF, ADAMC_STATE_COMPUTE, 0, 0, 0,                  \
                          ((flags) & ADAMC_VARIANT_AMSGRAD) != 0,                                                  \
                          ((flags) & ADAMC_VARIANT_L2) ? 1 : ((flags) & ADAMC_VARIANT_DECOUPLED) ? 2 : 0,          \
-                         ((flags) & ADAMC_VARIANT_LERP_LARGE) != 0, ((flags) & ADAMC_VARIANT_GRAD_MUL) != 0, 0);  \
+                         ((flags) & ADAMC_VARIANT_LERP_LARGE) != 0, ((flags) & ADAMC_VARIANT_GRAD_MUL) != 0, 0,   \
+                         0);                                                                                      \
         return;
 #define ADAMC_CASES_DECAY(base) ADAMC_CASE(base) ADAMC_CASE((base) | ADAMC_VARIANT_L2) \
                                 ADAMC_CASE((base) | ADAMC_VARIANT_DECOUPLED)
@@ -270,8 +279,9 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
  * weight decay, lerp form and grad multipliers are selected inside it (see pass). 4 loops per compute type. */
 #define ADAMC_GCASE(ams, ema)                                                                                     \
     case ADAMC_KIND(ams, ema):                                                                                    \
-        ADAMC_NAME(pass)(t, c, begin, end, t->dtype, c->grad_type, c->state, t->master != NULL,                    \
-                         t->rounding == ADAMC_ROUND_STOCHASTIC, ema, ams, -1, -1, 1, 0);                          \
+        ADAMC_NAME(pass)(t, c, begin, end, t->dtype, c->grad_type, c->state, t->master != NULL,                   \
+                         t->rounding == ADAMC_ROUND_STOCHASTIC, ema, ams, -1, -1, 1, 0,                           \
+                         (c->variant & ADAMC_VARIANT_GRAD_DIV) != 0);                                             \
         return;
 /* The compiled fast paths of the general kernel: no AMSGrad, no EMA, torch's default lerp form, no decay or
  * AdamW's, grads multiplied or not: these options fixed at compile time, so the loop does not compute every form
@@ -282,13 +292,15 @@ static inline __attribute__((always_inline)) void ADAMC_NAME(pass)(
  * bf16 params + master, the fused layouts 0.73-0.82x more. */
 #define ADAMC_FAST_VARIANTS(pt, gt, st, mst, sr, fuse)                                                            \
     switch (c->variant) {                                                                                         \
-    case 0: ADAMC_NAME(pass)(t, c, begin, end, pt, gt, st, mst, sr, 0, 0, 0, 0, 0, fuse); return;                 \
-    case ADAMC_VARIANT_DECOUPLED: ADAMC_NAME(pass)(t, c, begin, end, pt, gt, st, mst, sr, 0, 0, 2, 0, 0, fuse);   \
+    case 0: ADAMC_NAME(pass)(t, c, begin, end, pt, gt, st, mst, sr, 0, 0, 0, 0, 0, fuse, 0); return;              \
+    case ADAMC_VARIANT_DECOUPLED:                                                                                 \
+        ADAMC_NAME(pass)(t, c, begin, end, pt, gt, st, mst, sr, 0, 0, 2, 0, 0, fuse, 0);                          \
         return;                                                                                                   \
-    case ADAMC_VARIANT_GRAD_MUL: ADAMC_NAME(pass)(t, c, begin, end, pt, gt, st, mst, sr, 0, 0, 0, 0, 1, fuse);    \
+    case ADAMC_VARIANT_GRAD_MUL:                                                                                  \
+        ADAMC_NAME(pass)(t, c, begin, end, pt, gt, st, mst, sr, 0, 0, 0, 0, 1, fuse, 0);                          \
         return;                                                                                                   \
     case ADAMC_VARIANT_DECOUPLED | ADAMC_VARIANT_GRAD_MUL:                                                        \
-        ADAMC_NAME(pass)(t, c, begin, end, pt, gt, st, mst, sr, 0, 0, 2, 0, 1, fuse);                             \
+        ADAMC_NAME(pass)(t, c, begin, end, pt, gt, st, mst, sr, 0, 0, 2, 0, 1, fuse, 0);                          \
         return;                                                                                                   \
     default: break;                                                                                               \
     }
@@ -346,11 +358,12 @@ void ADAMC_NAME(adamc_kernel)(const adamc_tensor *t, const adamc_coeffs *c, size
 static inline __attribute__((always_inline)) double ADAMC_NAME(sumsq_pass)(const adamc_tensor *t,
                                                                            const adamc_coeffs *c, size_t begin,
                                                                            size_t end, const int gtype,
-                                                                           double *nonfinite)
+                                                                           const int div, double *nonfinite)
 {
     typedef ADAMC_T vec_t __attribute__((vector_size(8 * sizeof(ADAMC_T))));
     typedef double vec_d __attribute__((vector_size(8 * sizeof(double))));
     const ADAMC_T inv_scale = (ADAMC_T)c->inv_scale;
+    const ADAMC_T divisor = (ADAMC_T)c->grad_div; /* div: the step divides by the loss scale, so does the norm */
     vec_d acc[4], bad[4];
     for (int q = 0; q < 4; q++)
         acc[q] = (vec_d){0, 0, 0, 0, 0, 0, 0, 0}, bad[q] = acc[q];
@@ -359,7 +372,7 @@ static inline __attribute__((always_inline)) double ADAMC_NAME(sumsq_pass)(const
     do {                                                                                                          \
         vec_t g_;                                                                                                 \
         memcpy(&g_, (src), sizeof g_);                                                                            \
-        const vec_d x_ = __builtin_convertvector(g_ * inv_scale, vec_d);                                          \
+        const vec_d x_ = __builtin_convertvector(div ? g_ / divisor : g_ * inv_scale, vec_d);                     \
         acc[q] += x_ * x_;                                                                                        \
         if (ADAMC_IS_F64)                                                                                         \
             bad[q] += x_ - x_;                                                                                    \
@@ -394,13 +407,19 @@ static inline __attribute__((always_inline)) double ADAMC_NAME(sumsq_pass)(const
 double ADAMC_NAME(adamc_sumsq)(const adamc_tensor *t, const adamc_coeffs *c, size_t begin, size_t end,
                                double *nonfinite)
 {
+    const int div = (c->variant & ADAMC_VARIANT_GRAD_DIV) != 0; /* the multiply-or-divide choice, once per call */
 #if ADAMC_IS_F64
-    return ADAMC_NAME(sumsq_pass)(t, c, begin, end, ADAMC_FLOAT64, nonfinite);
+    return div ? ADAMC_NAME(sumsq_pass)(t, c, begin, end, ADAMC_FLOAT64, 1, nonfinite)
+               : ADAMC_NAME(sumsq_pass)(t, c, begin, end, ADAMC_FLOAT64, 0, nonfinite);
 #else
-    switch (c->grad_type) {
-    case ADAMC_FLOAT16: return ADAMC_NAME(sumsq_pass)(t, c, begin, end, ADAMC_FLOAT16, nonfinite);
-    case ADAMC_BFLOAT16: return ADAMC_NAME(sumsq_pass)(t, c, begin, end, ADAMC_BFLOAT16, nonfinite);
-    default: return ADAMC_NAME(sumsq_pass)(t, c, begin, end, ADAMC_FLOAT32, nonfinite);
+    switch (c->grad_type * 2 + div) {
+    case ADAMC_FLOAT16 * 2: return ADAMC_NAME(sumsq_pass)(t, c, begin, end, ADAMC_FLOAT16, 0, nonfinite);
+    case ADAMC_FLOAT16 * 2 + 1: return ADAMC_NAME(sumsq_pass)(t, c, begin, end, ADAMC_FLOAT16, 1, nonfinite);
+    case ADAMC_BFLOAT16 * 2: return ADAMC_NAME(sumsq_pass)(t, c, begin, end, ADAMC_BFLOAT16, 0, nonfinite);
+    case ADAMC_BFLOAT16 * 2 + 1: return ADAMC_NAME(sumsq_pass)(t, c, begin, end, ADAMC_BFLOAT16, 1, nonfinite);
+    default:
+        return div ? ADAMC_NAME(sumsq_pass)(t, c, begin, end, ADAMC_FLOAT32, 1, nonfinite)
+                   : ADAMC_NAME(sumsq_pass)(t, c, begin, end, ADAMC_FLOAT32, 0, nonfinite);
     }
 #endif
 }

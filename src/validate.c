@@ -133,7 +133,9 @@ adamc_status adamc_check_options(const adamc_step_options *o)
 {
     if (o->struct_size != sizeof(adamc_step_options))
         return ADAMC_ERR_STRUCT_SIZE;
-    if (!(o->grad_scale > 0.0) || !isfinite(o->grad_scale))
+    /* the kernel divides by float32(grad_scale): it must be a float32 > 0 and finite too */
+    if (!(o->grad_scale > 0.0) || !isfinite(o->grad_scale) || !((float)o->grad_scale > 0.0f) ||
+        !isfinite((float)o->grad_scale))
         return ADAMC_ERR_OPTION;
     if (!(o->max_grad_norm >= 0.0)) /* NaN fails too; +inf is allowed (never clips) */
         return ADAMC_ERR_OPTION;

@@ -121,6 +121,11 @@ def clip_coefficient(norm, max_norm):
     return 1.0 if coef > 1.0 else coef
 
 
-def inv_scale_of(grad_scale):
-    """torch GradScaler: the grads are multiplied by float32(1 / scale)."""
-    return float(np.float32(1.0 / grad_scale))
+def unscaled(grad, grad_scale):
+    """The grads as the step unscales them (torch's fused Adam under GradScaler): g / float32(grad_scale) in the
+    compute type, a new array of that dtype (a power-of-two scale gives the same bits as a multiply by its
+    reciprocal)."""
+    g = np.asarray(grad)
+    ct = compute_dtype(g.dtype if g.dtype != BF16 else np.float32)
+    with np.errstate(all="ignore"):
+        return g.astype(ct) / ct.type(np.float32(grad_scale))

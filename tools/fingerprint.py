@@ -3,11 +3,11 @@
 A refactoring of the C core must not change a single result bit on any target. This runs the same fixed problems
 (every param dtype, state format and option the kernels take, odd lengths, multi-tensor steps above the parallel
 threshold) through the public Python API on every target this CPU supports and every thread count in THREADS,
-hashes params, state, EMA and the step results, and prints one hash per target. tests/test_fingerprint.py keeps
-the recorded hashes (tests/fingerprint.json) true.
+hashes params, state, EMA and the step results, and prints one hash per target. tests/kernels/test_fingerprint.py keeps
+the recorded hashes (tests/kernels/fingerprint.json) true.
 
     python tools/fingerprint.py            # print {"target": "sha256", ...} as JSON
-    python tools/fingerprint.py --write    # record it in tests/fingerprint.json (only after a deliberate change)
+    python tools/fingerprint.py --write    # record it in tests/kernels/fingerprint.json (only after a deliberate change)
 """
 import argparse
 import hashlib
@@ -23,7 +23,7 @@ from adam_c._validation import BFLOAT16
 
 THREADS = (1, 2, 3)
 STEPS = 3
-JSON_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests", "fingerprint.json")
+JSON_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests", "kernels", "fingerprint.json")
 
 # Sizes: odd lengths around the 256-element tile / int8 block and the vector widths, and tensors whose total is
 # above the parallel threshold (16384 float32 elements) so the threaded path runs under set_threading("fixed").

@@ -1631,6 +1631,74 @@ typedef struct tensor_v1 {
     int dtype;
 } tensor_v1;
 
+/* The loss scale as torch's fused Adam applies it: grads divided by float32(grad_scale) in the compute type. A
+ * step with grad_scale = s gives the bits of a plain step whose grads were divided so beforehand (a float16 param's
+ * float16 grads as float32 quotients), for scales that are powers of two (applied as a multiply by the exact
+ * reciprocal) and scales that are not (divided), with maximize, in every dtype; the norm is the unscaled grads'. */
+static void test_grad_scale_rule(void)
+{
+    enum { N = 300 };
+    const double scales[] = {3.0, 1000.0, 1024.0, 0.125, 98304.0, 1.0 / 3.0};
+    const int dtypes[] = {ADAMC_FLOAT32, ADAMC_FLOAT64, ADAMC_FLOAT16};
+    for (int si = 0; si < 6; si++)
+        for (int di = 0; di < 3; di++)
+            for (int maximize = 0; maximize < 2; maximize++) {
+                const int dt = dtypes[di];
+                const double s = scales[si];
+                adamc_hparams hp;
+                adamc_hparams_init(&hp);
+                hp.lr = 1e-2, hp.weight_decay = 0.01, hp.maximize = maximize;
+                /* a: scaled grads and grad_scale; b: the quotients (float32 for float16) and no scale */
+                double pa[N], pb[N], ma[N], mb[N], va[N], vb[N], ga64[N], gb64[N];
+                float pa32[N], pb32[N], ma32[N], mb32[N], va32[N], vb32[N], ga32[N], gb32[N];
+                uint16_t pa16[N], pb16[N], ga16[N];
+                const float s32 = (float)s;
+                for (int i = 0; i < N; i++) {
+                    const double g = (rng_unit() - 0.5) * 1e3 * (i % 7 == 0 ? 1e-6 : 1.0);
+                    const double p = rng_unit() - 0.5;
+                    pa[i] = pb[i] = p, pa32[i] = pb32[i] = (float)p;
+                    pa16[i] = pb16[i] = ref_f32_to_f16((float)p);
+                    ma[i] = mb[i] = va[i] = vb[i] = 0.0, ma32[i] = mb32[i] = va32[i] = vb32[i] = 0.0f;
+                    ga64[i] = g, gb64[i] = g / (double)s32;
+                    ga32[i] = (float)g, gb32[i] = (float)g / s32;
+                    ga16[i] = ref_f32_to_f16((float)g);
+                    if (dt == ADAMC_FLOAT16)
+                        gb32[i] = ref_f16_to_f32(ga16[i]) / s32;
+                }
+                adamc_tensor a, b;
+                adamc_tensor_init(&a);
+                adamc_tensor_init(&b);
+                a.n = b.n = N, a.step = b.step = 1, a.hp = b.hp = &hp, a.dtype = b.dtype = dt;
+                if (dt == ADAMC_FLOAT64) {
+                    a.param = pa, a.grad = ga64, a.exp_avg = ma, a.exp_avg_sq = va;
+                    b.param = pb, b.grad = gb64, b.exp_avg = mb, b.exp_avg_sq = vb;
+                } else {
+                    a.exp_avg = ma32, a.exp_avg_sq = va32, b.exp_avg = mb32, b.exp_avg_sq = vb32;
+                    if (dt == ADAMC_FLOAT32)
+                        a.param = pa32, a.grad = ga32, b.param = pb32, b.grad = gb32;
+                    else
+                        a.param = pa16, a.grad = ga16, b.param = pb16, b.grad = gb32, b.grad_float32 = 1;
+                }
+                adamc_step_options oa, ob;
+                adamc_step_options_init(&oa);
+                adamc_step_options_init(&ob);
+                oa.grad_scale = s, oa.compute_norm = ob.compute_norm = 1;
+                adamc_step_result ra, rb;
+                const adamc_status sa = adamc_step_multi_ex(&a, 1, &oa, &ra, NULL);
+                const adamc_status sb = adamc_step_multi_ex(&b, 1, &ob, &rb, NULL);
+                int same;
+                if (dt == ADAMC_FLOAT64)
+                    same = !memcmp(pa, pb, sizeof pa) && !memcmp(ma, mb, sizeof ma) && !memcmp(va, vb, sizeof va);
+                else
+                    same = !memcmp(ma32, mb32, sizeof ma32) && !memcmp(va32, vb32, sizeof va32) &&
+                           (dt == ADAMC_FLOAT32 ? !memcmp(pa32, pb32, sizeof pa32) : !memcmp(pa16, pb16, sizeof pa16));
+                CHECK(sa == ADAMC_OK && sb == ADAMC_OK && same && ra.grad_norm == rb.grad_norm,
+                      "grad_scale %.17g (dtype %d, maximize %d): the bits of grads divided by float32(scale) "
+                      "(status %d/%d, norm %.17g vs %.17g)", s, dt, maximize, (int)sa, (int)sb, ra.grad_norm,
+                      rb.grad_norm);
+            }
+}
+
 static void test_old_tensor_layout(void)
 {
     enum { N = 77 };
@@ -1659,13 +1727,20 @@ static void test_old_tensor_layout(void)
 static void test_bad_options(void)
 {
     adamc_step_options o;
-    const double bad_scales[] = {0.0, -1.0, NAN, INFINITY};
-    for (int i = 0; i < 4; i++) {
+    /* 1e-50 and 1e39 are finite doubles but 0 and inf as a float32, the divisor the kernel uses */
+    const double bad_scales[] = {0.0, -1.0, NAN, INFINITY, 1e-50, 1e39};
+    for (int i = 0; i < 6; i++) {
         adamc_step_options_init(&o);
         o.grad_scale = bad_scales[i];
         CHECK(adamc_step_multi_ex(NULL, 0, &o, NULL, NULL) == ADAMC_ERR_OPTION, "grad_scale %g refused",
               bad_scales[i]);
     }
+    adamc_step_options_init(&o);
+    o.compute_norm = 1;
+    adamc_step_result r = {0, NAN, 1.0};
+    CHECK(adamc_step_multi_ex(NULL, 0, &o, &r, NULL) == ADAMC_OK && r.grad_norm == 0.0,
+          "the grad norm of a table with no elements is 0 (torch's clip_grad_norm_ of no grads), got %g",
+          r.grad_norm);
     adamc_step_options_init(&o);
     o.max_grad_norm = NAN;
     CHECK(adamc_step_multi_ex(NULL, 0, &o, NULL, NULL) == ADAMC_ERR_OPTION, "max_grad_norm NaN refused");
@@ -1789,6 +1864,7 @@ int main(void)
         RUN(test_multi);
         RUN(test_conversions);
         RUN(test_mixed_step);
+        RUN(test_grad_scale_rule);
         printf("target %s: kernels %s\n", name, n_failed == before ? "ok" : "FAILED");
         ran++;
     }

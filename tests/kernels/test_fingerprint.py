@@ -11,7 +11,7 @@ import adam_c
 from adam_c import _core
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_TOOL = os.path.join(_HERE, os.pardir, "tools", "fingerprint.py")
+_TOOL = os.path.join(_HERE, os.pardir, os.pardir, "tools", "fingerprint.py")
 
 
 def _tool():
@@ -32,7 +32,7 @@ def test_results_match_recorded_fingerprint(target, restore_target):
     before re-recording with `python tools/fingerprint.py --write`."""
     if not _core.target_supported(target):
         pytest.skip(f"SIMD target {target!r} is compiled in but not supported by this CPU")
-    assert target in RECORDED, f"no fingerprint recorded for target {target!r} in tests/fingerprint.json"
+    assert target in RECORDED, f"no fingerprint recorded for target {target!r} in tests/kernels/fingerprint.json"
     got = _tool().fingerprint([target])[target]
     assert got == RECORDED[target], f"target {target}: results differ from the recorded fingerprint"
     assert adam_c.cpu_info()["target"] == restore_target  # the tool put the target back
