@@ -118,7 +118,7 @@ def test_c_codec_tables_are_generated_from_this_codec():
     map that is not regenerated would make the C kernels and the NumPy model (checkpoints, oracle) disagree."""
     import importlib.util
     import os
-    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir)
     spec = importlib.util.spec_from_file_location("gen_codec_tables", os.path.join(root, "tools", "gen_codec_tables.py"))
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)

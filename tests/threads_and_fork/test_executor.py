@@ -158,7 +158,7 @@ FORK_SCRIPT = textwrap.dedent(r"""
 
 
 def test_fork_child_of_a_team_user_steps_without_hanging(tmp_path):
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, which holds _forking.py
     proc = subprocess.run([sys.executable, "-c", FORK_SCRIPT, here], capture_output=True, text=True, timeout=120,
                           cwd=str(tmp_path))
     assert proc.returncode == 0 and "FORK-OK" in proc.stdout, proc.stderr[-3000:]
