@@ -584,7 +584,8 @@ _EXECUTORS = ("auto", "pool", "openmp")  # adam_internal.h's ADAMC_EXECUTOR_* in
 def set_executor(str mode):
     if mode not in _EXECUTORS:
         raise ValueError(f"executor must be one of {', '.join(map(repr, _EXECUTORS))}, got {mode!r}")
-    adamc_set_executor(_EXECUTORS.index(mode))
+    if adamc_set_executor(_EXECUTORS.index(mode)) != 0:
+        raise ValueError(f"executor {mode!r} is not available in this build (no threads)")
 
 
 def get_executor():

@@ -28,9 +28,14 @@
 #include <string.h>
 
 #if ADAMC_HAVE_POOL
+#include <pthread.h>
+#if defined(__linux__)
 #include <dlfcn.h>
 #include <link.h>
-#include <pthread.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #include <sched.h>
 #include <signal.h>
 #include <time.h>
@@ -216,15 +221,20 @@ static void pool_after_fork_in_child(void)
     pthread_cond_init(&pl->wake, NULL);
 }
 
+static void team_init(void);
+
 void adamc_pool_init(void)
 {
     pthread_atfork(NULL, NULL, pool_after_fork_in_child);
+    team_init();
     /* ADAM_C_EXECUTOR=pool|openmp|auto forces the executor at load (an unknown value keeps "auto"; the Python
      * package checks the value and says so) */
     const char *forced = getenv("ADAM_C_EXECUTOR");
-    if (forced != NULL && strcmp(forced, "pool") == 0)
+    while (forced != NULL && (*forced == ' ' || *forced == '\t'))
+        forced++;
+    if (forced != NULL && strncmp(forced, "pool", 4) == 0 && strspn(forced + 4, " \t\n") == strlen(forced + 4))
         atomic_store(&executor_mode, ADAMC_EXECUTOR_POOL);
-    else if (forced != NULL && strcmp(forced, "openmp") == 0)
+    else if (forced != NULL && strncmp(forced, "openmp", 6) == 0 && strspn(forced + 6, " \t\n") == strlen(forced + 6))
         atomic_store(&executor_mode, ADAMC_EXECUTOR_OPENMP);
 }
 
@@ -234,25 +244,52 @@ int adamc_pool_restarts(void) { return restarts; }
 /* ---- The OpenMP team executor.
  * In a torch process, torch's OpenMP worker threads keep spinning on the cores for a while after each parallel
  * region (forward, backward): a worker of this pool that wakes up then finds no free core, and the caller steps
- * alone. When a GNU OpenMP runtime is already loaded in the process (torch's bundled libgomp, or any other), a
- * step runs its chunks on that runtime's thread team instead: the threads that hold the cores take the chunks at
- * once. Nothing links against OpenMP: the runtime is found among the loaded objects at run time and used only
- * through GOMP_parallel, which GNU OpenMP and LLVM/Intel's libomp/libiomp5 all export. The chunks are the same,
- * claimed from a counter, so results do not depend on the executor or the thread count; each team thread runs
- * them in the caller's floating-point mode and gets its own mode back afterwards. */
+ * alone. When a GNU-compatible OpenMP runtime is already loaded in the process (torch's bundled libgomp), a step
+ * from the main thread runs its chunks on that runtime's team instead: the threads that hold the cores take the
+ * chunks at once. Nothing links against OpenMP: the runtime is found among the loaded objects at run time and used
+ * only through GOMP_parallel, which GNU OpenMP and LLVM/Intel's libomp/libiomp5 all export. The chunks are the
+ * same, claimed from a counter, so results do not depend on the executor or the thread count; each team thread
+ * runs them in the caller's floating-point mode and gets its own mode back afterwards.
+ * Where it is not used ("auto"): a thread other than the main one (libgomp keeps one team per master thread: each
+ * stepping thread would start a team of its own); more than one runtime loaded (which one holds the cores is not
+ * known); a process that had a runtime loaded when adam_c loaded but only one thread then (a fork() child of a
+ * process that ran OpenMP: its runtime's team threads are gone, and a parallel region there hangs); a fork child of
+ * a process that loaded adam_c (serial, as with the pool); a call from inside a parallel region. */
+#if defined(__linux__)
 typedef void (*gomp_parallel_fn)(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags);
 typedef int (*omp_int_fn)(void);
+
+#define MAX_RUNTIMES 4
+#define RESEARCH_NS 100000000ull /* while no runtime is found, look again at most every 100 ms */
 
 static struct {
     pthread_mutex_t lock;
     unsigned long long adds_seen; /* dl_iterate_phdr's load counter when the objects were last searched */
+    uint64_t searched_ns;
     int searched;
+    int runtimes;                 /* usable runtimes found (more than one: "auto" keeps the pool) */
     gomp_parallel_fn parallel;
     omp_int_fn in_parallel;
     omp_int_fn max_threads;
     char path[512];
 } omp_rt = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
+static int team_unsafe = 0;     /* set at load: a fork() child of a process whose runtime ran (see above) */
+static unsigned team_birth_mode; /* the floating-point mode at load: what team threads born in a step start with */
+
+typedef struct runtime_names {
+    int n;
+    char name[MAX_RUNTIMES][512];
+} runtime_names;
+
+static int is_runtime_name(const char *name)
+{
+    if (name == NULL || name[0] == '\0')
+        return 0;
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    return strncmp(base, "libgomp", 7) == 0 || strncmp(base, "libiomp5", 8) == 0 || strncmp(base, "libomp", 6) == 0;
+}
 
 static int read_adds(struct dl_phdr_info *info, size_t size, void *data)
 {
@@ -261,50 +298,104 @@ static int read_adds(struct dl_phdr_info *info, size_t size, void *data)
     return 1; /* the first object is enough */
 }
 
-static int find_openmp(struct dl_phdr_info *info, size_t size, void *data)
+/* Only copies names: dlopen/dlsym inside a dl_iterate_phdr callback would take the loader's locks in the other
+ * order from a thread inside dlopen, a deadlock. */
+static int collect_runtime_names(struct dl_phdr_info *info, size_t size, void *data)
 {
     (void)size;
-    (void)data;
-    const char *name = info->dlpi_name;
-    if (name == NULL || name[0] == '\0')
-        return 0;
-    const char *base = strrchr(name, '/');
-    base = base ? base + 1 : name;
-    if (strncmp(base, "libgomp", 7) != 0 && strncmp(base, "libiomp5", 8) != 0 && strncmp(base, "libomp", 6) != 0)
-        return 0;
-    void *h = dlopen(name, RTLD_LAZY | RTLD_NOLOAD); /* already loaded: a new reference, never a new load */
-    if (h == NULL)
-        return 0;
-    gomp_parallel_fn par = (gomp_parallel_fn)dlsym(h, "GOMP_parallel");
-    omp_int_fn inpar = (omp_int_fn)dlsym(h, "omp_in_parallel");
-    omp_int_fn maxt = (omp_int_fn)dlsym(h, "omp_get_max_threads");
-    if (par == NULL || inpar == NULL || maxt == NULL) {
-        dlclose(h);
-        return 0;
+    runtime_names *out = (runtime_names *)data;
+    if (is_runtime_name(info->dlpi_name) && out->n < MAX_RUNTIMES) {
+        strncpy(out->name[out->n], info->dlpi_name, sizeof out->name[0] - 1);
+        out->name[out->n][sizeof out->name[0] - 1] = '\0';
+        out->n++;
     }
-    /* the handle is kept (never dlclose'd) so the runtime cannot be unloaded while this library uses it */
-    omp_rt.parallel = par;
-    omp_rt.in_parallel = inpar;
-    omp_rt.max_threads = maxt;
-    strncpy(omp_rt.path, name, sizeof omp_rt.path - 1);
-    return 1;
+    return 0;
 }
 
-/* The loaded OpenMP runtime's GOMP_parallel, or NULL. The loaded objects are searched again only when the
- * process has loaded a library since the last search (torch may be imported after adam_c). */
-static gomp_parallel_fn openmp_runtime(void)
+/* Called with omp_rt.lock held. */
+static void search_runtimes(void)
 {
-    unsigned long long adds = 0;
-    dl_iterate_phdr(read_adds, &adds);
+    runtime_names found = {0};
+    dl_iterate_phdr(collect_runtime_names, &found);
+    int usable = 0;
+    for (int i = 0; i < found.n; i++) {
+        void *h = dlopen(found.name[i], RTLD_LAZY | RTLD_NOLOAD); /* already loaded: a reference, never a load */
+        if (h == NULL)
+            continue;
+        gomp_parallel_fn par = (gomp_parallel_fn)dlsym(h, "GOMP_parallel");
+        omp_int_fn inpar = (omp_int_fn)dlsym(h, "omp_in_parallel");
+        omp_int_fn maxt = (omp_int_fn)dlsym(h, "omp_get_max_threads");
+        if (par == NULL || inpar == NULL || maxt == NULL) {
+            dlclose(h);
+            continue;
+        }
+        if (usable++ == 0) { /* the handle is kept (never dlclose'd): the runtime cannot be unloaded under us */
+            omp_rt.parallel = par;
+            omp_rt.in_parallel = inpar;
+            omp_rt.max_threads = maxt;
+            strncpy(omp_rt.path, found.name[i], sizeof omp_rt.path - 1);
+        } else {
+            dlclose(h);
+        }
+    }
+    omp_rt.runtimes = usable;
+}
+
+/* The loaded OpenMP runtime's GOMP_parallel, or NULL; *count: how many usable runtimes are loaded. Once found it is
+ * kept; until then the loaded objects are searched again only when the process has loaded a library since the last
+ * search (torch may be imported after adam_c), and at most every RESEARCH_NS. */
+static gomp_parallel_fn openmp_runtime(int *count)
+{
     pthread_mutex_lock(&omp_rt.lock);
-    if (omp_rt.parallel == NULL && (!omp_rt.searched || adds != omp_rt.adds_seen)) {
-        omp_rt.searched = 1;
-        omp_rt.adds_seen = adds;
-        dl_iterate_phdr(find_openmp, NULL);
+    if (omp_rt.parallel == NULL) {
+        const uint64_t now = now_ns();
+        if (!omp_rt.searched || now - omp_rt.searched_ns >= RESEARCH_NS) {
+            unsigned long long adds = 0;
+            dl_iterate_phdr(read_adds, &adds);
+            if (!omp_rt.searched || adds != omp_rt.adds_seen)
+                search_runtimes();
+            omp_rt.searched = 1;
+            omp_rt.searched_ns = now;
+            omp_rt.adds_seen = adds;
+        }
     }
     gomp_parallel_fn par = omp_rt.parallel;
+    if (count)
+        *count = omp_rt.runtimes;
     pthread_mutex_unlock(&omp_rt.lock);
     return par;
+}
+
+/* Threads of this process (/proc/self/stat's num_threads), or 0 if unknown. */
+static long process_threads(void)
+{
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (f == NULL)
+        return 0;
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces; fields after it are plain */
+    if (p == NULL)
+        return 0;
+    long value = 0;
+    /* after ") ": state(3) ppid(4) ... num_threads is field 20, the 18th after the name */
+    for (int field = 3; field <= 20 && p != NULL; field++) {
+        p = strchr(p + 1, ' ');
+        if (p != NULL && field == 20)
+            value = strtol(p + 1, NULL, 10);
+    }
+    return value;
+}
+
+static void team_init(void)
+{
+    team_birth_mode = read_fp_mode();
+    runtime_names found = {0};
+    dl_iterate_phdr(collect_runtime_names, &found); /* names only: this runs inside the loader (a constructor) */
+    if (found.n > 0 && process_threads() == 1)
+        team_unsafe = 1;
 }
 
 typedef struct team_job {
@@ -334,6 +425,46 @@ static void team_body(void *arg)
         apply_fp_mode(own_mode);
 }
 
+/* Runs the job on the loaded OpenMP runtime's team, of at most `threads` and at most the runtime's own thread
+ * count (torch.set_num_threads sets it: the team never grows past the threads its owner asked for); 0 if it
+ * cannot or should not (see above). */
+static int run_on_team(adamc_chunk_fn run, const void *ctx, size_t nchunks, int threads, int mode)
+{
+    if (mode == ADAMC_EXECUTOR_AUTO && (team_unsafe || (pid_t)syscall(SYS_gettid) != getpid()))
+        return 0;
+    int runtimes = 0;
+    gomp_parallel_fn par = openmp_runtime(&runtimes);
+    if (par == NULL || (mode == ADAMC_EXECUTOR_AUTO && runtimes > 1) || omp_rt.in_parallel())
+        return 0;
+    const int team = omp_rt.max_threads();
+    if (team < threads)
+        threads = team;
+    if (threads <= 1)
+        return 0;
+    team_job job = {.run = run, .ctx = ctx, .fp_mode = read_fp_mode(), .nchunks = (uint32_t)nchunks};
+    atomic_init(&job.next, 0);
+    /* Team threads the runtime starts inside this call inherit the caller's mode: they start with the mode the
+     * process had when adam_c loaded instead, and the caller (which runs chunks too) gets its own back after. */
+    apply_fp_mode(team_birth_mode);
+    par(team_body, &job, (unsigned)threads, 0);
+    apply_fp_mode(job.fp_mode);
+    return 1;
+}
+
+const char *adamc_openmp_runtime_path(void)
+{
+    return openmp_runtime(NULL) != NULL ? omp_rt.path : NULL;
+}
+#else /* no dl_iterate_phdr: the pool only */
+static void team_init(void) {}
+static int run_on_team(adamc_chunk_fn run, const void *ctx, size_t nchunks, int threads, int mode)
+{
+    (void)run, (void)ctx, (void)nchunks, (void)threads, (void)mode;
+    return 0;
+}
+const char *adamc_openmp_runtime_path(void) { return NULL; }
+#endif
+
 int adamc_set_executor(int mode)
 {
     if (mode != ADAMC_EXECUTOR_AUTO && mode != ADAMC_EXECUTOR_POOL && mode != ADAMC_EXECUTOR_OPENMP)
@@ -345,31 +476,6 @@ int adamc_set_executor(int mode)
 int adamc_get_executor(void) { return atomic_load(&executor_mode); }
 
 int adamc_last_executor(void) { return atomic_load(&last_executor); }
-
-const char *adamc_openmp_runtime_path(void)
-{
-    return openmp_runtime() != NULL ? omp_rt.path : NULL;
-}
-
-/* Runs the job on the loaded OpenMP runtime's team, of at most `threads` and at most the runtime's own thread
- * count (torch.set_num_threads sets it: the team never grows past the threads its owner asked for); 0 if it
- * cannot (no runtime, or the caller is inside a parallel region already, where a nested team would run serially
- * anyway). */
-static int run_on_team(adamc_chunk_fn run, const void *ctx, size_t nchunks, int threads)
-{
-    gomp_parallel_fn par = openmp_runtime();
-    if (par == NULL || omp_rt.in_parallel())
-        return 0;
-    const int team = omp_rt.max_threads();
-    if (team < threads)
-        threads = team;
-    if (threads <= 1)
-        return 0;
-    team_job job = {.run = run, .ctx = ctx, .fp_mode = read_fp_mode(), .nchunks = (uint32_t)nchunks};
-    atomic_init(&job.next, 0);
-    par(team_body, &job, (unsigned)threads, 0);
-    return 1;
-}
 
 int adamc_pool_run(adamc_chunk_fn run, const void *ctx, size_t nchunks, int threads)
 {
@@ -384,8 +490,8 @@ int adamc_pool_run(adamc_chunk_fn run, const void *ctx, size_t nchunks, int thre
         return 0;
     }
     /* one job at a time for either executor: a second caller's team would oversubscribe the cores */
-    if (atomic_load_explicit(&executor_mode, memory_order_relaxed) != ADAMC_EXECUTOR_POOL &&
-        run_on_team(run, ctx, nchunks, threads)) {
+    const int mode = atomic_load_explicit(&executor_mode, memory_order_relaxed);
+    if (mode != ADAMC_EXECUTOR_POOL && run_on_team(run, ctx, nchunks, threads, mode)) {
         atomic_store_explicit(&last_executor, ADAMC_EXECUTOR_OPENMP, memory_order_relaxed);
         pthread_mutex_unlock(&pl->caller_lock);
         return 1;

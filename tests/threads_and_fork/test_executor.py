@@ -175,3 +175,92 @@ def test_environment_forces_the_executor(tmp_path):
     out = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code], env=env, capture_output=True,
                          text=True, timeout=60, cwd=str(tmp_path))
     assert out.returncode != 0 and "ADAM_C_EXECUTOR='gomp'" in out.stderr
+
+
+FORK_THEN_IMPORT_SCRIPT = textwrap.dedent(r"""
+    import os, sys, signal, numpy as np, torch
+    sys.path.insert(0, sys.argv[1])
+    from _forking import wait_for_child
+    torch.set_num_threads(2)
+    x = torch.ones(1 << 22)
+    for _ in range(3):
+        x.add_(1)                          # torch's OpenMP team exists in the parent; adam_c is not loaded yet
+    pid = os.fork()
+    if pid == 0:                           # the child loads adam_c: its runtime's team threads are gone
+        import adam_c
+        from adam_c import _core
+        _core.set_parallel_threshold(0)
+        adam_c.set_threading("fixed")
+        adam_c.set_num_threads(2)
+        p = np.ones(400_000, np.float32)
+        o = adam_c.Adam([p])
+        o.step([np.full_like(p, 0.5)])
+        os._exit(0 if _core.last_executor() == "pool" else 3)
+    code = wait_for_child(pid, 60, "a fork child that loaded adam_c after its parent ran OpenMP")
+    assert code == 0, code
+    print("FORK-IMPORT-OK")
+""")
+
+
+def test_fork_child_that_loads_adam_c_after_the_fork_steps_on_the_pool(tmp_path):
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, which holds _forking.py
+    proc = subprocess.run([sys.executable, "-c", FORK_THEN_IMPORT_SCRIPT, here], capture_output=True, text=True,
+                          timeout=120, cwd=str(tmp_path))
+    assert proc.returncode == 0 and "FORK-IMPORT-OK" in proc.stdout, proc.stderr[-3000:]
+
+
+TEAM_BIRTH_SCRIPT = textwrap.dedent(r"""
+    import sys, numpy as np, torch, adam_c
+    from adam_c import _core
+    adam_c.set_executor(sys.argv[1])
+    _core.set_parallel_threshold(0)
+    adam_c.set_threading("fixed")
+    adam_c.set_num_threads(2)
+    torch.set_num_threads(2)
+    p = np.ones(400_000, np.float32)
+    o = adam_c.Adam([p])
+    torch.set_flush_denormal(True)         # FTZ/DAZ in the caller only, around its step
+    o.step([np.full_like(p, 0.5)])         # the runtime's first parallel region: its team is born in this step
+    ran = _core.last_executor()
+    torch.set_flush_denormal(False)
+    z = torch.full((1 << 22,), 1e-20, dtype=torch.float32) * 1e-20   # 1e-40: 0 under FTZ
+    flushed = z.numel() - torch.count_nonzero(z).item()
+    print(ran, flushed)
+""")
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "AMD64"), reason="FTZ/DAZ control needs x86-64")
+def test_team_threads_born_in_a_step_do_not_keep_the_callers_mode(tmp_path):
+    if not hasattr(torch, "set_flush_denormal"):
+        pytest.skip("this torch has no set_flush_denormal")
+    proc = subprocess.run([sys.executable, "-c", TEAM_BIRTH_SCRIPT, "openmp"], capture_output=True, text=True,
+                          timeout=120, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["openmp", "0"], proc.stdout
+
+
+def test_only_the_main_thread_steps_on_the_team(threaded):
+    import threading
+    adam_c.set_executor("auto")
+    ran = []
+
+    def step():
+        p, grads = _problem(100_003)
+        adam_c.Adam([p]).step([grads[0]])
+        ran.append(_core.last_executor())
+
+    t = threading.Thread(target=step)
+    t.start()
+    t.join(60)
+    step()
+    # libgomp keeps a team per master thread: another thread's step would start a team of its own
+    assert ran == ["pool", "openmp"], ran
+
+
+def test_environment_value_is_read_with_blanks_around_it(tmp_path):
+    code = "import adam_c; print(adam_c.cpu_info()['executor'])"
+    for value, want in ((" pool", "pool"), ("openmp\n", "openmp"), ("pool ", "pool")):
+        env = dict(os.environ, ADAM_C_EXECUTOR=value)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
+                             cwd=str(tmp_path))
+        assert out.returncode == 0 and out.stdout.strip() == want, (value, out.stdout, out.stderr[-2000:])
