@@ -63,8 +63,9 @@ def cpu_info() -> _CpuInfo:
 
 
 def set_executor(mode: str) -> None:
-    """Which threads run a parallel step. "auto" (default): the thread team of an OpenMP runtime already loaded in
-    the process (torch's, whose threads hold the cores after forward and backward), else adam_c's own pool;
+    """Which threads run a parallel step. "auto" (default): adam_c.torch's steps from the main thread run on the
+    thread team of an OpenMP runtime already loaded in the process (torch's, whose threads hold the cores after
+    forward and backward), everything else on adam_c's own pool;
     "pool": always the pool; "openmp": the team whenever a runtime is loaded. ADAM_C_EXECUTOR=<mode> in the
     environment sets it at import. Results are bit-identical whichever runs the step."""
     if not isinstance(mode, str):

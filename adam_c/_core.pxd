@@ -106,6 +106,7 @@ cdef extern from "adam_c.h" nogil:
     int adamc_has_openmp()
     int adamc_pool_restarts()
     int adamc_set_executor(int mode)
+    void adamc_set_team_hint(int on)
     int adamc_get_executor()
     int adamc_last_executor()
     const char *adamc_openmp_runtime_path()

@@ -1088,8 +1088,10 @@ cdef class TorchStepPlan:
         opts.compute_norm = max_grad_norm > 0
         opts.ema_decay = ema_decay
         self.in_c_call = True
+        adamc_set_team_hint(1)  # a torch loop's step: torch's OpenMP threads are the hot ones ("auto" executor)
         with nogil:
             status = adamc_step_multi_ex(self.work, k, &opts, &result, self.tune)
+        adamc_set_team_hint(0)
         self.in_c_call = False
         if status == ADAMC_ERR_OVERLAP:
             raise ValueError(self.describe_overlap(k))

@@ -161,6 +161,10 @@ int adamc_pool_run(adamc_chunk_fn run, const void *ctx, size_t nchunks, int thre
  * The chunks and so the results are the same whichever runs them. */
 enum { ADAMC_EXECUTOR_AUTO = 0, ADAMC_EXECUTOR_POOL = 1, ADAMC_EXECUTOR_OPENMP = 2 };
 int adamc_set_executor(int mode);     /* -1 for an unknown mode (nothing changes) */
+/* "auto" uses the team only for calls of this thread made while the hint is on: adam_c.torch's steps, which come
+ * right after torch's forward and backward, whose threads are the hot ones; a NumPy loop's BLAS threads are not
+ * the team's, and its steps keep the pool. */
+void adamc_set_team_hint(int on);
 int adamc_get_executor(void);
 int adamc_last_executor(void);        /* what ran the last parallel step: POOL or OPENMP */
 const char *adamc_openmp_runtime_path(void); /* the loaded OpenMP runtime the team executor uses, or NULL */

@@ -275,6 +275,7 @@ static struct {
 } omp_rt = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static int team_unsafe = 0;     /* set at load: a fork() child of a process whose runtime ran (see above) */
+static _Thread_local int team_hint = 0; /* adamc_set_team_hint */
 static unsigned team_birth_mode; /* the floating-point mode at load: what team threads born in a step start with */
 
 typedef struct runtime_names {
@@ -430,7 +431,7 @@ static void team_body(void *arg)
  * cannot or should not (see above). */
 static int run_on_team(adamc_chunk_fn run, const void *ctx, size_t nchunks, int threads, int mode)
 {
-    if (mode == ADAMC_EXECUTOR_AUTO && (team_unsafe || (pid_t)syscall(SYS_gettid) != getpid()))
+    if (mode == ADAMC_EXECUTOR_AUTO && (!team_hint || team_unsafe || (pid_t)syscall(SYS_gettid) != getpid()))
         return 0;
     int runtimes = 0;
     gomp_parallel_fn par = openmp_runtime(&runtimes);
@@ -463,6 +464,12 @@ static int run_on_team(adamc_chunk_fn run, const void *ctx, size_t nchunks, int 
     return 0;
 }
 const char *adamc_openmp_runtime_path(void) { return NULL; }
+#endif
+
+#if defined(__linux__)
+void adamc_set_team_hint(int on) { team_hint = on != 0; }
+#else
+void adamc_set_team_hint(int on) { (void)on; }
 #endif
 
 int adamc_set_executor(int mode)
@@ -527,6 +534,7 @@ int adamc_pool_run(adamc_chunk_fn run, const void *ctx, size_t nchunks, int thre
 #else /* no pthreads: everything runs on the caller */
 
 int adamc_set_executor(int mode) { return mode == ADAMC_EXECUTOR_AUTO || mode == ADAMC_EXECUTOR_POOL ? 0 : -1; }
+void adamc_set_team_hint(int on) { (void)on; }
 int adamc_get_executor(void) { return ADAMC_EXECUTOR_POOL; }
 int adamc_last_executor(void) { return ADAMC_EXECUTOR_POOL; }
 const char *adamc_openmp_runtime_path(void) { return NULL; }
