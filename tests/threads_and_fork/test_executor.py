@@ -31,6 +31,12 @@ def threaded():
     adam_c.set_num_threads(None)
 
 
+def _python(tmp_path, *args, env=None, timeout=120):
+    """This interpreter on args (e.g. "-c", script), in tmp_path, with env: the completed process."""
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout,
+                          cwd=str(tmp_path))
+
+
 def _problem(n, seed=0):
     rng = np.random.default_rng(seed)
     p = rng.standard_normal(n).astype(np.float32)
@@ -132,8 +138,7 @@ TEAM_MODE_SCRIPT = textwrap.dedent(r"""
 def test_team_threads_get_the_callers_mode_and_their_own_back(tmp_path):
     if not hasattr(torch, "set_flush_denormal"):
         pytest.skip("this torch has no set_flush_denormal")
-    proc = subprocess.run([sys.executable, "-c", TEAM_MODE_SCRIPT], capture_output=True, text=True, timeout=120,
-                          cwd=str(tmp_path))
+    proc = _python(tmp_path, "-c", TEAM_MODE_SCRIPT)
     assert proc.returncode == 0 and "TEAM-MODE-OK" in proc.stdout, proc.stderr[-3000:]
 
 
@@ -161,8 +166,7 @@ FORK_SCRIPT = textwrap.dedent(r"""
 
 def test_fork_child_of_a_team_user_steps_without_hanging(tmp_path):
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, which holds _forking.py
-    proc = subprocess.run([sys.executable, "-c", FORK_SCRIPT, here], capture_output=True, text=True, timeout=120,
-                          cwd=str(tmp_path))
+    proc = _python(tmp_path, "-c", FORK_SCRIPT, here)
     assert proc.returncode == 0 and "FORK-OK" in proc.stdout, proc.stderr[-3000:]
 
 
@@ -170,12 +174,10 @@ def test_environment_forces_the_executor(tmp_path):
     code = "import adam_c, json; print(json.dumps(adam_c.cpu_info()['executor']))"
     for value, want in (("pool", "pool"), ("openmp", "openmp"), ("auto", "auto")):
         env = dict(os.environ, ADAM_C_EXECUTOR=value)
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
-                             cwd=str(tmp_path))
+        out = _python(tmp_path, "-c", code, env=env, timeout=60)
         assert out.returncode == 0 and out.stdout.strip() == f'"{want}"', out.stderr[-2000:]
     env = dict(os.environ, ADAM_C_EXECUTOR="gomp")
-    out = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code], env=env, capture_output=True,
-                         text=True, timeout=60, cwd=str(tmp_path))
+    out = _python(tmp_path, "-W", "error::RuntimeWarning", "-c", code, env=env, timeout=60)
     assert out.returncode != 0 and "ADAM_C_EXECUTOR='gomp'" in out.stderr
 
 
@@ -206,8 +208,7 @@ FORK_THEN_IMPORT_SCRIPT = textwrap.dedent(r"""
 
 def test_fork_child_that_loads_adam_c_after_the_fork_steps_on_the_pool(tmp_path):
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, which holds _forking.py
-    proc = subprocess.run([sys.executable, "-c", FORK_THEN_IMPORT_SCRIPT, here], capture_output=True, text=True,
-                          timeout=120, cwd=str(tmp_path))
+    proc = _python(tmp_path, "-c", FORK_THEN_IMPORT_SCRIPT, here)
     assert proc.returncode == 0 and "FORK-IMPORT-OK" in proc.stdout, proc.stderr[-3000:]
 
 
@@ -235,8 +236,7 @@ TEAM_BIRTH_SCRIPT = textwrap.dedent(r"""
 def test_team_threads_born_in_a_step_do_not_keep_the_callers_mode(tmp_path):
     if not hasattr(torch, "set_flush_denormal"):
         pytest.skip("this torch has no set_flush_denormal")
-    proc = subprocess.run([sys.executable, "-c", TEAM_BIRTH_SCRIPT, "openmp"], capture_output=True, text=True,
-                          timeout=120, cwd=str(tmp_path))
+    proc = _python(tmp_path, "-c", TEAM_BIRTH_SCRIPT, "openmp")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["openmp", "0"], proc.stdout
 
@@ -266,8 +266,7 @@ def test_environment_value_is_read_with_blanks_around_it(tmp_path):
     code = "import adam_c; print(adam_c.cpu_info()['executor'])"
     for value, want in ((" pool", "pool"), ("openmp\n", "openmp"), ("pool ", "pool")):
         env = dict(os.environ, ADAM_C_EXECUTOR=value)
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
-                             cwd=str(tmp_path))
+        out = _python(tmp_path, "-c", code, env=env, timeout=60)
         assert out.returncode == 0 and out.stdout.strip() == want, (value, out.stdout, out.stderr[-2000:])
 
 
