@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.optim.optimizer import Optimizer
 
-from . import _compressed, _core
+from . import _compressed, _core, _torch_exit
 from ._checkpoint import _state_array
 from ._engine import CallLock, ReleaseWhenSaved, ema_block_error
 from ._mixed import MixedOptions, check_step_extras, loss_scale, numpy_view, one_element_value
@@ -25,6 +25,8 @@ except ImportError:  # pragma: no cover - older torch
     _global_optimizer_pre_hooks, _global_optimizer_post_hooks = {}, {}
 
 __all__ = ["Adam", "AdamW"]
+
+_torch_exit.install()   # a process using torch.distributed with adam_c exits without gloo's abort at exit
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 _PARAM_DTYPES = _FLOAT_DTYPES + (torch.float16, torch.bfloat16)
