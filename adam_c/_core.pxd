@@ -13,6 +13,7 @@ cdef extern from "adam_c.h" nogil:
         ADAMC_ERR_NO_MEMORY
         ADAMC_ERR_STRUCT_SIZE
         ADAMC_ERR_OPTION
+        ADAMC_ERR_CALLBACK
 
     ctypedef enum adamc_dtype:
         ADAMC_FLOAT32
@@ -72,6 +73,8 @@ cdef extern from "adam_c.h" nogil:
         int compute_norm
         double ema_decay
         uint64_t seed
+        int (*reduce_sumsq)(double *sumsq, void *ctx) noexcept
+        void *reduce_ctx
 
     ctypedef struct adamc_step_result:
         int skipped

@@ -25,6 +25,18 @@ cdef int raise_status(adamc_status status, str context) except -1:
     raise ValueError(f"{context}: {message}")
 
 
+cdef int reduce_trampoline(double *sumsq, void *ctx) noexcept with gil:
+    """adamc_step_options.reduce_sumsq for TorchStepPlan.run: calls holder[0](sumsq) (a Python all-reduce) between
+    the grad pass and the update; an exception is kept in holder[1] and abandons the step."""
+    cdef list holder = <list>ctx
+    try:
+        sumsq[0] = float(holder[0](sumsq[0]))
+        return 0
+    except BaseException as e:
+        holder[1] = e
+        return 1
+
+
 cdef inline void fill_hparams(adamc_hparams *hp, double lr, double beta1, double beta2, double eps,
                               double weight_decay, bint amsgrad, bint maximize,
                               bint decoupled_weight_decay) noexcept nogil:
@@ -1001,13 +1013,15 @@ cdef class TorchStepPlan:
         return getattr(grad, _KEY_SHAPE) == self.shapes[i]
 
     def run(self, list groups, object state, Py_ssize_t state_mutations, double grad_scale=1.0,
-            double max_grad_norm=0.0, double ema_decay=0.0):
+            double max_grad_norm=0.0, double ema_decay=0.0, object reduce_sumsq=None):
         """One step of every param whose .grad is not None. `state` is opt.state and `state_mutations` the
         count of its assignments and deletions. grad_scale: the loss scale the kernel divides the grads by (as
         StepPlan.run; the .grad tensors are left as they are). max_grad_norm > 0 clips by the global norm of the (unscaled)
         grads in the C call; ema_decay is the EMA's (validated by the caller). Returns (k, grad_norm or None):
-        the number of params stepped and the global norm when clipping. Raises TorchPlanStale (rebuild, then
-        run again) or a clear error, before changing anything."""
+        the number of params stepped and the global norm when clipping. reduce_sumsq (params sharded across
+        processes): called with this process's sum of squared grads, returns the sum over all processes (see
+        adamc_step_options.reduce_sumsq). Raises TorchPlanStale (rebuild, then run again) or a clear error,
+        before changing anything."""
         cdef Py_ssize_t gi, i, j, k = 0
         cdef adamc_status status
         cdef adamc_step_options opts
@@ -1017,6 +1031,7 @@ cdef class TorchStepPlan:
         cdef list grads = []
         cdef list held = []  # the storages of the grads the C call reads: alive until it returns
         cdef list written
+        cdef list reducer = None
         if (groups is not self.groups_obj or len(groups) != self.n_groups or state is not self.state_obj
                 or state_mutations != self.state_mutations):
             raise TorchPlanStale()
@@ -1087,6 +1102,10 @@ cdef class TorchStepPlan:
         opts.max_grad_norm = max_grad_norm
         opts.compute_norm = max_grad_norm > 0
         opts.ema_decay = ema_decay
+        if reduce_sumsq is not None and max_grad_norm > 0:
+            reducer = [reduce_sumsq, None]  # kept alive by this frame until the C call returns
+            opts.reduce_sumsq = reduce_trampoline
+            opts.reduce_ctx = <void *>reducer
         self.in_c_call = True
         adamc_set_team_hint(1)  # a torch loop's step: torch's OpenMP threads are the hot ones ("auto" executor)
         with nogil:
@@ -1095,6 +1114,8 @@ cdef class TorchStepPlan:
         self.in_c_call = False
         if status == ADAMC_ERR_OVERLAP:
             raise ValueError(self.describe_overlap(k))
+        if status == ADAMC_ERR_CALLBACK:
+            raise reducer[1]
         if status != ADAMC_OK:
             raise_status(status, "step")
         # the step happened: count it and its step counters before any Python code (a signal handler) can run

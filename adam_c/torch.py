@@ -3,6 +3,7 @@ import contextlib
 import copy
 import inspect
 import numbers
+import sys
 import weakref
 from collections import defaultdict
 from collections.abc import Mapping
@@ -54,6 +55,58 @@ _NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np
 _COMPAT_FLAGS = ("foreach", "capturable", "differentiable", "fused")
 _data_ptr = torch.Tensor.data_ptr   # unbound: called on each param and grad by the plan without a bound method
 _stride = torch.Tensor.stride
+_storage = torch.Tensor.untyped_storage
+
+
+# ---------------------------------------------------------------- DTensor (FSDP2, tensor parallel): local shards
+
+def _dtensor_class():
+    """torch's DTensor class once torch.distributed.tensor is imported (no DTensor exists before), else None."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return getattr(module, "DTensor", None)
+
+
+def _local(t):
+    """What adam_c reads and writes of tensor t: a DTensor's local shard (FSDP2, tensor parallelism), else t."""
+    cls = _dtensor_class()
+    return t._local_tensor if cls is not None and isinstance(t, cls) else t
+
+
+def _local_ptr(t):
+    """The plan's data_ptr for an optimizer with DTensor params: the local shard's memory."""
+    return _data_ptr(_local(t))
+
+
+def _local_layout(t):
+    """The plan's layout key for an optimizer with DTensor params: the local shard's shape and strides and the
+    DTensor's placements (a grad fits its param only with all three equal), a plain tensor's strides."""
+    cls = _dtensor_class()
+    if cls is not None and isinstance(t, cls):
+        local = t._local_tensor
+        return (local.shape, local.stride(), t.placements, t.device_mesh)
+    return t.stride()
+
+
+def _local_storage(t):
+    return _storage(_local(t))
+
+
+def _increment_local_versions(tensors):
+    """Autograd's version bump of the written params: a DTensor's wrapper and its local shard."""
+    torch._C._increment_version(list({id(x): x for t in tensors for x in (t, _local(t))}.values()))
+
+
+def _check_dtensor(t, name):
+    """A DTensor adam_c can step: on a CPU mesh, no Partial placement (a pending reduction is not a value)."""
+    for placement in t.placements:
+        if placement.is_partial():
+            raise ValueError(f"{name} is a DTensor with placements {tuple(t.placements)}: a Partial placement "
+                             "holds a pending reduction, not values adam_c.torch can update (redistribute it to "
+                             "Shard or Replicate first)")
+    if t.device_mesh.device_type != "cpu":
+        raise ValueError(f"{name} is a DTensor on a {t.device_mesh.device_type!r} device mesh; adam_c.torch steps "
+                         "CPU tensors only (FSDP2: fully_shard(..., offload_policy=CPUOffloadPolicy()) keeps the "
+                         "sharded params and their optimizer state on the CPU)")
 
 
 # ---------------------------------------------------------------- validation of torch inputs
@@ -122,6 +175,7 @@ def _check_compat_flags(hp, name):
 
 def _is_dense(t):
     """Non-overlapping and dense: some permutation of the dims is C-contiguous, so the elements fill one span."""
+    t = _local(t)
     if t.numel() == 0:
         return True
     expected = 1
@@ -134,6 +188,7 @@ def _is_dense(t):
 
 def _same_layout(a, b):
     """a and b (dense, same shape) put every element at the same offset of their spans."""
+    a, b = _local(a), _local(b)
     return all(sa == sb for size, sa, sb in zip(a.shape, a.stride(), b.stride()) if size != 1)
 
 
@@ -163,6 +218,10 @@ def _check_tensor(t, name, what="tensor", *, strided=False, deferred=False):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if deferred and isinstance(t, torch.nn.parameter.UninitializedTensorMixin):
         return t  # no shape or data yet: checked at the first step after it is materialised
+    if _local(t) is not t:
+        _check_dtensor(t, name)
+        _check_tensor(_local(t), name, what, strided=strided)
+        return t
     if t.layout != torch.strided:
         raise TypeError(f"{name} is a {t.layout} {what}; adam_c.torch steps dense (strided) tensors only "
                         "(for sparse gradients use torch.optim.SparseAdam)")
@@ -188,6 +247,22 @@ def _check_tensor(t, name, what="tensor", *, strided=False, deferred=False):
     return t
 
 
+def _check_state_placement(t, p, name, what="the param's"):
+    """State (or a grad) of a DTensor param is a DTensor of the param's mesh and placements (what FSDP2 and
+    torch.distributed.checkpoint save, load and reshard); of any other param, not a DTensor."""
+    if _local(p) is p:
+        if _local(t) is not t:
+            raise TypeError(f"{name} is a DTensor, its param a plain tensor")
+        return
+    if _local(t) is t:
+        raise TypeError(f"{name} is a plain tensor, its param a DTensor: state of a DTensor param is a DTensor of "
+                        "its mesh and placements (load sharded checkpoints with torch.distributed.checkpoint and "
+                        "torch.distributed.checkpoint.state_dict.set_optimizer_state_dict)")
+    if t.device_mesh != p.device_mesh or tuple(t.placements) != tuple(p.placements):
+        raise ValueError(f"{name} is a DTensor with placements {tuple(t.placements)} on {t.device_mesh}, "
+                         f"{what} {tuple(p.placements)} on {p.device_mesh}")
+
+
 def _check_distinct(params, labels, group_of):
     """No param in two groups (torch's rule and message), none sharing memory with another. A param repeated in
     one group is torch's warning (add_param_group gives it) and is stepped once."""
@@ -202,10 +277,10 @@ def _check_distinct(params, labels, group_of):
         seen[id(p)] = i
         if not _is_deferred(p):  # no memory yet
             unique.append(i)
-    dense = [(labels(i), numpy_view(params[i])) for i in unique if _is_dense(params[i])]
+    dense = [(labels(i), numpy_view(_local(params[i]))) for i in unique if _is_dense(params[i])]
     pair = first_overlap(dense)
     if pair is None:  # a non-dense param's elements do not fill its span: exact test against each other param
-        strided = [(labels(i), numpy_view(params[i])) for i in unique if not _is_dense(params[i])]
+        strided = [(labels(i), numpy_view(_local(params[i]))) for i in unique if not _is_dense(params[i])]
         pair = next(((a, b) for k, (a, x) in enumerate(strided) for b, y in dense + strided[k + 1:]
                      if np.may_share_memory(x, y) and np.shares_memory(x, y)), None)
     if pair is not None:
@@ -823,7 +898,8 @@ class Adam(Optimizer):
             try:
                 if self._inference_params:
                     self._check_inference()
-                return plan.run(self.param_groups, state, mutations, grad_scale, max_grad_norm, ema_decay)[1]
+                return plan.run(self.param_groups, state, mutations, grad_scale, max_grad_norm, ema_decay,
+                                self._shard_sum(max_grad_norm))[1]
             except _core.TorchPlanStale:
                 pass
             finally:
@@ -836,7 +912,7 @@ class Adam(Optimizer):
             if self._inference_params:
                 self._check_inference()
             return plan.run(self.param_groups, self.state, self.state.mutations, grad_scale, max_grad_norm,
-                            ema_decay)[1]
+                            ema_decay, self._shard_sum(max_grad_norm))[1]
         except _core.TorchPlanStale:
             self._forget(created)
             raise RuntimeError("adam_c.torch: the step plan was out of date right after it was built "
@@ -849,6 +925,16 @@ class Adam(Optimizer):
             raise
         finally:
             self._lock.running_plan = None
+
+    def _shard_sum(self, max_grad_norm):
+        """With DTensor params and max_grad_norm: the all-reduce that makes the clip norm the whole model's (built
+        once per plan; refused, before anything changes, where one sum cannot give it), else None."""
+        make = self.__dict__.get("_shard_reducer")
+        if not max_grad_norm > 0 or make is None:
+            return None
+        if not isinstance(make, _ShardSum):
+            make = self._shard_reducer = make()
+        return make
 
     def _check_inference(self):
         """torch's rule: an inference tensor (made under torch.inference_mode()) is updated in place only inside
@@ -990,6 +1076,7 @@ class Adam(Optimizer):
         if not isinstance(self.param_groups, list):
             raise TypeError(f"param_groups must be a list, got {type(self.param_groups).__name__}")
         params, infos, compressed, mixed, keep, created = [], [], [], [], [], []
+        sharded = False  # some param is a DTensor: the plan reads local shards through the _local_* accessors
         group_of, first = [], {}  # first: id(param) -> index of its first appearance (a repeat is stepped once)
         try:
             for gi, group in enumerate(self.param_groups):
@@ -1009,8 +1096,18 @@ class Adam(Optimizer):
                         continue  # a lazy module's param before its first forward: it has no grad to step
                     _check_tensor(p, label, "param", strided=True)
                     if not _is_dense(p):
+                        if _local(p) is not p:
+                            raise ValueError(f"{label} is a DTensor whose local shard is not dense (strides "
+                                             f"{tuple(_local(p).stride())} for shape {tuple(_local(p).shape)})")
                         raise _StridedParams()
-                    keep.append(p.untyped_storage())
+                    if _local(p) is not p:
+                        sharded = True
+                        if self._mixed.state_dtype != "float32":
+                            raise ValueError(f"{label} is a DTensor: state_dtype={self._mixed.state_dtype!r} "
+                                             "(compressed state) is not supported for DTensor params, whose state "
+                                             "must be DTensors of the param's placements for "
+                                             "torch.distributed.checkpoint; use state_dtype='float32'")
+                    keep.append(_local_storage(p))
                 self._check_state_support(group["params"], "params" if len(self.param_groups) == 1
                                           and getattr(self, "_flat_params", False) else f"param_groups[{gi}]['params']")
                 for p in group["params"]:
@@ -1028,29 +1125,33 @@ class Adam(Optimizer):
                     compressed.append(packed)
                     mixed.append(extra)
             _check_distinct(params, self._param_label, group_of.__getitem__)
-            written = [(f"state of {self._param_label(i)}[{key!r}]", numpy_view(info[8][k + 1]))
+            written = [(f"state of {self._param_label(i)}[{key!r}]", numpy_view(_local(info[8][k + 1])))
                        for i, info in enumerate(infos) if info[8] is not None and info[2]  # not a repeat
                        for k, key in enumerate(_STATE_KEYS) if info[8][k + 1] is not None]
             written += [(f"state of {self._param_label(i)}[{key!r}]", packed[2][k].numpy())
                         for i, packed in enumerate(compressed) if packed is not None
                         for k, key in enumerate(_ABSMAX_KEYS) if packed[2][k] is not None]
-            written += [(f"state of {self._param_label(i)}[{key!r}]", numpy_view(t))
+            written += [(f"state of {self._param_label(i)}[{key!r}]", numpy_view(_local(t)))
                         for i, extra in enumerate(mixed) if extra is not None
                         for key, t in zip(_MIXED_KEYS, extra) if t is not None]
-            pair = first_overlap([(self._param_label(i), numpy_view(p)) for i, p in enumerate(params)
+            pair = first_overlap([(self._param_label(i), numpy_view(_local(p))) for i, p in enumerate(params)
                                   if first[id(p)] == i and not _is_deferred(p)] + written)
             if pair is not None:
                 raise ValueError(f"{pair[0]} and {pair[1]} overlap in memory")
             # the plan reaches the optimizer's methods through weak references: the optimizer owns the plan, and
             # a plan owning the optimizer would leave every dropped optimizer (its state, the model's params and
             # grads) to the cyclic garbage collector
+            self._layout_key = _local_layout if sharded else _stride
+            self._shard_reducer = (lambda: _shard_sum(params)) if sharded else None
             self._plan = _core.TorchStepPlan(self.param_groups, self.state, self.state.mutations,
-                                             list(self.param_groups), params,
-                                             infos, keep, _data_ptr, _stride, _WeakMethod(self, "_read_group"),
-                                             _WeakMethod(self, "_fix_grad"), torch._C._increment_version,
+                                             list(self.param_groups), params, infos, keep,
+                                             _local_ptr if sharded else _data_ptr, self._layout_key,
+                                             _WeakMethod(self, "_read_group"), _WeakMethod(self, "_fix_grad"),
+                                             _increment_local_versions if sharded else torch._C._increment_version,
                                              compressed, self._mixed.seed, mixed,
                                              self._mixed.rounding == "stochastic",
-                                             _WeakMethod(self, "_param_label"), torch.Tensor.untyped_storage)
+                                             _WeakMethod(self, "_param_label"),
+                                             _local_storage if sharded else _storage)
             self._inference_params = [(i, p) for i, p in enumerate(params)
                                       if not _is_deferred(p) and p.is_inference()]
         except BaseException:
@@ -1066,8 +1167,8 @@ class Adam(Optimizer):
         layout = self._layout(p)
         if not state:
             if not has_grad:
-                return (gi, _data_ptr(p), p.numel(), _DTYPE_CODES[p.dtype], p.dtype, p.shape, p.stride(),
-                        None, None, 0, False, 0, 0, 0), None, None
+                return (gi, _local_ptr(p), _local(p).numel(), _DTYPE_CODES[p.dtype], p.dtype, p.shape,
+                        _local_layout(p), None, None, 0, False, 0, 0, 0), None, None
             state = {"step": torch.zeros((), dtype=_step_dtype(self.param_groups[gi]))}
             for key in _STATE_KEYS[:3 if amsgrad else 2]:
                 state.update(self._zero_state(p, layout, key))
@@ -1123,6 +1224,7 @@ class Adam(Optimizer):
                 continue
             name = f"{where}[{key!r}]"
             _check_tensor(t, name)
+            _check_state_placement(t, p, name)
             want = _state_dtype(p.dtype)
             if t.dtype != want and not (t.dtype == p.dtype and want == torch.float32):
                 raise TypeError(f"{name} has dtype {t.dtype}, its param {p.dtype} (state of a {p.dtype} param is "
@@ -1136,9 +1238,9 @@ class Adam(Optimizer):
                     t = torch.empty_like(p, dtype=want, memory_format=torch.preserve_format).copy_(t)
                 _record(created, p, state, (key,))
                 state[key] = t
-            keep.append(t.untyped_storage())
+            keep.append(_local_storage(t))
             tensors.append(t)
-            ptrs.append(_data_ptr(t))
+            ptrs.append(_local_ptr(t))
         packed = None
         if layout != "float32":
             scales = tuple(state.get(key) if layout == "int8" else None for key in _ABSMAX_KEYS)
@@ -1148,8 +1250,9 @@ class Adam(Optimizer):
             packed = (_compressed.KERNEL_CODE[layout], self._mixed.state_rounding == "stochastic", scales,
                       tuple(0 if scale is None else _data_ptr(scale) for scale in scales))
         extra = self._mixed_entry(p, state, where, keep, created)
-        return (gi, _data_ptr(p), p.numel(), _DTYPE_CODES[p.dtype], p.dtype, p.shape, p.stride(), state,
-                tuple(tensors), _data_ptr(step), step.dtype == torch.float64, ptrs[0], ptrs[1], ptrs[2]), packed, extra
+        return (gi, _local_ptr(p), _local(p).numel(), _DTYPE_CODES[p.dtype], p.dtype, p.shape, _local_layout(p),
+                state, tuple(tensors), _data_ptr(step), step.dtype == torch.float64, ptrs[0], ptrs[1], ptrs[2]), \
+            packed, extra
 
     def _mixed_entry(self, p, state, where, keep, created):
         """(master, ema) of param p for the plan (each a tensor of p's compute dtype laid out like p, or None), or
@@ -1171,12 +1274,13 @@ class Adam(Optimizer):
                 state[key] = t
             else:
                 _check_mixed_buffer(t, p, name)
+                _check_state_placement(t, p, name)
                 if not _same_layout(t, p):  # a contiguous checkpoint of a channels_last param
                     with torch.no_grad():
                         t = torch.empty_like(p, dtype=want, memory_format=torch.preserve_format).copy_(t)
                     _record(created, p, state, (key,))
                     state[key] = t
-            keep.append(t.untyped_storage())
+            keep.append(_local_storage(t))
             out[key] = t
         return tuple(out.get(key) for key in _MIXED_KEYS)
 
@@ -1218,10 +1322,12 @@ class Adam(Optimizer):
         """A grad that failed the plan's quick check: the same values in its param's layout, or a clear error.
         If the param itself changed shape or strides in place (same storage), the plan is rebuilt first."""
         p = self._plan_param(index)
-        if p.shape != planned_shape or p.stride() != planned_strides:
+        if p.shape != planned_shape or self._layout_key(p) != planned_strides:
             raise _core.TorchPlanStale()
         name = f"{self._param_label(index)}.grad"
         _check_tensor(grad, name, "gradient", strided=True)
+        if _local(p) is not p or _local(grad) is not grad:
+            return self._fix_local_grad(grad, p, name)
         if grad.dtype != p.dtype:
             raise TypeError(f"{name} has dtype {grad.dtype}, its param {p.dtype}")
         if grad.shape != p.shape:
@@ -1231,12 +1337,57 @@ class Adam(Optimizer):
         with torch.no_grad():
             return torch.empty_like(p, memory_format=torch.preserve_format).copy_(grad)
 
+    @staticmethod
+    def _fix_local_grad(grad, p, name):
+        """_fix_grad for a DTensor param (or grad): the grad's local shard, laid out like the param's."""
+        _check_state_placement(grad, p, name, what="its param's")
+        if grad.dtype != p.dtype:
+            raise TypeError(f"{name} has dtype {grad.dtype}, its param {p.dtype}")
+        local, own = _local(grad), _local(p)
+        if local.shape != own.shape:
+            raise ValueError(f"{name} has a local shard of shape {tuple(local.shape)}, its param "
+                             f"{tuple(own.shape)}")
+        if _same_layout(local, own) and _is_dense(local):
+            return local
+        with torch.no_grad():
+            return torch.empty_like(own, memory_format=torch.preserve_format).copy_(local)
+
     def _plan_param(self, index):
         for group in self.param_groups:
             if index < len(group["params"]):
                 return group["params"][index]
             index -= len(group["params"])
         raise IndexError(index)
+
+
+class _ShardSum:
+    """The plan's reduce_sumsq for fused clipping over DTensor params: sums a process's squared grads over the
+    process groups of the mesh dims the params are sharded on (replicated dims hold copies: summed once)."""
+
+    def __init__(self, groups):
+        self.groups = groups
+
+    def __call__(self, sumsq):
+        total = torch.tensor([sumsq], dtype=torch.float64)
+        for group in self.groups:
+            torch.distributed.all_reduce(total, group=group)
+        return total.item()
+
+
+def _shard_sum(params):
+    """_ShardSum for params (all DTensors on one mesh with one placement), or a ValueError saying why not."""
+    hint = "; clip with torch.nn.utils.clip_grad_norm_(params, max_norm) before step() instead"
+    present = [p for p in params if not _is_deferred(p)]
+    if any(_local(p) is p for p in present):
+        raise ValueError("max_grad_norm with DTensor params needs every param to be a DTensor: a plain tensor param "
+                         "is a copy on each process, which one sum of the processes' grads would count once per "
+                         "process" + hint)
+    mesh, placements = present[0].device_mesh, tuple(present[0].placements)
+    for p in present:
+        if p.device_mesh != mesh or tuple(p.placements) != placements:
+            raise ValueError(f"max_grad_norm with DTensor params needs one mesh and one placement for all of them, "
+                             f"got {placements} and {tuple(p.placements)}" + hint)
+    return _ShardSum([mesh.get_group(d) for d, placement in enumerate(placements) if placement.is_shard()])
 
 
 class _StridedParams(Exception):

@@ -307,20 +307,53 @@ static double elapsed_ns(const struct timespec *start)
  * as fixed chunks of the concatenated tensors: serially below the threshold, else on the worker pool (see
  * thread_pool.c), where the caller never waits for a thread that is not running. With norm/inf options, a first
  * pass over the grads (same chunks) decides whether the step runs and with which clip factor. */
+/* The norm decisions from this table's sum of squares (and its NaN marker), after the shards' reduction when
+ * the options ask for one: fills found; returns ADAMC_ERR_CALLBACK if the reduction failed. */
+static adamc_status decide_norm(const adamc_step_options *o, double sumsq, double bad, adamc_step_result *found)
+{
+    if (o->reduce_sumsq) {
+        if (o->reduce_sumsq(&sumsq, o->reduce_ctx) != 0)
+            return ADAMC_ERR_CALLBACK;
+        if (!isfinite(sumsq))
+            bad = NAN; /* every shard sees this total: all skip, or none */
+    }
+    const double norm = sqrt(sumsq); /* inf or NaN when a grad is (squares are >= 0, so no inf - inf) */
+    found->grad_norm = norm;
+    if (isnan(bad) && o->skip_nonfinite) {
+        found->skipped = 1;
+    } else if (o->max_grad_norm > 0.0) {
+        /* torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), clamped to 1 */
+        double coef = o->max_grad_norm / (norm + 1e-6);
+        found->clip_coef = coef > 1.0 ? 1.0 : coef;
+    }
+    return ADAMC_OK;
+}
+
 static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment_fn segment,
                               const adamc_step_options *opts, adamc_step_result *result, adamc_autotune *tune)
 {
-    adamc_step_options defaults;
-    adamc_step_options_init(&defaults);
-    const adamc_step_options *o = opts ? opts : &defaults;
+    /* the options as this header's struct: an earlier header's (no reduce_sumsq) reads the new fields as defaults */
+    adamc_step_options local;
+    adamc_step_options_init(&local);
+    if (opts) {
+        if (opts->struct_size != sizeof local && opts->struct_size != STEP_OPTIONS_V1_SIZE)
+            return ADAMC_ERR_STRUCT_SIZE;
+        memcpy(&local, opts, opts->struct_size);
+        local.struct_size = sizeof local;
+    }
+    const adamc_step_options *o = &local;
     /* what the options found, copied to *result only when returning ADAMC_OK (a refused call writes nothing) */
     adamc_step_result found = {0, NAN, 1.0};
     adamc_status s = adamc_check_options(o);
     if (s != ADAMC_OK)
         return s;
+    const int norm_pass = segment == step_segment && (o->max_grad_norm > 0.0 || o->skip_nonfinite || o->compute_norm);
     if (o->max_grad_norm > 0.0 || o->skip_nonfinite || o->compute_norm)
         found.grad_norm = 0.0; /* the norm of no elements (torch's clip_grad_norm_ of no grads), until computed */
     if (count == 0) {
+        /* a shard with nothing to step still takes part in the shards' reduction */
+        if (norm_pass && o->reduce_sumsq && (s = decide_norm(o, 0.0, 0.0, &found)) != ADAMC_OK)
+            return s;
         if (result)
             *result = found;
         return ADAMC_OK;
@@ -367,6 +400,8 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
     }
     if (total_bytes == 0) {
         free(heap);
+        if (norm_pass && o->reduce_sumsq && (s = decide_norm(o, 0.0, 0.0, &found)) != ADAMC_OK)
+            return s;
         if (result)
             *result = found;
         return ADAMC_OK;
@@ -382,8 +417,7 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
     if (total_bytes / sizeof(float) < parallel_threshold || nchunks < 2)
         nthreads = 1;
 
-    const int clip = o->max_grad_norm > 0.0;
-    if (segment == step_segment && (clip || o->skip_nonfinite || o->compute_norm)) {
+    if (norm_pass) {
         double *partial = (double *)calloc(2 * nchunks, sizeof(double));
         if (!partial) {
             free(heap);
@@ -400,24 +434,16 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
             bad += partial[2 * k + 1];
         }
         free(partial);
-        const double norm = sqrt(sumsq); /* inf or NaN when a grad is (squares are >= 0, so no inf - inf) */
-        found.grad_norm = norm;
-        if (isnan(bad) && o->skip_nonfinite) {
-            found.skipped = 1;
+        s = decide_norm(o, sumsq, bad, &found);
+        if (s != ADAMC_OK || found.skipped) {
             free(heap);
-            if (result)
+            if (s == ADAMC_OK && result)
                 *result = found;
-            return ADAMC_OK;
+            return s;
         }
-        if (clip) {
-            /* torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), clamped to 1 */
-            double coef = o->max_grad_norm / (norm + 1e-6);
-            if (coef > 1.0)
-                coef = 1.0;
-            found.clip_coef = coef;
+        if (o->max_grad_norm > 0.0)
             for (size_t i = 0; i < count; i++)
-                coeffs[i].grad_mul2 = coef;
-        }
+                coeffs[i].grad_mul2 = found.clip_coef;
     }
 
     if (nthreads > 1 && tune && autotune_enabled) {

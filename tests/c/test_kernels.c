@@ -13,6 +13,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1752,6 +1753,73 @@ static void test_bad_options(void)
     CHECK(adamc_step_multi_ex(NULL, 0, &o, NULL, NULL) == ADAMC_ERR_STRUCT_SIZE, "options struct_size 0");
 }
 
+/* reduce_sumsq, the shards' reduction for a table that is one shard of the model: with two shards whose sums
+ * of squares are equal (a callback that doubles the sum stands in for the all-reduce), the step clips by
+ * sqrt(2) times the shard's own norm, exactly as a table holding both shards; a shard with no elements still
+ * calls it; a failing callback writes nothing (ADAMC_ERR_CALLBACK); an earlier header's options (no
+ * reduce_sumsq) still work. */
+static int calls_of_double_it;
+static int double_it(double *sumsq, void *ctx)
+{
+    calls_of_double_it++;
+    *sumsq *= *(const double *)ctx;
+    return 0;
+}
+static int refuse(double *sumsq, void *ctx)
+{
+    (void)sumsq, (void)ctx;
+    return 1;
+}
+static void test_sharded_norm(void)
+{
+    enum { N = 257 };
+    float p1[N], g1[N], m1[N], v1[N], p2[2 * N], g2[2 * N], m2[2 * N], v2[2 * N];
+    for (int i = 0; i < N; i++) {
+        p1[i] = p2[i] = p2[N + i] = (float)(rng_unit() - 0.5);
+        g1[i] = g2[i] = g2[N + i] = (float)(rng_unit() - 0.5);
+        m1[i] = v1[i] = m2[i] = v2[i] = m2[N + i] = v2[N + i] = 0.0f;
+    }
+    adamc_hparams hp;
+    adamc_hparams_init(&hp);
+    adamc_tensor shard, whole;
+    adamc_tensor_init(&shard);
+    adamc_tensor_init(&whole);
+    shard.n = N, whole.n = 2 * N, shard.step = whole.step = 1, shard.hp = whole.hp = &hp;
+    shard.param = p1, shard.grad = g1, shard.exp_avg = m1, shard.exp_avg_sq = v1;
+    whole.param = p2, whole.grad = g2, whole.exp_avg = m2, whole.exp_avg_sq = v2;
+    const double two = 2.0;
+    adamc_step_options os, ow;
+    adamc_step_options_init(&os);
+    adamc_step_options_init(&ow);
+    os.max_grad_norm = ow.max_grad_norm = 0.25;
+    os.reduce_sumsq = refuse;
+    adamc_step_result rs = {0, -1.0, -1.0}, rw;
+    CHECK(adamc_step_multi_ex(&shard, 1, &os, &rs, NULL) == ADAMC_ERR_CALLBACK && rs.grad_norm == -1.0 &&
+              memcmp(p1, p2, sizeof p1) == 0 && m1[0] == 0.0f,
+          "a failing reduce_sumsq: ADAMC_ERR_CALLBACK, nothing written");
+    os.reduce_sumsq = double_it, os.reduce_ctx = (void *)&two;
+    calls_of_double_it = 0;
+    const adamc_status ss = adamc_step_multi_ex(&shard, 1, &os, &rs, NULL);
+    const adamc_status sw = adamc_step_multi_ex(&whole, 1, &ow, &rw, NULL);
+    CHECK(ss == ADAMC_OK && sw == ADAMC_OK && calls_of_double_it == 1 && rs.clip_coef < 1.0 &&
+              fabs(rs.grad_norm - rw.grad_norm) <= 1e-12 * rw.grad_norm &&
+              fabs(rs.clip_coef - rw.clip_coef) <= 1e-12,
+          "reduce_sumsq: the norm of both shards (%.17g vs %.17g), called once", rs.grad_norm, rw.grad_norm);
+    int same = 1;
+    for (int i = 0; i < N; i++)
+        same &= fabsf(p1[i] - p2[i]) <= 1e-6f * fabsf(p2[i]) + 1e-9f && p2[i] == p2[N + i];
+    CHECK(same, "reduce_sumsq: the shard steps as its half of the whole table");
+    calls_of_double_it = 0;
+    CHECK(adamc_step_multi_ex(NULL, 0, &os, &rs, NULL) == ADAMC_OK && calls_of_double_it == 1,
+          "a shard with no elements still takes part in the reduction");
+    adamc_step_options old;
+    adamc_step_options_init(&old);
+    old.struct_size = offsetof(adamc_step_options, reduce_sumsq);
+    old.compute_norm = 1;
+    CHECK(adamc_step_multi_ex(&shard, 1, &old, &rs, NULL) == ADAMC_OK && rs.grad_norm > 0,
+          "options of an earlier header (without reduce_sumsq) are accepted");
+}
+
 /* Contracts a hostile review found loose: adamc_convert checks the dtype pair first (also for n == 0) and the
  * alignment of both buffers; a refused adamc_step_multi_ex leaves *result as it was; float32 -> bfloat16 keeps
  * denormals' bits on every target under FTZ/DAZ (the AVX512-BF16 path tested for denormals with vfpclassps,
@@ -1877,6 +1945,7 @@ int main(void)
     RUN(test_bad_hparams);
     RUN(test_bad_dtype);
     RUN(test_bad_options);
+    RUN(test_sharded_norm);
     RUN(test_contract_edges);
     RUN(test_old_tensor_layout);
     RUN(test_struct_size_and_version);

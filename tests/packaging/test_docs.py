@@ -84,6 +84,7 @@ PYTHON = {
     ("torch.md", "master_weights=True, ema_decay=0.999"):
         lambda ns, out: out.split()[-1] == "torch.float32" and "ema" in ns["opt"].state[ns["model"].weight],
     ("torch.md", "ZeroRedundancyOptimizer"): None,  # run under torchrun's environment: test_distributed_example
+    ("torch.md", "fully_shard(module, mesh=mesh)"): None,  # likewise
     ("mixed-precision.md", "opt.ema_weights()"):
         lambda ns, out: ns["opt"].last_grad_norm > 1.0 and "skipped" not in out and "ema" in ns["opt"].state[0],
     ("compressed-state.md", 'state_dtype="int8"'):
@@ -179,13 +180,15 @@ def test_python_block_runs_as_printed(key, in_tmp):
     assert PYTHON[key](namespace, out.getvalue()), out.getvalue()
 
 
-def test_distributed_example(tmp_path):
-    """The ZeroRedundancyOptimizer example, run as `torchrun --nproc-per-node=1` runs it (torchrun's environment)."""
+@pytest.mark.parametrize("marker", ["ZeroRedundancyOptimizer", "fully_shard(module, mesh=mesh)"])
+def test_distributed_example(tmp_path, marker):
+    """The ZeroRedundancyOptimizer and FSDP2 + DCP examples, run as `torchrun --nproc-per-node=1` runs them
+    (torchrun's environment)."""
     torch = pytest.importorskip("torch", reason="the example imports torch")
     pytest.importorskip("torch.distributed", reason="torch without torch.distributed")
     if not torch.distributed.is_gloo_available():
         pytest.skip("torch was built without the gloo backend")
-    body = [b for p, b, _ in all_blocks("python") if p.name == "torch.md" and "ZeroRedundancyOptimizer" in b]
+    body = [b for p, b, _ in all_blocks("python") if p.name == "torch.md" and marker in b]
     assert len(body) == 1
     (tmp_path / "train.py").write_text(body[0])
     with socket.socket() as s:
@@ -196,6 +199,9 @@ def test_distributed_example(tmp_path):
     run = subprocess.run([sys.executable, "train.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stderr
+    if marker != "ZeroRedundancyOptimizer":
+        assert (tmp_path / "checkpoint" / ".metadata").is_file(), sorted(p.name for p in tmp_path.iterdir())
+        return
     saved = torch.load(tmp_path / "optimizer.pt", weights_only=True)
     assert len(saved["state"]) == 2 and all(float(e["step"]) == 5 for e in saved["state"].values())
 

@@ -1,0 +1,158 @@
+"""One gloo rank for test_torch_fsdp: FSDP2 (DTensor params) with adam_c.torch and torch.optim, clipping and DCP.
+
+usage: python _torch_fsdp_worker.py RANK WORLD PORT OUTDIR SCENARIO...   (writes OUTDIR/SCENARIO.RANK.pt)
+"""
+import datetime
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
+
+import adam_c.torch as at
+
+LR, WEIGHT_DECAY, MAX_NORM = 1e-2, 0.01, 0.05
+
+
+def make_model(mesh, **shard_options):
+    """A 3-layer MLP, each Linear and the root sharded (FSDP2's usual wrapping); odd sizes make uneven shards."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(7, 33), nn.Tanh(), nn.Linear(33, 5), nn.Tanh(), nn.Linear(5, 3))
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            fully_shard(layer, mesh=mesh, **shard_options)
+    fully_shard(model, mesh=mesh, **shard_options)
+    return model
+
+
+def batch(step):
+    """The same rows on every rank: FSDP2 averages equal grads, so any number of ranks trains the same model."""
+    gen = torch.Generator().manual_seed(step)
+    return torch.randn(16, 7, generator=gen), torch.randn(16, 3, generator=gen)
+
+
+def train(model, opt, steps, first=0, clip=None):
+    """Returns the grad norm of each step where it clips (torch's clip_grad_norm_, or adam_c's fused clipping)."""
+    norms = []
+    for step in range(first, first + steps):
+        x, y = batch(step)
+        opt.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        if clip == "torch":
+            norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_NORM).full_tensor()))
+        if clip == "fused":
+            opt.step(max_grad_norm=MAX_NORM)
+            norms.append(opt.last_grad_norm)
+        else:
+            opt.step()
+    return norms
+
+
+def full_params(model):
+    return [p.full_tensor().detach().clone() for p in model.parameters()]
+
+
+def optimizer(kind, model):
+    cls = at.AdamW if kind == "adam_c" else torch.optim.AdamW
+    return cls(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+
+
+def scenario(name, mesh, outdir):
+    """name -> {label: full params}, compared by the test."""
+    out = {}
+    if name in ("plain", "clip", "fused_clip", "offload"):
+        options = {"offload_policy": CPUOffloadPolicy(pin_memory=False)} if name == "offload" else {}
+        for kind in ("adam_c", "torch"):
+            model = make_model(mesh, **options)
+            opt = optimizer(kind, model)
+            clip = {"clip": "torch", "fused_clip": "fused" if kind == "adam_c" else "torch"}.get(name)
+            out[kind + "_norms"] = train(model, opt, 5, clip=clip)
+            out[kind] = full_params(model)
+            out[kind + "_state_types"] = sorted({type(v).__name__ for s in opt.state.values() for v in s.values()})
+    elif name == "dcp_save":  # 5 steps straight; 3 steps, a DCP checkpoint, a fresh model and optimizer, 2 steps
+        model = make_model(mesh)
+        opt = optimizer("adam_c", model)
+        train(model, opt, 5)
+        out["straight"] = full_params(model)
+        model = make_model(mesh)
+        opt = optimizer("adam_c", model)
+        train(model, opt, 3)
+        msd, osd = get_state_dict(model, opt)
+        dcp.save({"model": msd, "optim": osd}, checkpoint_id=os.path.join(outdir, "ckpt"))
+        out["resumed"] = resume(mesh, outdir)
+    elif name == "errors":  # what adam_c.torch refuses, each with the message the test checks
+        out = refusals(mesh)
+    elif name == "dcp_load":  # the checkpoint saved by another number of ranks (resharded), 2 more steps
+        out["resumed"] = resume(mesh, outdir)
+    else:
+        raise ValueError(name)
+    return out
+
+
+def refusals(mesh):
+    """{case: (exception type name, message, whether the params stayed as they were)}."""
+    from torch.distributed.tensor import DTensor, Partial
+
+    def attempt(case, make_and_step, params):
+        before = [p.detach().clone() for p in params]
+        try:
+            make_and_step()
+        except Exception as e:  # noqa: BLE001 - the test checks the type
+            out[case] = (type(e).__name__, str(e), all(torch.equal(a, b.detach()) for a, b in zip(before, params)))
+        else:
+            out[case] = ("no error", "", True)
+
+    out = {}
+    partial = nn.Parameter(DTensor.from_local(torch.randn(4), mesh, [Partial()]))
+    attempt("partial", lambda: at.AdamW([partial]), [])
+    model = make_model(mesh)
+    plain = nn.Parameter(torch.randn(3))
+
+    def mixed_clip():
+        opt = at.AdamW(list(model.parameters()) + [plain], lr=LR)
+        x, y = batch(0)
+        nn.functional.mse_loss(model(x), y).backward()
+        plain.grad = torch.ones(3)
+        opt.step(max_grad_norm=MAX_NORM)
+    attempt("mixed_clip", mixed_clip, list(model.parameters()) + [plain])
+
+    def compressed():
+        opt = at.AdamW(model.parameters(), lr=LR, state_dtype="bfloat16")
+        opt.step()
+    attempt("compressed", compressed, list(model.parameters()))
+    return out
+
+
+def resume(mesh, outdir):
+    model = make_model(mesh)
+    opt = optimizer("adam_c", model)
+    msd, osd = get_state_dict(model, opt)   # initialises the empty state (a step with zero grads, lr 0)
+    before = full_params(model)
+    loaded = {"model": msd, "optim": osd}
+    dcp.load(loaded, checkpoint_id=os.path.join(outdir, "ckpt"))
+    set_state_dict(model, opt, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"])
+    assert all(torch.equal(a, b) for a, b in zip(before, full_params(make_model(mesh)))), \
+        "get_state_dict's state initialisation moved a param"
+    train(model, opt, 2, first=3)
+    return full_params(model)
+
+
+def main():
+    rank, world, port, outdir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))
+    mesh = init_device_mesh("cpu", (world,))
+    for name in sys.argv[5:]:
+        result = scenario(name, mesh, outdir)
+        torch.save(result, os.path.join(outdir, f"{name}.{rank}.pt"))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
