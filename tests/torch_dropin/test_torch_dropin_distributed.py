@@ -1,8 +1,6 @@
 """adam_c.torch across 2 gloo processes on localhost: DDP, and ZeroRedundancyOptimizer sharding adam_c.torch.AdamW."""
 import copy
 import os
-import socket
-import subprocess
 import sys
 
 import pytest
@@ -14,6 +12,7 @@ import adam_c.torch as at  # noqa: E402
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, where the worker script lives
 sys.path.insert(0, HERE)
+import _gloo_ranks  # noqa: E402
 import _torch_dist_worker as worker  # noqa: E402
 
 WORLD, TIMEOUT_S, RTOL = 2, 180, 1e-9
@@ -22,30 +21,11 @@ pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_availa
                                 reason="torch.distributed with the gloo backend is not available in this torch build")
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     """Runs the 2 ranks once (each a fresh interpreter, bounded in time) and returns their results."""
     out = str(tmp_path_factory.mktemp("dist") / "result")
-    port = free_port()
-    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "_torch_dist_worker.py"), str(r), str(WORLD),
-                               str(port), out], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=HERE)
-             for r in range(WORLD)]
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=TIMEOUT_S)[0].decode(errors="replace"))
-    except subprocess.TimeoutExpired:
-        for p in procs:
-            p.kill()
-        pytest.fail(f"the {WORLD} gloo ranks did not finish within {TIMEOUT_S} s")
-    for r, (p, log) in enumerate(zip(procs, logs)):
-        assert p.returncode == 0, f"rank {r} failed:\n{log[-4000:]}"
+    _gloo_ranks.run_ranks(os.path.join(HERE, "_torch_dist_worker.py"), WORLD, [out], TIMEOUT_S, HERE)
     return [torch.load(f"{out}.{r}", weights_only=True) for r in range(WORLD)]
 
 

@@ -1,7 +1,5 @@
 """adam_c.torch under FSDP2 (DTensor params) on 2 gloo processes: same training as torch.optim.AdamW, clipping, DCP."""
 import os
-import socket
-import subprocess
 import sys
 
 import pytest
@@ -18,24 +16,14 @@ pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_availa
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where the worker script lives
 WORKER = os.path.join(TESTS, "_torch_fsdp_worker.py")
+sys.path.insert(0, TESTS)
+import _gloo_ranks  # noqa: E402
 TIMEOUT_S, RTOL = 300, 1e-5
 COMPARED = ("plain", "clip", "fused_clip", "offload")
 
 
 def run_ranks(world, outdir, *scenarios):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = [subprocess.Popen([sys.executable, WORKER, str(r), str(world), str(port), str(outdir), *scenarios],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=TESTS) for r in range(world)]
-    try:
-        logs = [p.communicate(timeout=TIMEOUT_S)[0].decode(errors="replace") for p in procs]
-    except subprocess.TimeoutExpired:
-        for p in procs:
-            p.kill()
-        pytest.fail(f"the {world} gloo ranks did not finish within {TIMEOUT_S} s")
-    for r, (p, log) in enumerate(zip(procs, logs)):
-        assert p.returncode == 0, f"rank {r} of {world} exited with {p.returncode}:\n{log[-4000:]}"
+    _gloo_ranks.run_ranks(WORKER, world, [outdir, *scenarios], TIMEOUT_S, TESTS)
     return {name: [torch.load(os.path.join(outdir, f"{name}.{r}.pt"), weights_only=False) for r in range(world)]
             for name in scenarios}
 
