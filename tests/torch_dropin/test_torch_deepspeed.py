@@ -13,6 +13,11 @@ import _gloo_ranks  # noqa: E402
 
 TIMEOUT_S, RTOL, RUNS = 600, 1e-5, 3
 
+# DeepSpeed compiles its CPU ops with the system compiler at first use: not under the ASan preload (.ci/asan.sh),
+# whose leak reports from the compiler would be counted as adam_c's; .ci/run runs these tests without it
+pytestmark = pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                                reason="DeepSpeed's op build runs the compiler: not under the ASan preload")
+
 
 @pytest.fixture(scope="module")
 def outdirs(tmp_path_factory):
