@@ -6,40 +6,18 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._compressed import load_saved
-from ._validation import HYPERPARAMETERS, MAX_STEP, check_hyperparameters, compute_dtype
+from ._validation import HYPERPARAMETERS, MAX_STEP, check_hyperparameters, compute_dtype, torch_to_numpy
 
 
 def _is_torch_tensor(value):
     return type(value).__module__.startswith("torch") and hasattr(value, "detach") and hasattr(value, "numpy")
 
 
-def _torch_to_numpy(value, where):
-    """A torch tensor's values as an ndarray; meta tensors (no data) and tensors numpy cannot read are refused
-    with TypeError naming the entry (conjugate and negative bits are resolved first)."""
-    try:
-        is_meta = bool(getattr(value, "is_meta", False)) or str(value.device) == "meta"
-    except Exception:
-        is_meta = False
-    if is_meta:
-        raise TypeError(f"{where} is a meta tensor, which holds no data")
-    if str(getattr(value, "layout", "torch.strided")) != "torch.strided":
-        raise TypeError(f"{where} must be a dense (strided) tensor, got {value.layout}")
-    if value.is_complex():
-        raise TypeError(f"{where} must be a real tensor, got dtype {value.dtype}")
-    try:
-        value = value.detach()
-        if str(value.dtype) == "torch.bfloat16":  # NumPy has no bfloat16; exact in float32 (state is float32)
-            value = value.float()
-        return value.resolve_conj().resolve_neg().cpu().numpy()
-    except Exception as exc:  # sparse, quantized, other devices...: whatever torch refuses to hand to numpy
-        raise TypeError(f"{where}: cannot read this tensor's values ({type(exc).__name__}: {exc})") from exc
-
-
 def _step_value(value, where):
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{where} must be an integer, got bool")
     if _is_torch_tensor(value):
-        value = _torch_to_numpy(value, where)  # torch stores steps as 0-d tensors
+        value = torch_to_numpy(value, where)  # torch stores steps as 0-d tensors
     if isinstance(value, np.ndarray):
         if value.size != 1:
             raise ValueError(f"{where} must be a single number, got an array of shape {value.shape}")
@@ -69,7 +47,7 @@ def _state_array(value, param, where):
     """A fresh C-contiguous copy of `value` in the param's state dtype (float64 for float64 params, else
     float32) and shape."""
     if _is_torch_tensor(value):
-        value = _torch_to_numpy(value, where)
+        value = torch_to_numpy(value, where)
     try:
         array = np.asarray(value)
     except Exception as exc:

@@ -10,7 +10,7 @@ Layouts, per param and state key (exp_avg, exp_avg_sq, max_exp_avg_sq):
 import numpy as np
 
 from . import _codec
-from ._validation import compute_dtype
+from ._validation import compute_dtype, torch_to_numpy
 
 STATE_DTYPES = ("float32", "bfloat16", "int8")
 SIGNED = {"exp_avg": True, "exp_avg_sq": False, "max_exp_avg_sq": False}
@@ -136,8 +136,7 @@ def int8_codes(value, where):
     whole codes in [0, 255] are refused. (An entry that says "int8" itself must hold uint8 codes.)"""
     if hasattr(value, "detach") and hasattr(value, "numpy") and str(value.dtype) != "torch.uint8" \
             and getattr(value, "is_floating_point", lambda: False)():
-        from ._checkpoint import _torch_to_numpy
-        array = _torch_to_numpy(value, where)  # bfloat16 as float32 (exact)
+        array = torch_to_numpy(value, where)  # bfloat16 as float32 (exact)
     else:
         array = _as_array(value, where)
     if array.dtype.kind != "f":
@@ -214,12 +213,11 @@ def _as_array(value, where):
     """A saved code or scale array as an ndarray (torch.bfloat16 tensors as their uint16 bits); tensors numpy
     cannot read (meta, sparse, other devices) are TypeErrors naming `where`."""
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
-        from ._checkpoint import _torch_to_numpy
         if str(value.dtype) != "torch.bfloat16":
-            return _torch_to_numpy(value, where)
+            return torch_to_numpy(value, where)
         if str(getattr(value, "layout", "torch.strided")) != "torch.strided":
             raise TypeError(f"{where} must be a dense (strided) tensor, got {value.layout}")
-        return _torch_to_numpy(value.view(_torch_int16()), where).view(np.uint16)
+        return torch_to_numpy(value.view(_torch_int16()), where).view(np.uint16)
     try:
         return np.asarray(value)
     except Exception as exc:

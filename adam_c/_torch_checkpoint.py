@@ -6,8 +6,8 @@ from typing import Any, Dict
 import numpy as np
 
 from . import _compressed
-from ._checkpoint import _step_value, _torch_to_numpy
-from ._validation import HYPERPARAMETERS, check_lr
+from ._checkpoint import _step_value
+from ._validation import HYPERPARAMETERS, check_lr, torch_to_numpy
 
 _STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 _ABSMAX_KEYS = tuple(key + "_absmax" for key in _STATE_KEYS)  # int8 state's block scales (see _compressed)
@@ -140,9 +140,9 @@ def from_torch_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
                 value = _compressed.int8_codes(value, name)  # codes torch.optim cast to numbers
             elif hasattr(value, "detach"):
                 # bfloat16 state of adam_c.torch: the NumPy optimizer's uint16 bits; torch.optim's bfloat16 state
-                # of bfloat16 params: exact in float32 (_torch_to_numpy's conversion)
+                # of bfloat16 params: exact in float32 (torch_to_numpy's conversion)
                 bits = layout == "bfloat16" and key in _STATE_KEYS
-                value = _compressed._as_array(value, name) if bits else _torch_to_numpy(value, name)
+                value = _compressed._as_array(value, name) if bits else torch_to_numpy(value, name)
             # int8 codes keep their memory order, which their block scales cover (a channels_last param's are
             # channels_last): adam_c.Adam's load_state_dict decodes them in it; everything else in C order
             out[key] = np.array(value, order="K" if codes else "C", copy=True)

@@ -336,3 +336,25 @@ def first_overlap(named_arrays):
         if end > best_end:
             best_end, best_name = end, name
     return None
+
+
+def torch_to_numpy(value, where):
+    """A torch tensor's values as an ndarray; meta tensors (no data) and tensors numpy cannot read are refused
+    with TypeError naming the entry (conjugate and negative bits are resolved first)."""
+    try:
+        is_meta = bool(getattr(value, "is_meta", False)) or str(value.device) == "meta"
+    except Exception:
+        is_meta = False
+    if is_meta:
+        raise TypeError(f"{where} is a meta tensor, which holds no data")
+    if str(getattr(value, "layout", "torch.strided")) != "torch.strided":
+        raise TypeError(f"{where} must be a dense (strided) tensor, got {value.layout}")
+    if value.is_complex():
+        raise TypeError(f"{where} must be a real tensor, got dtype {value.dtype}")
+    try:
+        value = value.detach()
+        if str(value.dtype) == "torch.bfloat16":  # NumPy has no bfloat16; exact in float32 (state is float32)
+            value = value.float()
+        return value.resolve_conj().resolve_neg().cpu().numpy()
+    except Exception as exc:  # sparse, quantized, other devices...: whatever torch refuses to hand to numpy
+        raise TypeError(f"{where}: cannot read this tensor's values ({type(exc).__name__}: {exc})") from exc
