@@ -73,8 +73,6 @@ cdef extern from "adam_c.h" nogil:
         int compute_norm
         double ema_decay
         uint64_t seed
-        int (*reduce_sumsq)(double *sumsq, void *ctx) noexcept
-        void *reduce_ctx
 
     ctypedef struct adamc_step_result:
         int skipped
@@ -127,6 +125,10 @@ cdef extern from "adam_c.h" nogil:
     adamc_status adamc_step_multi_tuned(const adamc_tensor *tensors, size_t count, adamc_autotune *tune)
     adamc_status adamc_step_multi_ex(const adamc_tensor *tensors, size_t count, const adamc_step_options *opts,
                                      adamc_step_result *result, adamc_autotune *tune)
+    ctypedef int (*adamc_reduce_fn)(double *sumsq, void *ctx) noexcept
+    adamc_status adamc_step_multi_sharded(const adamc_tensor *tensors, size_t count,
+                                          const adamc_step_options *opts, adamc_reduce_fn reduce_sumsq, void *ctx,
+                                          adamc_step_result *result, adamc_autotune *tune)
     void adamc_autotune_get(const adamc_autotune *tune, adamc_autotune_info *info)
     void adamc_set_autotune(int enabled)
     int adamc_get_autotune()

@@ -26,8 +26,8 @@ cdef int raise_status(adamc_status status, str context) except -1:
 
 
 cdef int reduce_trampoline(double *sumsq, void *ctx) noexcept with gil:
-    """adamc_step_options.reduce_sumsq for TorchStepPlan.run: calls holder[0](sumsq) (a Python all-reduce) between
-    the grad pass and the update; an exception is kept in holder[1] and abandons the step."""
+    """adamc_step_multi_sharded's reduce_sumsq for TorchStepPlan.run: calls holder[0](sumsq) (a Python
+    all-reduce) between the grad pass and the update; an exception is kept in holder[1] and abandons the step."""
     cdef list holder = <list>ctx
     try:
         sumsq[0] = float(holder[0](sumsq[0]))
@@ -1020,7 +1020,7 @@ cdef class TorchStepPlan:
         grads in the C call; ema_decay is the EMA's (validated by the caller). Returns (k, grad_norm or None):
         the number of params stepped and the global norm when clipping. reduce_sumsq (params sharded across
         processes): called with this process's sum of squared grads, returns the sum over all processes (see
-        adamc_step_options.reduce_sumsq). Raises TorchPlanStale (rebuild, then run again) or a clear error,
+        adamc_step_multi_sharded). Raises TorchPlanStale (rebuild, then run again) or a clear error,
         before changing anything."""
         cdef Py_ssize_t gi, i, j, k = 0
         cdef adamc_status status
@@ -1104,12 +1104,15 @@ cdef class TorchStepPlan:
         opts.ema_decay = ema_decay
         if reduce_sumsq is not None and max_grad_norm > 0:
             reducer = [reduce_sumsq, None]  # kept alive by this frame until the C call returns
-            opts.reduce_sumsq = reduce_trampoline
-            opts.reduce_ctx = <void *>reducer
         self.in_c_call = True
         adamc_set_team_hint(1)  # a torch loop's step: torch's OpenMP threads are the hot ones ("auto" executor)
-        with nogil:
-            status = adamc_step_multi_ex(self.work, k, &opts, &result, self.tune)
+        if reducer is None:
+            with nogil:
+                status = adamc_step_multi_ex(self.work, k, &opts, &result, self.tune)
+        else:
+            with nogil:
+                status = adamc_step_multi_sharded(self.work, k, &opts, reduce_trampoline, <void *>reducer,
+                                                  &result, self.tune)
         adamc_set_team_hint(0)
         self.in_c_call = False
         if status == ADAMC_ERR_OVERLAP:

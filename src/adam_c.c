@@ -309,10 +309,16 @@ static double elapsed_ns(const struct timespec *start)
  * pass over the grads (same chunks) decides whether the step runs and with which clip factor. */
 /* The norm decisions from this table's sum of squares (and its NaN marker), after the shards' reduction when
  * the options ask for one: fills found; returns ADAMC_ERR_CALLBACK if the reduction failed. */
-static adamc_status decide_norm(const adamc_step_options *o, double sumsq, double bad, adamc_step_result *found)
+typedef struct shard_reduce {
+    adamc_reduce_fn fn; /* NULL: the table is the whole model */
+    void *ctx;
+} shard_reduce;
+
+static adamc_status decide_norm(const adamc_step_options *o, const shard_reduce *reduce, double sumsq, double bad,
+                                adamc_step_result *found)
 {
-    if (o->reduce_sumsq) {
-        if (o->reduce_sumsq(&sumsq, o->reduce_ctx) != 0)
+    if (reduce->fn) {
+        if (reduce->fn(&sumsq, reduce->ctx) != 0)
             return ADAMC_ERR_CALLBACK;
         if (!isfinite(sumsq))
             bad = NAN; /* every shard sees this total: all skip, or none */
@@ -330,18 +336,15 @@ static adamc_status decide_norm(const adamc_step_options *o, double sumsq, doubl
 }
 
 static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment_fn segment,
-                              const adamc_step_options *opts, adamc_step_result *result, adamc_autotune *tune)
+                              const adamc_step_options *opts, const shard_reduce *reduce, adamc_step_result *result,
+                              adamc_autotune *tune)
 {
-    /* the options as this header's struct: an earlier header's (no reduce_sumsq) reads the new fields as defaults */
-    adamc_step_options local;
-    adamc_step_options_init(&local);
-    if (opts) {
-        if (opts->struct_size != sizeof local && opts->struct_size != STEP_OPTIONS_V1_SIZE)
-            return ADAMC_ERR_STRUCT_SIZE;
-        memcpy(&local, opts, opts->struct_size);
-        local.struct_size = sizeof local;
-    }
-    const adamc_step_options *o = &local;
+    adamc_step_options defaults;
+    adamc_step_options_init(&defaults);
+    const adamc_step_options *o = opts ? opts : &defaults;
+    const shard_reduce whole = {NULL, NULL};
+    if (!reduce)
+        reduce = &whole;
     /* what the options found, copied to *result only when returning ADAMC_OK (a refused call writes nothing) */
     adamc_step_result found = {0, NAN, 1.0};
     adamc_status s = adamc_check_options(o);
@@ -352,7 +355,7 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
         found.grad_norm = 0.0; /* the norm of no elements (torch's clip_grad_norm_ of no grads), until computed */
     if (count == 0) {
         /* a shard with nothing to step still takes part in the shards' reduction */
-        if (norm_pass && o->reduce_sumsq && (s = decide_norm(o, 0.0, 0.0, &found)) != ADAMC_OK)
+        if (norm_pass && reduce->fn && (s = decide_norm(o, reduce, 0.0, 0.0, &found)) != ADAMC_OK)
             return s;
         if (result)
             *result = found;
@@ -400,7 +403,7 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
     }
     if (total_bytes == 0) {
         free(heap);
-        if (norm_pass && o->reduce_sumsq && (s = decide_norm(o, 0.0, 0.0, &found)) != ADAMC_OK)
+        if (norm_pass && reduce->fn && (s = decide_norm(o, reduce, 0.0, 0.0, &found)) != ADAMC_OK)
             return s;
         if (result)
             *result = found;
@@ -434,7 +437,7 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
             bad += partial[2 * k + 1];
         }
         free(partial);
-        s = decide_norm(o, sumsq, bad, &found);
+        s = decide_norm(o, reduce, sumsq, bad, &found);
         if (s != ADAMC_OK || found.skipped) {
             free(heap);
             if (s == ADAMC_OK && result)
@@ -466,22 +469,32 @@ static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment
 adamc_status adamc_step_multi_ex(const adamc_tensor *tensors, size_t count, const adamc_step_options *opts,
                                  adamc_step_result *result, adamc_autotune *tune)
 {
-    return run_table(tensors, count, step_segment, opts, result, tune);
+    return run_table(tensors, count, step_segment, opts, NULL, result, tune);
+}
+
+adamc_status adamc_step_multi_sharded(const adamc_tensor *tensors, size_t count, const adamc_step_options *opts,
+                                      adamc_reduce_fn reduce_sumsq, void *ctx, adamc_step_result *result,
+                                      adamc_autotune *tune)
+{
+    if (!reduce_sumsq)
+        return ADAMC_ERR_NULL_POINTER;
+    const shard_reduce reduce = {reduce_sumsq, ctx};
+    return run_table(tensors, count, step_segment, opts, &reduce, result, tune);
 }
 
 adamc_status adamc_step_multi_tuned(const adamc_tensor *tensors, size_t count, adamc_autotune *tune)
 {
-    return run_table(tensors, count, step_segment, NULL, NULL, tune);
+    return run_table(tensors, count, step_segment, NULL, NULL, NULL, tune);
 }
 
 adamc_status adamc_step_multi(const adamc_tensor *tensors, size_t count)
 {
-    return run_table(tensors, count, step_segment, NULL, NULL, NULL);
+    return run_table(tensors, count, step_segment, NULL, NULL, NULL, NULL);
 }
 
 adamc_status adamc_memory_probe(const adamc_tensor *tensors, size_t count)
 {
-    return run_table(tensors, count, probe_segment, NULL, NULL, NULL);
+    return run_table(tensors, count, probe_segment, NULL, NULL, NULL, NULL);
 }
 
 adamc_status adamc_convert(const void *src, int src_dtype, void *dst, int dst_dtype, size_t n)

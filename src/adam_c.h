@@ -28,7 +28,7 @@ typedef enum adamc_status {
     ADAMC_ERR_STRUCT_SIZE = 8,    /* a struct's struct_size is not one this library knows: set it with *_init */
     ADAMC_ERR_OPTION = 9,         /* a step option is invalid: grad_scale <= 0 or not finite, max_grad_norm < 0 or
                                    * NaN, ema_decay outside [0, 1], a rounding mode the dtype cannot use */
-    ADAMC_ERR_CALLBACK = 10       /* the step options' reduce_sumsq callback returned nonzero */
+    ADAMC_ERR_CALLBACK = 10       /* adamc_step_multi_sharded's reduce_sumsq callback returned nonzero */
 } adamc_status;
 
 /* Element types. float16 is IEEE binary16, bfloat16 the upper half of a float32. Low-precision params compute in
@@ -159,17 +159,8 @@ typedef struct adamc_step_options {
     int compute_norm;       /* 1: compute and report the global grad norm even without clipping */
     double ema_decay;       /* d in [0, 1] for entries with an ema buffer; default 0.999 */
     uint64_t seed;          /* key of stochastic rounding; default 0 */
-    /* A table that is one shard of the model (FSDP2, ZeRO: each process holds part of every param): with
-     * max_grad_norm, skip_nonfinite or compute_norm, called once per call, in the calling thread, after the grad
-     * pass and before anything is written (also for a table with no elements, so every process takes part), with
-     * *sumsq = this table's sum of squared unscaled grads; it sets *sumsq to the sum over all shards (an
-     * all-reduce) and returns 0, or returns nonzero to abandon the step (ADAMC_ERR_CALLBACK, nothing written).
-     * The norm, clip factor and skip decision then come from the total: a non-finite total skips (each shard sees
-     * the same total, so all skip together). NULL (default): the table is the whole model. */
-    int (*reduce_sumsq)(double *sumsq, void *ctx);
-    void *reduce_ctx;       /* passed to reduce_sumsq */
 } adamc_step_options;
-#define ADAMC_STEP_OPTIONS_INIT {sizeof(adamc_step_options), 1.0, 0.0, 0, 0, 0.999, 0, NULL, NULL}
+#define ADAMC_STEP_OPTIONS_INIT {sizeof(adamc_step_options), 1.0, 0.0, 0, 0, 0.999, 0}
 void adamc_step_options_init(adamc_step_options *opts);
 
 /* What the options found. */
@@ -185,6 +176,20 @@ typedef struct adamc_step_result {
  * the step's fixed chunks); the step is skipped as a whole or runs with the clip factor folded in. */
 adamc_status adamc_step_multi_ex(const adamc_tensor *tensors, size_t count, const adamc_step_options *opts,
                                  adamc_step_result *result, adamc_autotune *tune);
+
+/* Sets *sumsq to the sum of the shards' sums of squared grads (an all-reduce); returns 0, or nonzero to abandon. */
+typedef int (*adamc_reduce_fn)(double *sumsq, void *ctx);
+
+/* adamc_step_multi_ex for a table that is one shard of the model (each process holds part of every param, as
+ * under FSDP2 or ZeRO). With max_grad_norm, skip_nonfinite or compute_norm, reduce_sumsq (not NULL) is called once
+ * per call, in the calling thread, after the grad pass and before anything is written (also for a table with no
+ * elements, so every process takes part), with *sumsq = this table's sum of squared unscaled grads and ctx; the
+ * norm, clip factor and skip decision then come from the total it leaves there, and a non-finite total skips (every
+ * shard sees the same total, so all skip together). A nonzero return abandons the step: ADAMC_ERR_CALLBACK,
+ * nothing written. Without those options it is adamc_step_multi_ex and reduce_sumsq is not called. */
+adamc_status adamc_step_multi_sharded(const adamc_tensor *tensors, size_t count, const adamc_step_options *opts,
+                                      adamc_reduce_fn reduce_sumsq, void *ctx, adamc_step_result *result,
+                                      adamc_autotune *tune);
 
 /* Converts n elements between float32 and float16/bfloat16 (either direction, or float32 to float32) with the
  * active target's conversions: round to nearest even, exact for float16 (denormals, inf, NaN quieted). Every

@@ -134,8 +134,6 @@ static inline size_t state_size(const adamc_tensor *t)
 
 /* The 0.1 layout of adamc_tensor ended with `dtype`; its size is that end rounded up to the struct's alignment. */
 #define TENSOR_V1_FIELDS offsetof(adamc_tensor, grad_float32)
-/* sizeof(adamc_step_options) in headers before reduce_sumsq: accepted, the new fields read as their defaults */
-#define STEP_OPTIONS_V1_SIZE offsetof(adamc_step_options, reduce_sumsq)
 #define TENSOR_V1_SIZE ((offsetof(adamc_tensor, dtype) + sizeof(int) + _Alignof(adamc_tensor) - 1) / \
                         _Alignof(adamc_tensor) * _Alignof(adamc_tensor))
 /* Copies entry i of a caller's table (entries stride bytes apart) into *out, missing fields at their defaults. */

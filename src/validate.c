@@ -19,7 +19,7 @@ const char *adamc_status_message(adamc_status status)
     case ADAMC_ERR_UNKNOWN_TARGET: return "unknown or unsupported SIMD target";
     case ADAMC_ERR_NO_MEMORY: return "out of memory";
     case ADAMC_ERR_STRUCT_SIZE: return "struct_size of adamc_hparams/adamc_tensor is not this library's (use *_init)";
-    case ADAMC_ERR_CALLBACK: return "the step's reduce_sumsq callback failed (nothing was written)";
+    case ADAMC_ERR_CALLBACK: return "the shards' reduce_sumsq callback failed (nothing was written)";
     case ADAMC_ERR_OPTION: return "invalid step option (grad_scale, max_grad_norm, ema_decay, rounding or master)";
     }
     return "unknown status";
@@ -132,7 +132,7 @@ adamc_status adamc_check_tensor(const adamc_tensor *t)
 
 adamc_status adamc_check_options(const adamc_step_options *o)
 {
-    if (o->struct_size != sizeof(adamc_step_options) && o->struct_size != STEP_OPTIONS_V1_SIZE)
+    if (o->struct_size != sizeof(adamc_step_options))
         return ADAMC_ERR_STRUCT_SIZE;
     /* the kernel divides by float32(grad_scale): it must be a float32 > 0 and finite too */
     if (!(o->grad_scale > 0.0) || !isfinite(o->grad_scale) || !((float)o->grad_scale > 0.0f) ||

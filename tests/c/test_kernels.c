@@ -13,7 +13,6 @@
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1753,11 +1752,10 @@ static void test_bad_options(void)
     CHECK(adamc_step_multi_ex(NULL, 0, &o, NULL, NULL) == ADAMC_ERR_STRUCT_SIZE, "options struct_size 0");
 }
 
-/* reduce_sumsq, the shards' reduction for a table that is one shard of the model: with two shards whose sums
- * of squares are equal (a callback that doubles the sum stands in for the all-reduce), the step clips by
- * sqrt(2) times the shard's own norm, exactly as a table holding both shards; a shard with no elements still
- * calls it; a failing callback writes nothing (ADAMC_ERR_CALLBACK); an earlier header's options (no
- * reduce_sumsq) still work. */
+/* adamc_step_multi_sharded, for a table that is one shard of the model: with two shards whose sums of squares
+ * are equal (a callback that doubles the sum stands in for the all-reduce), the step clips by sqrt(2) times the
+ * shard's own norm, exactly as a table holding both shards; a shard with no elements still calls it; a failing
+ * callback writes nothing (ADAMC_ERR_CALLBACK); without norm options it is not called. */
 static int calls_of_double_it;
 static int double_it(double *sumsq, void *ctx)
 {
@@ -1787,19 +1785,19 @@ static void test_sharded_norm(void)
     shard.n = N, whole.n = 2 * N, shard.step = whole.step = 1, shard.hp = whole.hp = &hp;
     shard.param = p1, shard.grad = g1, shard.exp_avg = m1, shard.exp_avg_sq = v1;
     whole.param = p2, whole.grad = g2, whole.exp_avg = m2, whole.exp_avg_sq = v2;
-    const double two = 2.0;
+    double two = 2.0;
     adamc_step_options os, ow;
     adamc_step_options_init(&os);
     adamc_step_options_init(&ow);
     os.max_grad_norm = ow.max_grad_norm = 0.25;
-    os.reduce_sumsq = refuse;
     adamc_step_result rs = {0, -1.0, -1.0}, rw;
-    CHECK(adamc_step_multi_ex(&shard, 1, &os, &rs, NULL) == ADAMC_ERR_CALLBACK && rs.grad_norm == -1.0 &&
-              memcmp(p1, p2, sizeof p1) == 0 && m1[0] == 0.0f,
+    CHECK(adamc_step_multi_sharded(&shard, 1, &os, refuse, NULL, &rs, NULL) == ADAMC_ERR_CALLBACK &&
+              rs.grad_norm == -1.0 && memcmp(p1, p2, sizeof p1) == 0 && m1[0] == 0.0f,
           "a failing reduce_sumsq: ADAMC_ERR_CALLBACK, nothing written");
-    os.reduce_sumsq = double_it, os.reduce_ctx = (void *)&two;
+    CHECK(adamc_step_multi_sharded(&shard, 1, &os, NULL, NULL, &rs, NULL) == ADAMC_ERR_NULL_POINTER,
+          "adamc_step_multi_sharded needs its reduce_sumsq");
     calls_of_double_it = 0;
-    const adamc_status ss = adamc_step_multi_ex(&shard, 1, &os, &rs, NULL);
+    const adamc_status ss = adamc_step_multi_sharded(&shard, 1, &os, double_it, &two, &rs, NULL);
     const adamc_status sw = adamc_step_multi_ex(&whole, 1, &ow, &rw, NULL);
     CHECK(ss == ADAMC_OK && sw == ADAMC_OK && calls_of_double_it == 1 && rs.clip_coef < 1.0 &&
               fabs(rs.grad_norm - rw.grad_norm) <= 1e-12 * rw.grad_norm &&
@@ -1810,14 +1808,14 @@ static void test_sharded_norm(void)
         same &= fabsf(p1[i] - p2[i]) <= 1e-6f * fabsf(p2[i]) + 1e-9f && p2[i] == p2[N + i];
     CHECK(same, "reduce_sumsq: the shard steps as its half of the whole table");
     calls_of_double_it = 0;
-    CHECK(adamc_step_multi_ex(NULL, 0, &os, &rs, NULL) == ADAMC_OK && calls_of_double_it == 1,
+    CHECK(adamc_step_multi_sharded(NULL, 0, &os, double_it, &two, &rs, NULL) == ADAMC_OK && calls_of_double_it == 1,
           "a shard with no elements still takes part in the reduction");
-    adamc_step_options old;
-    adamc_step_options_init(&old);
-    old.struct_size = offsetof(adamc_step_options, reduce_sumsq);
-    old.compute_norm = 1;
-    CHECK(adamc_step_multi_ex(&shard, 1, &old, &rs, NULL) == ADAMC_OK && rs.grad_norm > 0,
-          "options of an earlier header (without reduce_sumsq) are accepted");
+    adamc_step_options plain;
+    adamc_step_options_init(&plain);
+    calls_of_double_it = 0;
+    CHECK(adamc_step_multi_sharded(&shard, 1, &plain, double_it, &two, &rs, NULL) == ADAMC_OK &&
+              calls_of_double_it == 0,
+          "without norm options the reduction is not called");
 }
 
 /* Contracts a hostile review found loose: adamc_convert checks the dtype pair first (also for n == 0) and the
