@@ -919,7 +919,8 @@ cdef class TorchStepPlan:
                 continue
             if key == "master" and self.table[i].dtype < ADAMC_FLOAT16:
                 raise ValueError(f"TorchStepPlan: param {i} has a master but is not float16/bfloat16")
-            if t.numel() != <Py_ssize_t>self.table[i].n or t.element_size() != width:
+            local = getattr(t, "_local_tensor", t)  # a DTensor's local shard (state of a DTensor param)
+            if local.numel() != <Py_ssize_t>self.table[i].n or t.element_size() != width:
                 raise ValueError(f"TorchStepPlan: the {key} of param {i} does not match it")
             ptr = self.data_ptr(t)
             if key == "master":

@@ -414,6 +414,30 @@ def _converted_state(entry, param, layout, where):
     return out
 
 
+def _loaded_dtensor_state(entry, param, where):
+    """exp_avg/exp_avg_sq/max_exp_avg_sq (those present) of a checkpoint entry of DTensor param `param`: DTensors
+    of its mesh and placements in its state dtype (converted exactly where torch.optim stored the param's own
+    float16/bfloat16), as DCP's set_state_dict hands them over. Raises naming the entry; changes nothing."""
+    if entry.get("state_dtype") not in (None, "float32"):
+        raise ValueError(f"{where} holds {entry.get('state_dtype')!r} state: compressed state of DTensor params is "
+                         "not supported (save and load it with state_dtype='float32')")
+    out = {}
+    want = _state_dtype(param.dtype)
+    for key in _STATE_KEYS:
+        value = entry.get(key)
+        if value is None:
+            continue
+        name = f"{where}[{key!r}]"
+        _check_state_placement(value, param, name)
+        if value.shape != param.shape:
+            raise ValueError(f"{name} has shape {tuple(value.shape)}, its param {tuple(param.shape)}")
+        if value.dtype != want and not (value.dtype == param.dtype and param.dtype in _LOW_PRECISION):
+            raise TypeError(f"{name} has dtype {value.dtype}, its param {param.dtype} (state of a {param.dtype} "
+                            f"param is {want})")
+        out[key] = value.detach().to(dtype=want)
+    return out
+
+
 def _in_layout(entry, param, layout):
     """True if a compressed-layout entry already holds exactly what the kernel reads for `param` in `layout`."""
     if entry.get("state_dtype") != layout:
@@ -994,6 +1018,11 @@ class Adam(Optimizer):
                 if entry and entry.get(key) is None:
                     raise ValueError(f"{where} is missing {key!r}")
             extra = self._loaded_mixed(entry, p, where)
+            if _local(p) is not p:  # a DTensor param (a DCP checkpoint): its state is DTensors, kept as such
+                converted[p] = _loaded_dtensor_state(entry, p, where)
+                converted[p].update(extra or {})
+                state[pid] = {k: v for k, v in entry.items() if k not in _FORMAT_KEYS + _MIXED_KEYS}
+                continue
             if layout == "float32" and entry.get("state_dtype") is None and p.dtype not in _LOW_PRECISION:
                 if extra is None:
                     continue  # torch.optim's own format: torch loads it as it always does

@@ -19,10 +19,10 @@ import adam_c.torch as at
 LR, WEIGHT_DECAY, MAX_NORM = 1e-2, 0.01, 0.05
 
 
-def make_model(mesh, **shard_options):
+def make_model(mesh, dtype=torch.float32, **shard_options):
     """A 3-layer MLP, each Linear and the root sharded (FSDP2's usual wrapping); odd sizes make uneven shards."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(7, 33), nn.Tanh(), nn.Linear(33, 5), nn.Tanh(), nn.Linear(5, 3))
+    model = nn.Sequential(nn.Linear(7, 33), nn.Tanh(), nn.Linear(33, 5), nn.Tanh(), nn.Linear(5, 3)).to(dtype)
     for layer in model:
         if isinstance(layer, nn.Linear):
             fully_shard(layer, mesh=mesh, **shard_options)
@@ -30,17 +30,17 @@ def make_model(mesh, **shard_options):
     return model
 
 
-def batch(step):
+def batch(step, dtype=torch.float32):
     """The same rows on every rank: FSDP2 averages equal grads, so any number of ranks trains the same model."""
     gen = torch.Generator().manual_seed(step)
-    return torch.randn(16, 7, generator=gen), torch.randn(16, 3, generator=gen)
+    return torch.randn(16, 7, generator=gen).to(dtype), torch.randn(16, 3, generator=gen).to(dtype)
 
 
-def train(model, opt, steps, first=0, clip=None):
+def train(model, opt, steps, first=0, clip=None, dtype=torch.float32):
     """Returns the grad norm of each step where it clips (torch's clip_grad_norm_, or adam_c's fused clipping)."""
     norms = []
     for step in range(first, first + steps):
-        x, y = batch(step)
+        x, y = batch(step, dtype)
         opt.zero_grad()
         nn.functional.mse_loss(model(x), y).backward()
         if clip == "torch":
@@ -85,6 +85,27 @@ def scenario(name, mesh, outdir):
         msd, osd = get_state_dict(model, opt)
         dcp.save({"model": msd, "optim": osd}, checkpoint_id=os.path.join(outdir, "ckpt"))
         out["resumed"] = resume(mesh, outdir)
+    elif name == "dcp_master":  # bfloat16 params with float32 masters and an EMA (all DTensors) through DCP
+        bf16 = torch.bfloat16
+        options = {"lr": LR, "master_weights": True, "ema_decay": 0.9}
+        model = make_model(mesh, bf16)
+        opt = at.AdamW(model.parameters(), **options)
+        train(model, opt, 5, dtype=bf16)
+        out["straight"] = full_params(model)
+        model = make_model(mesh, bf16)
+        opt = at.AdamW(model.parameters(), **options)
+        train(model, opt, 3, dtype=bf16)
+        out["state_types"] = {k: type(v).__name__ for s in opt.state.values() for k, v in s.items()}
+        msd, osd = get_state_dict(model, opt)
+        dcp.save({"model": msd, "optim": osd}, checkpoint_id=os.path.join(outdir, "ckpt_master"))
+        model = make_model(mesh, bf16)
+        opt = at.AdamW(model.parameters(), **options)
+        msd, osd = get_state_dict(model, opt)
+        loaded = {"model": msd, "optim": osd}
+        dcp.load(loaded, checkpoint_id=os.path.join(outdir, "ckpt_master"))
+        set_state_dict(model, opt, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"])
+        train(model, opt, 2, first=3, dtype=bf16)
+        out["resumed"] = full_params(model)
     elif name == "errors":  # what adam_c.torch refuses, each with the message the test checks
         out = refusals(mesh)
     elif name == "dcp_load":  # the checkpoint saved by another number of ranks (resharded), 2 more steps

@@ -32,7 +32,7 @@ def run_ranks(world, outdir, *scenarios):
 def results(tmp_path_factory):
     """2 ranks run every scenario (and save a DCP checkpoint after 3 steps); then 1 rank loads that checkpoint."""
     outdir = tmp_path_factory.mktemp("fsdp")
-    out = run_ranks(2, outdir, *COMPARED, "dcp_save")
+    out = run_ranks(2, outdir, *COMPARED, "dcp_save", "dcp_master")
     out.update(run_ranks(1, outdir, "dcp_load", "errors"))
     return out
 
@@ -68,6 +68,15 @@ def test_dcp_resume_continues_the_same_trajectory(results):
     2 steps: the same bits as 5 steps without the checkpoint (get_state_dict's state initialisation moved nothing:
     the worker checks it)."""
     for rank in results["dcp_save"]:
+        assert all(torch.equal(a, b) for a, b in zip(rank["resumed"], rank["straight"], strict=True))
+
+
+def test_dcp_resume_with_masters_and_ema(results):
+    """bfloat16 params with float32 masters and an EMA: every state tensor a DTensor, and a DCP resume gives the
+    same bits as the run without the checkpoint."""
+    for rank in results["dcp_master"]:
+        assert rank["state_types"] == {"step": "Tensor", "exp_avg": "DTensor", "exp_avg_sq": "DTensor",
+                                       "master": "DTensor", "ema": "DTensor"}
         assert all(torch.equal(a, b) for a, b in zip(rank["resumed"], rank["straight"], strict=True))
 
 
