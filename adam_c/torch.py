@@ -261,6 +261,9 @@ def _check_state_placement(t, p, name, what="the param's"):
     if t.device_mesh != p.device_mesh or tuple(t.placements) != tuple(p.placements):
         raise ValueError(f"{name} is a DTensor with placements {tuple(t.placements)} on {t.device_mesh}, "
                          f"{what} {tuple(p.placements)} on {p.device_mesh}")
+    if _local(t).shape != _local(p).shape:  # what the kernel reads and writes: this rank's shards, element for element
+        raise ValueError(f"{name} is a DTensor whose local shard has shape {tuple(_local(t).shape)}, {what} "
+                         f"{tuple(_local(p).shape)}")
 
 
 def _check_distinct(params, labels, group_of):

@@ -312,12 +312,14 @@ static double elapsed_ns(const struct timespec *start)
 typedef struct shard_reduce {
     adamc_reduce_fn fn; /* NULL: the table is the whole model */
     void *ctx;
+    int called;         /* set once fn ran */
 } shard_reduce;
 
-static adamc_status decide_norm(const adamc_step_options *o, const shard_reduce *reduce, double sumsq, double bad,
+static adamc_status decide_norm(const adamc_step_options *o, shard_reduce *reduce, double sumsq, double bad,
                                 adamc_step_result *found)
 {
     if (reduce->fn) {
+        reduce->called = 1;
         if (reduce->fn(&sumsq, reduce->ctx) != 0)
             return ADAMC_ERR_CALLBACK;
         if (!isfinite(sumsq))
@@ -336,13 +338,13 @@ static adamc_status decide_norm(const adamc_step_options *o, const shard_reduce 
 }
 
 static adamc_status run_table(const adamc_tensor *tensors, size_t count, segment_fn segment,
-                              const adamc_step_options *opts, const shard_reduce *reduce, adamc_step_result *result,
+                              const adamc_step_options *opts, shard_reduce *reduce, adamc_step_result *result,
                               adamc_autotune *tune)
 {
     adamc_step_options defaults;
     adamc_step_options_init(&defaults);
     const adamc_step_options *o = opts ? opts : &defaults;
-    const shard_reduce whole = {NULL, NULL};
+    shard_reduce whole = {NULL, NULL, 0};
     if (!reduce)
         reduce = &whole;
     /* what the options found, copied to *result only when returning ADAMC_OK (a refused call writes nothing) */
@@ -478,8 +480,16 @@ adamc_status adamc_step_multi_sharded(const adamc_tensor *tensors, size_t count,
 {
     if (!reduce_sumsq)
         return ADAMC_ERR_NULL_POINTER;
-    const shard_reduce reduce = {reduce_sumsq, ctx};
-    return run_table(tensors, count, step_segment, opts, &reduce, result, tune);
+    shard_reduce reduce = {reduce_sumsq, ctx, 0};
+    const adamc_status s = run_table(tensors, count, step_segment, opts, &reduce, result, tune);
+    if (s != ADAMC_OK && !reduce.called && opts && opts->struct_size == sizeof *opts &&
+        (opts->max_grad_norm > 0.0 || opts->skip_nonfinite || opts->compute_norm)) {
+        /* refused on this shard only (overlap, alignment, memory): it still takes part in the reduction, with a
+         * NaN that makes every other shard skip its step, instead of leaving them waiting */
+        double poison = NAN;
+        reduce_sumsq(&poison, ctx);
+    }
+    return s;
 }
 
 adamc_status adamc_step_multi_tuned(const adamc_tensor *tensors, size_t count, adamc_autotune *tune)

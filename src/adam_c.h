@@ -186,7 +186,8 @@ typedef int (*adamc_reduce_fn)(double *sumsq, void *ctx);
  * elements, so every process takes part), with *sumsq = this table's sum of squared unscaled grads and ctx; the
  * norm, clip factor and skip decision then come from the total it leaves there, and a non-finite total skips (every
  * shard sees the same total, so all skip together). A nonzero return abandons the step: ADAMC_ERR_CALLBACK,
- * nothing written. Without those options it is adamc_step_multi_ex and reduce_sumsq is not called. */
+ * nothing written. A table refused before the reduction (overlap, alignment, memory) still calls it once, with a
+ * NaN, so the other shards skip instead of waiting, and returns its error. Without those options it is adamc_step_multi_ex and reduce_sumsq is not called. */
 adamc_status adamc_step_multi_sharded(const adamc_tensor *tensors, size_t count, const adamc_step_options *opts,
                                       adamc_reduce_fn reduce_sumsq, void *ctx, adamc_step_result *result,
                                       adamc_autotune *tune);

@@ -142,6 +142,13 @@ def refusals(mesh):
         opt.step(max_grad_norm=MAX_NORM)
     attempt("mixed_clip", mixed_clip, list(model.parameters()) + [plain])
 
+    opt = at.AdamW(model.parameters(), lr=LR)
+    train(model, opt, 1)
+    first = next(iter(model.parameters()))
+    opt.state[first]["exp_avg"] = DTensor.from_local(torch.zeros(1), mesh, first.placements, shape=first.shape,
+                                                     stride=first.stride(), run_check=False)
+    attempt("small_local_shard", lambda: train(model, opt, 1), list(model.parameters()))
+
     def compressed():
         opt = at.AdamW(model.parameters(), lr=LR, state_dtype="bfloat16")
         opt.step()

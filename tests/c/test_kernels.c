@@ -1810,6 +1810,13 @@ static void test_sharded_norm(void)
     calls_of_double_it = 0;
     CHECK(adamc_step_multi_sharded(NULL, 0, &os, double_it, &two, &rs, NULL) == ADAMC_OK && calls_of_double_it == 1,
           "a shard with no elements still takes part in the reduction");
+    /* a shard whose table is refused (its grad is its param) still takes part, with a NaN */
+    adamc_tensor bad = shard;
+    bad.grad = bad.param;
+    calls_of_double_it = 0;
+    CHECK(adamc_step_multi_sharded(&bad, 1, &os, double_it, &two, &rs, NULL) == ADAMC_ERR_OVERLAP &&
+              calls_of_double_it == 1,
+          "a refused shard still takes part in the reduction (calls %d)", calls_of_double_it);
     adamc_step_options plain;
     adamc_step_options_init(&plain);
     calls_of_double_it = 0;

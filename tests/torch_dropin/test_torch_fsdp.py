@@ -90,9 +90,11 @@ def test_dcp_checkpoint_of_2_ranks_loads_on_1(results):
     ("partial", "ValueError", "Partial placement"),
     ("mixed_clip", "ValueError", "clip_grad_norm_"),
     ("compressed", "ValueError", "state_dtype='bfloat16'"),
+    ("small_local_shard", "ValueError", "local shard has shape (1,)"),
 ])
 def test_what_cannot_be_stepped_is_refused_by_name(results, case, error, words):
     """A Partial DTensor param; fused clipping over DTensor and plain params together; compressed state of a
-    DTensor param: each a ValueError that names it and says what to do, with the params left as they were."""
+    DTensor param; state whose global shape and placements fit but whose local shard is smaller (the step would
+    write past it): each a ValueError that names it, with the params left as they were."""
     kind, message, unchanged = results["errors"][0][case]
     assert kind == error and words in message and unchanged, (kind, message)
