@@ -926,7 +926,7 @@ class Adam(Optimizer):
                 if self._inference_params:
                     self._check_inference()
                 return plan.run(self.param_groups, state, mutations, grad_scale, max_grad_norm, ema_decay,
-                                self._shard_sum(max_grad_norm))[1]
+                                self._norm_reduction(max_grad_norm))[1]
             except _core.TorchPlanStale:
                 pass
             finally:
@@ -939,7 +939,7 @@ class Adam(Optimizer):
             if self._inference_params:
                 self._check_inference()
             return plan.run(self.param_groups, self.state, self.state.mutations, grad_scale, max_grad_norm,
-                            ema_decay, self._shard_sum(max_grad_norm))[1]
+                            ema_decay, self._norm_reduction(max_grad_norm))[1]
         except _core.TorchPlanStale:
             self._forget(created)
             raise RuntimeError("adam_c.torch: the step plan was out of date right after it was built "
@@ -953,15 +953,15 @@ class Adam(Optimizer):
         finally:
             self._lock.running_plan = None
 
-    def _shard_sum(self, max_grad_norm):
-        """With DTensor params and max_grad_norm: the all-reduce that makes the clip norm the whole model's (built
+    def _norm_reduction(self, max_grad_norm):
+        """With DTensor params and max_grad_norm: the all-reduce that makes the clip norm the whole model's (made
         once per plan; refused, before anything changes, where one sum cannot give it), else None."""
-        make = self.__dict__.get("_shard_reducer")
-        if not max_grad_norm > 0 or make is None:
+        params = self.__dict__.get("_sharded_params")
+        if not max_grad_norm > 0 or params is None:
             return None
-        if not isinstance(make, _ShardSum):
-            make = self._shard_reducer = make()
-        return make
+        if self.__dict__.get("_norm_sum") is None:
+            self._norm_sum = _shard_sum(params)
+        return self._norm_sum
 
     def _check_inference(self):
         """torch's rule: an inference tensor (made under torch.inference_mode()) is updated in place only inside
@@ -1174,7 +1174,7 @@ class Adam(Optimizer):
             # a plan owning the optimizer would leave every dropped optimizer (its state, the model's params and
             # grads) to the cyclic garbage collector
             self._layout_key = _local_layout if sharded else _stride
-            self._shard_reducer = (lambda: _shard_sum(params)) if sharded else None
+            self._sharded_params, self._norm_sum = (params if sharded else None), None
             self._plan = _core.TorchStepPlan(self.param_groups, self.state, self.state.mutations,
                                              list(self.param_groups), params, infos, keep,
                                              _local_ptr if sharded else _data_ptr, self._layout_key,
