@@ -1018,8 +1018,9 @@ cdef class TorchStepPlan:
         """One step of every param whose .grad is not None. `state` is opt.state and `state_mutations` the
         count of its assignments and deletions. grad_scale: the loss scale the kernel divides the grads by (as
         StepPlan.run; the .grad tensors are left as they are). max_grad_norm > 0 clips by the global norm of the (unscaled)
-        grads in the C call; ema_decay is the EMA's (validated by the caller). Returns (k, grad_norm or None):
-        the number of params stepped and the global norm when clipping. reduce_sumsq (params sharded across
+        grads in the C call; ema_decay is the EMA's (validated by the caller). Returns (k, grad_norm or None,
+        skipped): the number of params stepped, the global norm when clipping, and whether the shards' total was
+        not finite, which skips the step (nothing written, no step counted). reduce_sumsq (params sharded across
         processes): called with this process's sum of squared grads, returns the sum over all processes (see
         adamc_step_multi_sharded). Raises TorchPlanStale (rebuild, then run again) or a clear error,
         before changing anything."""
@@ -1120,8 +1121,15 @@ cdef class TorchStepPlan:
             raise ValueError(self.describe_overlap(k))
         if status == ADAMC_ERR_CALLBACK:
             raise reducer[1]
+        if status == ADAMC_ERR_NULL_POINTER:
+            for j in range(k):  # a tensor without memory of its own (a DTensor grad of a plain param) passed the
+                if self.work[j].grad == NULL and self.work[j].n:  # quick check: its helper names it
+                    self.fix_grad(grads[j], self.work_index[j], self.shapes[self.work_index[j]],
+                                  self.strides[self.work_index[j]])
         if status != ADAMC_OK:
             raise_status(status, "step")
+        if result.skipped:  # a non-finite total over the shards (reduce_sumsq): nothing was written
+            return 0, result.grad_norm, True
         # the step happened: count it and its step counters before any Python code (a signal handler) can run
         for j in range(k):
             i = self.work_index[j]
@@ -1135,7 +1143,7 @@ cdef class TorchStepPlan:
             written.append(self.params[self.work_index[j]])
         if k:
             self.bump_versions(written)
-        return k, (result.grad_norm if max_grad_norm > 0 else None)
+        return k, (result.grad_norm if max_grad_norm > 0 else None), False
 
     def threading(self):
         """This plan's threading decision, as StepPlan.threading()."""

@@ -2,6 +2,7 @@
 import contextlib
 import copy
 import inspect
+import math
 import numbers
 import sys
 import weakref
@@ -799,22 +800,55 @@ class Adam(Optimizer):
             grad_scale = getattr(self, "grad_scale", None)
         if found_inf is None:
             found_inf = getattr(self, "found_inf", None)
-        if found_inf is not None and _nonzero(found_inf):
-            self.last_step_skipped, self.last_grad_norm = True, None
-            return loss  # GradScaler found inf/NaN grads: no param, state or step changes
-        grad_scale = 1.0 if grad_scale is None else _checked_grad_scale(grad_scale)
+        calls = self._reductions[0] if max_grad_norm > 0 else None
+        try:
+            if found_inf is not None and _nonzero(found_inf):
+                self._join_reduction(max_grad_norm, calls)  # (this rank's found_inf only: the others skip too)
+                self.last_step_skipped, self.last_grad_norm = True, None
+                return loss  # GradScaler found inf/NaN grads: no param, state or step changes
+            grad_scale = 1.0 if grad_scale is None else _checked_grad_scale(grad_scale)
+            return self._step_locked_part(loss, grad_scale, max_grad_norm)
+        except BaseException:
+            self._join_reduction(max_grad_norm, calls)
+            raise
+
+    @property
+    def _reductions(self):
+        """[how many times this optimizer's shard reductions ran]: a step joins one only if it did not (below)."""
+        counter = self.__dict__.get("_reduction_count")
+        if counter is None:
+            counter = self._reduction_count = [0]
+        return counter
+
+    def _join_reduction(self, max_grad_norm, calls):
+        """A step with fused clipping over DTensor params that ends on this rank before its C call reached the
+        ranks' norm reduction (a rank-local found_inf, a refusal in Python) takes part in it with a NaN, which
+        makes every other rank skip its step, instead of leaving them waiting in the all-reduce."""
+        if calls is None or self._reductions[0] != calls:
+            return
+        try:
+            reduction = self._norm_reduction(max_grad_norm, before_plan=True)
+        except Exception:  # (the same refusal on every rank: none reduces)
+            return
+        if reduction is not None:
+            try:
+                reduction(math.nan)
+            except Exception:  # the process group itself failed: the step's own error says more
+                pass
+
+    def _step_locked_part(self, loss, grad_scale, max_grad_norm):
         with self._lock.held("step()"):
             if self._ema_swapped:  # (another thread entered ema_weights() since the check above)
                 raise ema_block_error("step()")
-            norm = None
+            outcome = None
             if not self.__dict__.get("_has_strided"):
                 try:
-                    norm = self._locked_step(grad_scale, max_grad_norm)
+                    outcome = self._locked_step(grad_scale, max_grad_norm)
                 except _StridedParams:  # raised before anything changed
                     self._has_strided = True
             if self.__dict__.get("_has_strided"):
-                norm = self._step_through_dense_copies(grad_scale, max_grad_norm)
-            self.last_step_skipped, self.last_grad_norm = False, norm
+                outcome = self._step_through_dense_copies(grad_scale, max_grad_norm)
+            self.last_grad_norm, self.last_step_skipped = outcome
         return loss
 
     def _step_through_dense_copies(self, grad_scale, max_grad_norm):
@@ -846,7 +880,7 @@ class Adam(Optimizer):
             plan, commits = self._plan, (self._plan.commits if self._plan is not None else 0)
             done = False
             try:
-                norm = self._locked_step(grad_scale, max_grad_norm)
+                outcome = self._locked_step(grad_scale, max_grad_norm)
                 done = True
             finally:
                 # the C call ran (also when an exception came right after it): the update is copied back whole
@@ -858,7 +892,7 @@ class Adam(Optimizer):
         finally:
             for p, own in reversed(swapped):
                 p.data = own
-        return norm
+        return outcome
 
     @contextlib.contextmanager
     def ema_weights(self):
@@ -912,7 +946,8 @@ class Adam(Optimizer):
         return plan.threading()
 
     def _locked_step(self, grad_scale=1.0, max_grad_norm=0.0):
-        """Run the plan (rebuilt when stale); returns the global grad norm when clipping, else None."""
+        """Run the plan (rebuilt when stale); returns (the global grad norm when clipping, else None; whether
+        the step was skipped: a non-finite norm over DTensor shards)."""
         ema_decay = self._mixed.run_options()["ema_decay"]
         plan = self._plan
         if plan is not None:
@@ -926,7 +961,7 @@ class Adam(Optimizer):
                 if self._inference_params:
                     self._check_inference()
                 return plan.run(self.param_groups, state, mutations, grad_scale, max_grad_norm, ema_decay,
-                                self._norm_reduction(max_grad_norm))[1]
+                                self._norm_reduction(max_grad_norm))[1:]
             except _core.TorchPlanStale:
                 pass
             finally:
@@ -938,8 +973,11 @@ class Adam(Optimizer):
         try:
             if self._inference_params:
                 self._check_inference()
-            return plan.run(self.param_groups, self.state, self.state.mutations, grad_scale, max_grad_norm,
-                            ema_decay, self._norm_reduction(max_grad_norm))[1]
+            _, norm, skipped = plan.run(self.param_groups, self.state, self.state.mutations, grad_scale,
+                                        max_grad_norm, ema_decay, self._norm_reduction(max_grad_norm))
+            if skipped:  # (the ranks' norm was not finite) nothing was written: nor is new zero state kept
+                self._forget(created)
+            return norm, skipped
         except _core.TorchPlanStale:
             self._forget(created)
             raise RuntimeError("adam_c.torch: the step plan was out of date right after it was built "
@@ -953,14 +991,27 @@ class Adam(Optimizer):
         finally:
             self._lock.running_plan = None
 
-    def _norm_reduction(self, max_grad_norm):
+    def _norm_reduction(self, max_grad_norm, before_plan=False):
         """With DTensor params and max_grad_norm: the all-reduce that makes the clip norm the whole model's (made
-        once per plan; refused, before anything changes, where one sum cannot give it), else None."""
+        once per plan; refused, before anything changes, where one sum cannot give it), else None. before_plan:
+        the reduction a step that ends early must join: before the first plan, found from the params themselves
+        (None where it cannot be made: every rank raises the same error at the plan)."""
+        if not max_grad_norm > 0:
+            return None
         params = self.__dict__.get("_sharded_params")
-        if not max_grad_norm > 0 or params is None:
+        if before_plan and self._plan is None:
+            params = [p for group in self.param_groups if isinstance(group, dict)
+                      for p in (group.get("params") or ()) if isinstance(p, torch.Tensor)]
+            if not any(_local(p) is not p for p in params):
+                return None
+            try:
+                return _shard_sum(params, self._reductions)
+            except ValueError:
+                return None
+        if params is None:
             return None
         if self.__dict__.get("_norm_sum") is None:
-            self._norm_sum = _shard_sum(params)
+            self._norm_sum = _shard_sum(params, self._reductions)
         return self._norm_sum
 
     def _check_inference(self):
@@ -1079,9 +1130,15 @@ class Adam(Optimizer):
                 entry = self.state.get(p)
                 if not entry or entry.get("exp_avg") is None:
                     continue
-                decoded = _converted_state(entry, p, "float32", f"state of {self._param_label(i)}")
+                if _local(p) is not p:  # DTensor state is float32 (compressed state is refused): copies of it
+                    decoded = {k: entry[k].to(torch.float32, copy=True) for k in _STATE_KEYS
+                               if isinstance(entry.get(k), torch.Tensor)}
+                else:
+                    decoded = _converted_state(entry, p, "float32", f"state of {self._param_label(i)}")
+                    decoded = {k: v.to(torch.float32) for k, v in decoded.items()}
                 step = entry.get("step")
-                decoded = {k: v.to(torch.float32) for k, v in decoded.items()}
+                if isinstance(step, torch.Tensor):
+                    step = _local(step)
                 decoded.update((key, entry[key].to(torch.float32, copy=True)) for key in _MIXED_KEYS
                                if isinstance(entry.get(key), torch.Tensor))
                 out[i] = {"step": int(step.item() if isinstance(step, torch.Tensor) else step), **decoded}
@@ -1092,7 +1149,7 @@ class Adam(Optimizer):
         params, grads or the step counters), as adam_c.Adam.state_bytes."""
         with self._lock.held("state_bytes()"):
             return _compressed.state_nbytes(
-                entry.get(key) for entry in list(self.state.values()) if isinstance(entry, dict)
+                _local(entry.get(key)) for entry in list(self.state.values()) if isinstance(entry, dict)
                 for key in _STATE_KEYS + _ABSMAX_KEYS + _MIXED_KEYS if isinstance(entry.get(key), torch.Tensor))
 
     # ------------------------------------------------------------ the plan
@@ -1233,9 +1290,14 @@ class Adam(Optimizer):
             _record(created, p, state, ("step",))
             step = state["step"] = torch.tensor(float(step), dtype=_step_dtype(self.param_groups[gi]))
         elif (step.numel() != 1 or step.device.type != "cpu" or step.dtype not in _FLOAT_DTYPES
-              or step.layout != torch.strided):
+              or step.layout != torch.strided or _local(step) is not step):
             if step.numel() != 1 or step.is_complex():
                 raise ValueError(f"{where}['step'] must be a 0-d tensor, got shape {tuple(step.shape)}")
+            if _local(step) is not step:  # a DTensor counter (torch's state is a plain tensor): its local value
+                if not all(placement.is_replicate() for placement in step.placements):
+                    raise ValueError(f"{where}['step'] is a DTensor with placements {tuple(step.placements)}; a "
+                                     "step counter is one number on every rank (a plain tensor, or Replicate)")
+                step = _local(step)
             _record(created, p, state, ("step",))
             step = state["step"] = torch.tensor(float(step.item()), dtype=_step_dtype(self.param_groups[gi]))
         keep.append(step.untyped_storage())
@@ -1396,17 +1458,19 @@ class _ShardSum:
     """The plan's reduce_sumsq for fused clipping over DTensor params: sums a process's squared grads over the
     process groups of the mesh dims the params are sharded on (replicated dims hold copies: summed once)."""
 
-    def __init__(self, groups):
+    def __init__(self, groups, counter):
         self.groups = groups
+        self.counter = counter  # [calls] of this optimizer's reductions: see Adam._join_reduction
 
     def __call__(self, sumsq):
+        self.counter[0] += 1
         total = torch.tensor([sumsq], dtype=torch.float64)
         for group in self.groups:
             torch.distributed.all_reduce(total, group=group)
         return total.item()
 
 
-def _shard_sum(params):
+def _shard_sum(params, counter):
     """_ShardSum for params (all DTensors on one mesh with one placement), or a ValueError saying why not."""
     hint = "; clip with torch.nn.utils.clip_grad_norm_(params, max_norm) before step() instead"
     present = [p for p in params if not _is_deferred(p)]
@@ -1419,7 +1483,7 @@ def _shard_sum(params):
         if p.device_mesh != mesh or tuple(p.placements) != placements:
             raise ValueError(f"max_grad_norm with DTensor params needs one mesh and one placement for all of them, "
                              f"got {placements} and {tuple(p.placements)}" + hint)
-    return _ShardSum([mesh.get_group(d) for d, placement in enumerate(placements) if placement.is_shard()])
+    return _ShardSum([mesh.get_group(d) for d, placement in enumerate(placements) if placement.is_shard()], counter)
 
 
 class _StridedParams(Exception):

@@ -322,8 +322,13 @@ static adamc_status decide_norm(const adamc_step_options *o, shard_reduce *reduc
         reduce->called = 1;
         if (reduce->fn(&sumsq, reduce->ctx) != 0)
             return ADAMC_ERR_CALLBACK;
-        if (!isfinite(sumsq))
-            bad = NAN; /* every shard sees this total: all skip, or none */
+        if (!isfinite(sumsq)) {
+            /* every shard sees this total, so all skip together: a NaN may be a refused shard's (no norm to clip
+             * by), and clipping by a non-finite norm would write NaN into every shard */
+            found->grad_norm = sqrt(sumsq);
+            found->skipped = 1;
+            return ADAMC_OK;
+        }
     }
     const double norm = sqrt(sumsq); /* inf or NaN when a grad is (squares are >= 0, so no inf - inf) */
     found->grad_norm = norm;

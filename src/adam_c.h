@@ -184,10 +184,12 @@ typedef int (*adamc_reduce_fn)(double *sumsq, void *ctx);
  * under FSDP2 or ZeRO). With max_grad_norm, skip_nonfinite or compute_norm, reduce_sumsq (not NULL) is called once
  * per call, in the calling thread, after the grad pass and before anything is written (also for a table with no
  * elements, so every process takes part), with *sumsq = this table's sum of squared unscaled grads and ctx; the
- * norm, clip factor and skip decision then come from the total it leaves there, and a non-finite total skips (every
- * shard sees the same total, so all skip together). A nonzero return abandons the step: ADAMC_ERR_CALLBACK,
- * nothing written. A table refused before the reduction (overlap, alignment, memory) still calls it once, with a
- * NaN, so the other shards skip instead of waiting, and returns its error. Without those options it is adamc_step_multi_ex and reduce_sumsq is not called. */
+ * norm, clip factor and skip decision then come from the total it leaves there. A non-finite total skips the step
+ * (result->skipped; with max_grad_norm alone too, where a whole table would clip by it): every shard sees the same
+ * total, so all skip together. A nonzero return abandons the step: ADAMC_ERR_CALLBACK, nothing written. A table
+ * refused before the reduction (overlap, alignment, memory) still calls it once, with a NaN, so the other shards
+ * skip instead of waiting, and returns its error. Without those options it is adamc_step_multi_ex and
+ * reduce_sumsq is not called. */
 adamc_status adamc_step_multi_sharded(const adamc_tensor *tensors, size_t count, const adamc_step_options *opts,
                                       adamc_reduce_fn reduce_sumsq, void *ctx, adamc_step_result *result,
                                       adamc_autotune *tune);

@@ -106,6 +106,8 @@ def scenario(name, mesh, outdir):
         set_state_dict(model, opt, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"])
         train(model, opt, 2, first=3, dtype=bf16)
         out["resumed"] = full_params(model)
+    elif name == "rank_local":  # a step that ends early on one rank only, with fused clipping
+        out = rank_local(mesh)
     elif name == "errors":  # what adam_c.torch refuses, each with the message the test checks
         out = refusals(mesh)
     elif name == "dcp_load":  # the checkpoint saved by another number of ranks (resharded), 2 more steps
@@ -117,7 +119,7 @@ def scenario(name, mesh, outdir):
 
 def refusals(mesh):
     """{case: (exception type name, message, whether the params stayed as they were)}."""
-    from torch.distributed.tensor import DTensor, Partial
+    from torch.distributed.tensor import DTensor, Partial, Replicate
 
     def attempt(case, make_and_step, params):
         before = [p.detach().clone() for p in params]
@@ -153,6 +155,61 @@ def refusals(mesh):
         opt = at.AdamW(model.parameters(), lr=LR, state_dtype="bfloat16")
         opt.step()
     attempt("compressed", compressed, list(model.parameters()))
+
+    def dtensor_grad_of_plain_param():
+        opt = at.AdamW([plain], lr=LR)
+        plain.grad = torch.ones(3)
+        opt.step()
+        plain.grad = DTensor.from_local(torch.ones(3), mesh, [Replicate()])
+        opt.step()
+    attempt("dtensor_grad_of_plain_param", dtensor_grad_of_plain_param, [])
+
+    # a step counter given as a (Replicate) DTensor is read as the plain tensor torch.optim keeps
+    opt = at.AdamW(model.parameters(), lr=LR)
+    train(model, opt, 1)
+    opt.state[first]["step"] = DTensor.from_local(torch.tensor(1.0), mesh, [Replicate()])
+    train(model, opt, 1)
+    out["dtensor_step"] = (type(opt.state[first]["step"]).__name__, float(opt.state[first]["step"]))
+    return out
+
+
+def rank_local(mesh):
+    """{case: (last_step_skipped, params unchanged, this rank's error or None)} for fused clipping steps that end
+    early on rank 1 only (its found_inf; a refusal in Python before the C call), on a fresh optimizer and one that
+    has stepped; and state_bytes (this rank's shards)."""
+    rank = dist.get_rank()
+    out = {}
+
+    def attempt(case, opt, model, found_inf=None):
+        x, y = batch(7)
+        opt.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        before = full_params(model)
+        error = None
+        try:
+            opt.step(max_grad_norm=MAX_NORM, found_inf=found_inf)
+        except ValueError as e:
+            error = str(e)
+        out[case] = (opt.last_step_skipped, all(torch.equal(a, b) for a, b in zip(before, full_params(model))),
+                     error)
+
+    model = make_model(mesh)
+    opt = optimizer("adam_c", model)
+    attempt("found_inf_first_step", opt, model, torch.tensor(float(rank == 1)))
+    out["state_after_skipped_first_step"] = len(opt.state)
+    train(model, opt, 2, clip="fused")
+    attempt("found_inf", opt, model, torch.tensor(float(rank == 1)))
+    if rank == 1:  # refused by the plan before its C call: a step count past the largest one
+        first = next(iter(model.parameters()))
+        saved = opt.state[first]["step"].clone()
+        opt.state[first]["step"].fill_(2.0 ** 62)
+    attempt("refused", opt, model)
+    if rank == 1:
+        opt.state[first]["step"].copy_(saved)
+    train(model, opt, 1, clip="fused")  # both ranks step on together afterwards
+    out["steps"] = sorted({int(s["step"]) for s in opt.state.values()})
+    out["state_bytes"] = opt.state_bytes()
+    out["local_numel"] = sum(p.to_local().numel() for p in model.parameters())
     return out
 
 

@@ -1763,6 +1763,11 @@ static int double_it(double *sumsq, void *ctx)
     *sumsq *= *(const double *)ctx;
     return 0;
 }
+static int set_total(double *sumsq, void *ctx)
+{
+    *sumsq = *(const double *)ctx;
+    return 0;
+}
 static int refuse(double *sumsq, void *ctx)
 {
     (void)sumsq, (void)ctx;
@@ -1817,6 +1822,21 @@ static void test_sharded_norm(void)
     CHECK(adamc_step_multi_sharded(&bad, 1, &os, double_it, &two, &rs, NULL) == ADAMC_ERR_OVERLAP &&
               calls_of_double_it == 1,
           "a refused shard still takes part in the reduction (calls %d)", calls_of_double_it);
+    /* ... and the shards that see its NaN (or any non-finite total) skip: nothing written, skipped reported,
+     * with max_grad_norm alone (no skip_nonfinite) too */
+    float before[N], m_before[N];
+    memcpy(before, p1, sizeof p1);
+    memcpy(m_before, m1, sizeof m1);
+    adamc_step_result rn = {0, -1.0, -1.0};
+    double nan_total = NAN;
+    CHECK(adamc_step_multi_sharded(&shard, 1, &os, set_total, &nan_total, &rn, NULL) == ADAMC_OK && rn.skipped &&
+              memcmp(before, p1, sizeof p1) == 0 && memcmp(m_before, m1, sizeof m1) == 0,
+          "a NaN total skips the shard's step (skipped %d)", rn.skipped);
+    double inf_total = INFINITY;
+    rn.skipped = 0;
+    CHECK(adamc_step_multi_sharded(&shard, 1, &os, set_total, &inf_total, &rn, NULL) == ADAMC_OK && rn.skipped &&
+              memcmp(before, p1, sizeof p1) == 0 && isinf(rn.grad_norm),
+          "an infinite total skips the shard's step and reports the norm");
     adamc_step_options plain;
     adamc_step_options_init(&plain);
     calls_of_double_it = 0;

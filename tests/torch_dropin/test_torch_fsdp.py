@@ -32,7 +32,7 @@ def run_ranks(world, outdir, *scenarios):
 def results(tmp_path_factory):
     """2 ranks run every scenario (and save a DCP checkpoint after 3 steps); then 1 rank loads that checkpoint."""
     outdir = tmp_path_factory.mktemp("fsdp")
-    out = run_ranks(2, outdir, *COMPARED, "dcp_save", "dcp_master")
+    out = run_ranks(2, outdir, *COMPARED, "dcp_save", "dcp_master", "rank_local")
     out.update(run_ranks(1, outdir, "dcp_load", "errors"))
     return out
 
@@ -91,10 +91,42 @@ def test_dcp_checkpoint_of_2_ranks_loads_on_1(results):
     ("mixed_clip", "ValueError", "clip_grad_norm_"),
     ("compressed", "ValueError", "state_dtype='bfloat16'"),
     ("small_local_shard", "ValueError", "local shard has shape (1,)"),
+    ("dtensor_grad_of_plain_param", "TypeError", "grad is a DTensor, its param a plain tensor"),
 ])
 def test_what_cannot_be_stepped_is_refused_by_name(results, case, error, words):
     """A Partial DTensor param; fused clipping over DTensor and plain params together; compressed state of a
     DTensor param; state whose global shape and placements fit but whose local shard is smaller (the step would
-    write past it): each a ValueError that names it, with the params left as they were."""
+    write past it); a DTensor grad of a plain param: each an error that names it, with the params left as they
+    were."""
     kind, message, unchanged = results["errors"][0][case]
     assert kind == error and words in message and unchanged, (kind, message)
+
+
+@pytest.mark.parametrize("case", ["found_inf_first_step", "found_inf", "refused"])
+def test_a_step_that_ends_early_on_one_rank_skips_on_all(results, case):
+    """Fused clipping reduces the norm across the ranks; a step that ends on rank 1 before its C call (its own
+    found_inf, before or after the first plan; a step count refused in Python) still joins that reduction, with a
+    NaN: no rank waits for ever, every rank skips (params unchanged, last_step_skipped), only rank 1 raises, and
+    both step on together afterwards (the run returning at all is the no-hang check)."""
+    rank0, rank1 = results["rank_local"]
+    assert rank0[case] == (True, True, None)
+    skipped, unchanged, error = rank1[case]
+    assert unchanged
+    if case == "refused":
+        assert "largest step count" in error
+    else:
+        assert (skipped, error) == (True, None)
+    assert rank0["state_after_skipped_first_step"] == rank1["state_after_skipped_first_step"] == 0
+    assert rank0["steps"] == rank1["steps"] == [3]
+
+
+def test_state_bytes_counts_this_ranks_shards(results):
+    """state_bytes() of DTensor state: the bytes this rank holds (its local shards of exp_avg and exp_avg_sq)."""
+    for rank in results["rank_local"]:
+        assert rank["state_bytes"] == 2 * 4 * rank["local_numel"]
+
+
+def test_a_dtensor_step_counter_is_read_as_a_plain_tensor(results):
+    """state["step"] set to a (Replicate) DTensor: read as its value and kept as the plain tensor torch.optim
+    keeps, and the step goes on from it."""
+    assert results["errors"][0]["dtensor_step"] == ("Tensor", 2.0)
