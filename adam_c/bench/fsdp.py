@@ -3,13 +3,16 @@
 Run on N ranks: `torchrun --nproc-per-node=2 -m adam_c.bench.fsdp [--width 512] [--rounds 15]`. Each variant
 trains its own FSDP2 copy of the same MLP (each Linear and the root sharded: many small local shards); every
 round runs one training iteration per variant in a random order (the same on every rank), timing `opt.step()`
-alone between barriers. Rank 0 prints the medians, the spread over rounds and each ratio to torch's fused AdamW.
+alone between barriers. Rank 0 prints the medians, the spread over rounds and each ratio to torch's fused AdamW
+and to the memory floor: adam_c's memory probe (the float32 step's 28 bytes per element moved, no Adam math) over
+as many elements as a rank's shards, run by every rank at once between the same barriers, in the same rounds.
 """
 import argparse
 import random
 import statistics
 import time
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
@@ -52,30 +55,50 @@ def main(argv=None):
         model = _model(args.width, mesh)
         runs[name] = (model, make(model.parameters()))
     x = torch.randn(BATCH, args.width)
+    local = sum(p.to_local().numel() for p in runs["adam_c"][0].parameters())
+    floor = _floor_probe(local)
     times = {name: [] for name in runs}
-    order = list(runs)
+    times["memory floor"] = []
+    order = list(times)
     rng = random.Random(0)  # the same order on every rank
     for r in range(args.rounds + 2):  # 2 warm-up rounds
         rng.shuffle(order)
         for name in order:
-            model, opt = runs[name]
-            opt.zero_grad()
-            model(x).square().mean().backward()
+            if name == "memory floor":
+                step = floor
+            else:
+                model, opt = runs[name]
+                opt.zero_grad()
+                model(x).square().mean().backward()
+                step = opt.step
             dist.barrier()
             start = time.perf_counter()
-            opt.step()
+            step()
             dist.barrier()
             if r >= 2:
                 times[name].append(time.perf_counter() - start)
     if dist.get_rank() == 0:
-        local = sum(p.to_local().numel() for p in runs["adam_c"][0].parameters())
-        print(f"FSDP2 on {dist.get_world_size()} ranks, {local} params per rank, torch {torch.__version__}, "
-              f"{args.rounds} rounds (step between barriers, ms: median [min-max], ratio to torch fused)")
-        fused = statistics.median(times["torch fused"])
+        world = dist.get_world_size()
+        print(f"FSDP2 on {world} ranks, {local} params per rank, torch {torch.__version__}, {args.rounds} rounds "
+              "(step between barriers, ms: median [min-max], ratio to torch fused, to the memory floor)")
+        fused, at_floor = statistics.median(times["torch fused"]), statistics.median(times["memory floor"])
         for name, ts in times.items():
             med = statistics.median(ts)
-            print(f"  {name:14s} {med * 1e3:8.3f} [{min(ts) * 1e3:.3f}-{max(ts) * 1e3:.3f}]  {med / fused:.2f}x")
+            print(f"  {name:14s} {med * 1e3:8.3f} [{min(ts) * 1e3:.3f}-{max(ts) * 1e3:.3f}]  {med / fused:.2f}x "
+                  f"fused  {med / at_floor:.2f}x floor")
+        print(f"  the floor moved {28 * local * world / at_floor / 1e9:.1f} GB/s over all ranks")
     dist.destroy_process_group()
+
+
+def _floor_probe(n):
+    """A call running adam_c's memory probe over n float32 elements (threads as adam_c's step would use)."""
+    import adam_c
+
+    p, g = np.zeros(n, np.float32), np.full(n, 1e-3, np.float32)
+    opt = adam_c.Adam([p])
+    opt.step([g])  # builds the plan the probe runs
+    plan, groups = opt._plan, opt.param_groups
+    return lambda: plan.run([g], groups, True)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,8 @@ def test_misuse_is_refused_line_by_line(mypy_env):
 def test_stubs_match_runtime(mypy_env):
     """stubtest imports adam_c and every submodule and compares each runtime object with its stub or annotation:
     a parameter added to optim.py (or _core.pyx) without its .pyi entry fails here."""
+    # (mypy must resolve torch.pyi's `import torch` to check any module: a wheel's test step without torch skips)
+    pytest.importorskip("torch", reason="stubtest checks adam_c/torch.pyi, whose types come from torch")
     result = run_mypy(mypy_env, "mypy.stubtest", "adam_c", "--allowlist", str(TYPING / "stubtest_allowlist.txt"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"no issues found in \d+ modules", result.stdout), result.stdout
