@@ -95,6 +95,26 @@ def torch_mangled(entry):
     return isinstance(saved, str) and saved.startswith(_TORCH_MANGLED)
 
 
+def _dtype_name(value):
+    return str(getattr(value, "dtype", "")).replace("torch.", "")
+
+
+def check_not_cast_to_float16(entry, where):
+    """An entry torch.optim's load_state_dict cast to a float16 param's dtype (seen by its mangled "state_dtype",
+    or by a master/EMA, which adam_c keeps in float32, in 16 bits) has lost its moments: float16 flushes an
+    exp_avg_sq below 6e-8 to zero (the next update would be huge). Refused, not read. (torch.optim's own
+    checkpoints of float16 params hold float16 moments, and no such sign: they load as torch loads them.)"""
+    cast = torch_mangled(entry) or any(_dtype_name(entry.get(key)) in ("float16", "bfloat16")
+                                       for key in ("master", "ema"))
+    if not cast:
+        return
+    lost = [key for key in SIGNED if _dtype_name(entry.get(key)) == "float16"]
+    if lost:
+        raise ValueError(f"{where} went through torch.optim's load_state_dict, which cast its state ({lost[0]!r}) "
+                         "to the param's float16, which lost its values (small exp_avg_sq become 0): this state "
+                         "cannot be recovered; load the checkpoint adam_c saved instead")
+
+
 def entry_layout(entry, where):
     """The layout a saved state entry says it has: its "state_dtype" key, else float32 (torch / older files). A
     "state_dtype" mangled by torch.optim is read off what is there: "<key>_absmax" block scales mean int8 codes
@@ -110,7 +130,9 @@ def entry_layout(entry, where):
             raise TypeError(f"{name} must be one of {STATE_DTYPES} (a string), got a {type(saved).__name__} of "
                             f"{size} elements")
         saved = saved.item()
-    if isinstance(saved, str) and saved.startswith(_TORCH_MANGLED):
+    if not (isinstance(saved, str) and saved.startswith(_TORCH_MANGLED)):
+        check_not_cast_to_float16(entry, where)  # (a cast master/EMA tells)
+    else:
         scales = [key + "_absmax" for key in SIGNED if entry.get(key + "_absmax") is not None]
         for akey in scales:
             kind = str(getattr(entry[akey], "dtype", ""))
@@ -120,6 +142,7 @@ def entry_layout(entry, where):
                                  "cannot be recovered; load the checkpoint adam_c saved instead")
         if scales:
             return "int8"
+        check_not_cast_to_float16(entry, where)
         kind = str(getattr(entry.get("exp_avg"), "dtype", ""))
         if kind in ("torch.bfloat16", "uint16"):
             return "bfloat16"

@@ -129,7 +129,11 @@ def from_torch_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
             continue  # {}: torch makes one wherever opt.state[p] is read; a param without state, as adam_c.Adam's
         out = {"step": _step_value(entry.get("step"), f"{where}['step']")}
         # the format (a "state_dtype" mangled by torch.optim read off the buffers)
-        layout = _compressed.entry_layout(entry, where) if "state_dtype" in entry else None
+        layout = None
+        if "state_dtype" in entry:
+            layout = _compressed.entry_layout(entry, where)
+        else:
+            _compressed.check_not_cast_to_float16(entry, where)  # (entry_layout's check, for float32 state)
         for key in _STATE_KEYS + _ABSMAX_KEYS + _MIXED_KEYS:
             value = entry.get(key)
             if value is None:

@@ -69,6 +69,38 @@ def test_int8_codes_that_are_not_whole_numbers_are_refused():
         adam_c.from_torch_state_dict(through)
 
 
+@pytest.mark.parametrize("kw", [{"state_dtype": "bfloat16"}, {"master_weights": True},
+                                {"state_dtype": "bfloat16", "master_weights": True}])
+def test_state_torch_optim_cast_to_float16_is_refused_not_misread(kw):
+    """A float16 param's adam_c state (bfloat16 codes, or float32 moments beside a float32 master) through
+    torch.optim's load_state_dict: cast to float16, which flushed every exp_avg_sq to 0 (the next update was about
+    860 times too large). Refused by both loaders, the optimizer left as it was; adam_c's own checkpoint and
+    torch.optim's own float16 state still load."""
+    torch.manual_seed(0)
+    p = torch.randn(N).half()
+    opt = at.Adam([p], lr=1e-3, **kw)
+    for _ in range(3):
+        p.grad = (torch.randn(N) * 1e-4).half()
+        opt.step()
+    saved = opt.state_dict()
+    plain = torch.optim.Adam([p.clone()])
+    plain.load_state_dict(saved)
+    through = plain.state_dict()
+    assert through["state"][0]["exp_avg_sq"].dtype == torch.float16
+    twin = at.Adam([p.clone()], lr=1e-3, **kw)
+    with pytest.raises(ValueError, match=r"went through torch.optim.*float16.*cannot be recovered"):
+        twin.load_state_dict(through)
+    assert not twin.state
+    with pytest.raises(ValueError, match=r"went through torch.optim.*float16.*cannot be recovered"):
+        adam_c.from_torch_state_dict(through)
+    twin.load_state_dict(saved)  # its own checkpoint
+    q = p.clone()
+    torch_run = torch.optim.Adam([q])
+    q.grad = (torch.randn(N) * 1e-4).half()
+    torch_run.step()
+    at.Adam([q.clone()]).load_state_dict(torch_run.state_dict())  # torch.optim's own float16 state
+
+
 # ---------------------------------------------------------------- {} entries
 
 def _with_empty_entry(cls, dtype, **kw):
