@@ -159,19 +159,39 @@ def _check_tensor_hyperparameters(hp, name):
                                  f"({name('betas')})")
 
 
+# Errors where torch.optim raises another type than adam_c's rule (TypeError/ValueError for bad input) for the
+# same input: both types, so code written for either catches them, with torch's message first.
+class _FusedForeachError(ValueError, RuntimeError):
+    pass
+
+
+class _CapturableError(ValueError, AssertionError):
+    pass
+
+
+class _SparseGradError(TypeError, RuntimeError):
+    pass
+
+
+class _FusedDeviceError(ValueError, RuntimeError):
+    pass
+
+
 def _check_compat_flags(hp, name):
     for key in _COMPAT_FLAGS:
         value = hp.get(key)
         if not (value is None or isinstance(value, bool)):
             raise TypeError(f"{name(key)} must be None or a bool, got {type(value).__name__}")
     if hp.get("capturable"):
-        raise ValueError(f"{name('capturable')}=True is for CUDA/XPU graph capture; adam_c steps CPU tensors "
-                         "(use capturable=False)")
+        raise _CapturableError("If capturable=True, params and state_steps must be on supported devices: "
+                               f"{name('capturable')}=True is for CUDA/XPU graph capture; adam_c steps CPU tensors "
+                               "(use capturable=False)")
     if hp.get("differentiable"):
         raise ValueError(f"{name('differentiable')}=True (autograd through the step) is not supported: adam_c "
                          "updates the tensors in place in C")
     if hp.get("fused") and hp.get("foreach"):
-        raise ValueError(f"{name('fused')} and {name('foreach')} cannot both be True")
+        raise _FusedForeachError(f"`fused` and `foreach` cannot be `True` together. ({name('fused')} and "
+                                 f"{name('foreach')})")
 
 
 def _is_dense(t):
@@ -224,6 +244,9 @@ def _check_tensor(t, name, what="tensor", *, strided=False, deferred=False):
         _check_tensor(_local(t), name, what, strided=strided)
         return t
     if t.layout != torch.strided:
+        if what == "gradient" and t.is_sparse:
+            raise _SparseGradError(f"Adam does not support sparse gradients, please consider SparseAdam instead "
+                                   f"({name} is a {t.layout} {what}; adam_c.torch steps dense tensors)")
         raise TypeError(f"{name} is a {t.layout} {what}; adam_c.torch steps dense (strided) tensors only "
                         "(for sparse gradients use torch.optim.SparseAdam)")
     if t.device.type != "cpu" and not (deferred and t.is_meta):
@@ -1183,6 +1206,10 @@ class Adam(Optimizer):
                         if p.grad is not None:
                             raise ValueError(f"{label} is an uninitialized parameter with a grad")
                         continue  # a lazy module's param before its first forward: it has no grad to step
+                    if p.is_meta and group.get("fused"):  # torch.optim's fused check, its type and message
+                        raise _FusedDeviceError("`fused=True` requires all the params to be floating point Tensors "
+                                                f"of supported devices: ['cpu'] but {p.dtype} and meta ({label} is "
+                                                "a meta tensor, which holds no data)")
                     _check_tensor(p, label, "param", strided=True)
                     if not _is_dense(p):
                         if _local(p) is not p:

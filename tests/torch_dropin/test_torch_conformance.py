@@ -253,6 +253,22 @@ def test_repeated_param_in_a_group_warns_as_torch_and_is_stepped_once():
         at.Adam([{"params": [p]}, {"params": [q, p]}])
 
 
+def test_fused_meta_params_raise_torchs_fused_error_at_step():
+    """torch's test_fused_error_on_params_on_meta: fused=True with meta params and grads is torch.optim's
+    RuntimeError ("`fused=True` requires all the params to be floating point Tensors") at step(), nothing
+    changed."""
+    with torch.device("meta"):
+        model = nn.Linear(3, 2)
+        for p in model.parameters():
+            p.grad = torch.rand_like(p)
+    opt = at.AdamW(model.parameters(), fused=True)
+    with pytest.raises(RuntimeError, match="`fused=True` requires all the params to be floating point Tensors"):
+        opt.step()
+    with pytest.raises(ValueError, match=r"params\[0\] is a meta tensor"):
+        opt.step()
+    assert not opt.state
+
+
 def test_meta_params_are_accepted_and_trained_after_to_empty():
     swap = torch.__future__.get_swap_module_params_on_conversion()
     torch.__future__.set_swap_module_params_on_conversion(True)  # to_empty() then keeps the param objects

@@ -475,14 +475,18 @@ def test_params_in_two_groups_and_overlapping_params_are_refused():
 
 @pytest.mark.parametrize("kwargs,error,match", [
     ({"capturable": True}, ValueError, "capturable"),
+    ({"capturable": True}, AssertionError, "If capturable=True, params and state_steps must be on supported"),
     ({"differentiable": True}, ValueError, "differentiable"),
-    ({"fused": True, "foreach": True}, ValueError, "cannot both be True"),
+    ({"fused": True, "foreach": True}, ValueError, r"`fused` and `foreach` cannot be `True` together. \(fused"),
+    ({"fused": True, "foreach": True}, RuntimeError, "`fused` and `foreach` cannot be `True` together."),
     ({"lr": -1.0}, ValueError, "Invalid learning rate"),
     ({"betas": (0.9, 1.0)}, ValueError, r"betas\[1\]"),
     ({"lr": torch.tensor([1e-3, 1e-3])}, ValueError, "Tensor lr must be 1-element"),
     ({"weight_decay": "0"}, TypeError, "weight_decay"),
 ])
 def test_bad_options_are_refused(kwargs, error, match):
+    """adam_c's type (TypeError/ValueError) and, where torch.optim raises another type for the input, that one
+    too, with torch's message."""
     with pytest.raises(error, match=match):
         at.Adam([_param(3)], **kwargs)
 
@@ -503,6 +507,8 @@ def test_bad_grads_are_named_and_change_nothing():
     b.grad = torch.ones(2, 3).to_sparse()
     with pytest.raises(TypeError, match=r"params\[1\].grad is a torch.sparse_coo"):
         opt.step()
+    with pytest.raises(RuntimeError, match="Adam does not support sparse gradients, please consider SparseAdam"):
+        opt.step()  # (torch.optim's type and message: both catch it)
     assert not opt.state.get(a) and torch.equal(a, torch.zeros(4))
     b.grad = None
     opt.step()
