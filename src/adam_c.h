@@ -49,7 +49,9 @@ typedef enum adamc_rounding {
  * it will keep accepting the sizes of every earlier header (reading the new fields as their defaults), so a
  * program built against this header keeps working; a library older than the header refuses a size it does not
  * know with ADAMC_ERR_STRUCT_SIZE instead of misreading memory. A struct_size of 0 (a struct not initialised
- * this way) is refused the same way. */
+ * this way) is refused the same way. The *_init functions write the struct of this header and always will: a
+ * version that appends fields keeps them writing this size (a program built against this header passes a struct
+ * of it) and adds new init functions for the larger struct. */
 
 /* Hyperparameters of one parameter group, as in torch.optim.Adam. */
 typedef struct adamc_hparams {
