@@ -125,7 +125,7 @@ def validate_state_dict(opt, state_dict):
             if entry.get(key) is None:
                 raise ValueError(f"{where} is missing the key {key!r}")
         checked = {"step": _step_value(entry["step"], f"{where}['step']")}
-        state_format = opt._engine.mixed.state_format(param)
+        state_format = opt._engine.mixed.state_format(param.size)
         for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
             if key in entry and entry[key] is not None:
                 # in this optimizer's state format, converted from the saved one (a same-format load copies codes)

@@ -44,9 +44,10 @@ def check_state_rounding(value, state_dtype, name="state_rounding"):
     return value
 
 
-def layout_for(state_dtype, param):
-    """The storage a param's state really uses: int8 falls back to float32 under MIN_QUANTIZED_SIZE elements."""
-    if state_dtype == "int8" and param.size < _codec.MIN_QUANTIZED_SIZE:
+def layout_for(state_dtype, size):
+    """The storage the state of a param of `size` elements really uses: int8 falls back to float32 under
+    MIN_QUANTIZED_SIZE elements."""
+    if state_dtype == "int8" and size < _codec.MIN_QUANTIZED_SIZE:
         return "float32"
     return state_dtype
 

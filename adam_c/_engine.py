@@ -214,7 +214,7 @@ def build_layout(groups, old, *, allocate, mixed=None):
         for j, p in enumerate(members):
             check_param(p, f"{where}['params'][{j}]")
             names.append(f"{where}['params'][{j}]")
-        mixed.check_params(members, f"{where}['params']")
+        mixed.check_params([p.dtype for p in members], f"{where}['params']")
         lists.append(members)
         params.extend(members)
         amsgrads.extend([amsgrad] * len(members))
@@ -241,7 +241,7 @@ def build_layout(groups, old, *, allocate, mixed=None):
             buf = old.state[key][j]
             if buf is not None:
                 state[key][i] = _carried_buffer(buf, p, names[i], f"opt.state[{i}][{key!r}]",
-                                                _stored_as(key, mixed.state_format(p), p))
+                                                _stored_as(key, mixed.state_format(p.size), p))
         steps[i] = old.steps[j]
         if grads is not None:
             g = old.grads[j]
@@ -267,15 +267,15 @@ def build_layout(groups, old, *, allocate, mixed=None):
         for i, p in enumerate(params):
             for key in ADAM_KEYS if amsgrads[i] else ADAM_KEYS[:2]:
                 if state[key][i] is None:
-                    state[key][i], state[key + "_absmax"][i] = _compressed.zeros(mixed.state_format(p), p)
-            for key in mixed.extra_buffers(p):  # master, then ema: they start as copies of the param
+                    state[key][i], state[key + "_absmax"][i] = _compressed.zeros(mixed.state_format(p.size), p)
+            for key in mixed.extra_buffers(p.dtype):  # master, then ema: they start as copies of the param
                 if state[key][i] is None:
                     source = state["master"][i] if key == "ema" and state["master"][i] is not None else p
                     state[key][i] = source.astype(compute_dtype(p.dtype), order="C")
         plan = _core.StepPlan(params, *(state[k] for k in ADAM_KEYS), [len(m) for m in lists], steps,
                               group_lists=lists, masters=state["master"], emas=state["ema"],
                               stochastic=mixed.rounding == "stochastic",
-                              state_codes=[_compressed.KERNEL_CODE[mixed.state_format(p)] for p in params],
+                              state_codes=[_compressed.KERNEL_CODE[mixed.state_format(p.size)] for p in params],
                               exp_avg_absmax=state["exp_avg_absmax"], exp_avg_sq_absmax=state["exp_avg_sq_absmax"],
                               max_exp_avg_sq_absmax=state["max_exp_avg_sq_absmax"],
                               state_stochastic=mixed.state_rounding == "stochastic")
@@ -465,7 +465,7 @@ class Engine:
             if layout.state["exp_avg"][i] is None:
                 continue
             entry = {"step": int(layout.steps[i])}
-            state_format = self.mixed.state_format(layout.params[i])
+            state_format = self.mixed.state_format(layout.params[i].size)
             if state_format != "float32":
                 entry["state_dtype"] = state_format
             shape = layout.params[i].shape

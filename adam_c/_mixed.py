@@ -11,8 +11,9 @@ from ._validation import BFLOAT16, LOW_PRECISION_DTYPES, flag, real
 ROUNDINGS = ("nearest", "stochastic")
 
 
-def low_precision(array):
-    return array.dtype in LOW_PRECISION_DTYPES
+def low_precision(dtype):
+    """float16 or bfloat16 (a NumPy dtype): a param stored with fewer bits than it is computed in."""
+    return np.dtype(dtype) in LOW_PRECISION_DTYPES
 
 
 class MixedOptions:
@@ -55,30 +56,32 @@ class MixedOptions:
             raise ValueError(f"seed must be in [0, 2**64), got {seed}")
         return cls(master_weights, rounding, ema_decay, int(seed), state_dtype, state_rounding)
 
-    def check_params(self, params, where):
-        """Refuse combinations the kernels cannot run, naming the param."""
-        for j, p in enumerate(params):
-            if self.state_dtype != "float32" and p.dtype == np.float64:
+    def check_params(self, dtypes, where):
+        """Refuse combinations the kernels cannot run for params of these (NumPy) dtypes, naming the param."""
+        for j, dtype in enumerate(dtypes):
+            dtype = np.dtype(dtype)
+            if self.state_dtype != "float32" and dtype == np.float64:
                 raise ValueError(f"{where}[{j}] has dtype float64: state_dtype={self.state_dtype!r} needs float32 "
                                  "compute (float32, float16 or bfloat16 params)")
-            if self.rounding == "stochastic" and p.dtype != BFLOAT16 and p.dtype != np.float32 \
-                    and p.dtype != np.float64:
-                raise ValueError(f"{where}[{j}] has dtype {p.dtype}: rounding='stochastic' is for bfloat16 "
+            if self.rounding == "stochastic" and dtype != BFLOAT16 and dtype != np.float32 \
+                    and dtype != np.float64:
+                raise ValueError(f"{where}[{j}] has dtype {dtype}: rounding='stochastic' is for bfloat16 "
                                  "params (float16 params round to nearest; use master_weights=True)")
 
-    def extra_buffers(self, param):
-        """Which of "master", "ema" a param needs."""
+    def extra_buffers(self, dtype):
+        """Which of "master", "ema" a param of this (NumPy) dtype needs."""
         keys = []
-        if self.master_weights and low_precision(param):
+        if self.master_weights and low_precision(dtype):
             keys.append("master")
         if self.ema_decay is not None:
             keys.append("ema")
         return keys
 
-    def state_format(self, param):
-        """How this param's exp_avg/exp_avg_sq/max_exp_avg_sq are stored: "float32" (the compute dtype),
-        "bfloat16" or "int8" (int8 keeps params under 4096 elements in float32: see _compressed.layout_for)."""
-        return _compressed.layout_for(self.state_dtype, param)
+    def state_format(self, size):
+        """How the exp_avg/exp_avg_sq/max_exp_avg_sq of a param of `size` elements are stored: "float32" (the
+        compute dtype), "bfloat16" or "int8" (int8 keeps params under 4096 elements in float32: see
+        _compressed.layout_for)."""
+        return _compressed.layout_for(self.state_dtype, size)
 
     def run_options(self):
         return {"ema_decay": 0.0 if self.ema_decay is None else self.ema_decay, "seed": self.seed}

@@ -52,7 +52,7 @@ class Adam:
             groups = [self._checked_group({"params": entries}, 0, "params")]
         _check_distinct([p for g in groups for p in g["params"]])
         for i, group in enumerate(groups):  # named as the caller wrote them (the engine checks edits again)
-            mixed.check_params(group["params"], "params" if len(groups) == 1 and not isinstance(entries[0], Mapping)
+            mixed.check_params([p.dtype for p in group["params"]], "params" if len(groups) == 1 and not isinstance(entries[0], Mapping)
                                else f"param_groups[{i}]['params']")
         self.param_groups = groups
         self._engine = Engine(self.param_groups, mixed)
@@ -250,7 +250,7 @@ class Adam:
                 if amsgrad_of[i] and "max_exp_avg_sq" not in saved:
                     # amsgrad was turned on since the last step: the next step starts this buffer at zero
                     p = layout.params[i]
-                    buf, absmax = _compressed.zeros(engine.mixed.state_format(p), p)
+                    buf, absmax = _compressed.zeros(engine.mixed.state_format(p.size), p)
                     saved["max_exp_avg_sq"] = buf
                     if absmax is not None:
                         saved["max_exp_avg_sq_absmax"] = absmax
@@ -271,7 +271,7 @@ class Adam:
             for i, entry in state.items():
                 steps[i] = entry["step"]
                 # a master or EMA this optimizer does not keep is not loaded
-                for key in _ADAM_KEYS + tuple(engine.mixed.extra_buffers(layout.params[i])):
+                for key in _ADAM_KEYS + tuple(engine.mixed.extra_buffers(layout.params[i].dtype)):
                     if key in entry:
                         buffers[key][i] = entry[key]
                     if key + "_absmax" in entry:  # int8 state's block scales (see _checkpoint)

@@ -757,12 +757,12 @@ class Adam(Optimizer):
         bfloat16 (or float32/float64) params: MixedOptions.check_params, the NumPy optimizer's rule."""
         if self._mixed.state_dtype == "float32" and self._mixed.rounding == "nearest":
             return
-        self._mixed.check_params([np.empty(0, _NUMPY_DTYPES[t.dtype]) for t in tensors], where)
+        self._mixed.check_params([_NUMPY_DTYPES[t.dtype] for t in tensors], where)
 
     def _layout(self, param):
         """How param's state is stored: "float32" (its compute dtype), "bfloat16" or "int8": the engine's rule
         (MixedOptions.state_format), which only reads the element count."""
-        return self._mixed.state_format(np.broadcast_to(np.float32(0), (param.numel(),)))
+        return self._mixed.state_format(param.numel())
 
     @property
     def state_dtype(self):
@@ -1125,7 +1125,7 @@ class Adam(Optimizer):
         if not any(key in entry for key in _MIXED_KEYS):
             return None
         out = {}
-        for key in self._mixed.extra_buffers(np.empty(0, _NUMPY_DTYPES[p.dtype])):
+        for key in self._mixed.extra_buffers(_NUMPY_DTYPES[p.dtype]):
             if entry.get(key) is None:
                 continue
             name = f"{where}[{key!r}]"
@@ -1379,7 +1379,7 @@ class Adam(Optimizer):
         """(master, ema) of param p for the plan (each a tensor of p's compute dtype laid out like p, or None), or
         None without either: the buffers MixedOptions.extra_buffers asks for, created as the NumPy engine does
         (master = p in float32, ema = a copy of the master or of p) where the state lacks them."""
-        keys = self._mixed.extra_buffers(np.empty(0, _NUMPY_DTYPES[p.dtype]))
+        keys = self._mixed.extra_buffers(_NUMPY_DTYPES[p.dtype])
         if not keys:
             return None
         want = _state_dtype(p.dtype)
