@@ -50,13 +50,32 @@ def autotune_trace(step_time: Callable[[int, int], float], steps: int, threads: 
 def convert(src: NDArray[Any], dst: NDArray[Any]) -> None: ...
 def version() -> str: ...
 
-class TorchPlanStale(Exception): ...
+
+class ParamEntry:
+    group: int
+    param_ptr: int
+    numel: int
+    code: int
+    dtype: Any
+    shape: Any
+    strides: Any
+    state: Any
+    tensors: Any
+    step_ptr: int
+    step_is_f64: bool
+    exp_avg_ptr: int
+    exp_avg_sq_ptr: int
+    max_exp_avg_sq_ptr: int
+    def __init__(self, group: int, param_ptr: int, numel: int, code: int, dtype: Any, shape: Any, strides: Any,
+                 state: Any = ..., tensors: Any = ..., step_ptr: int = ..., step_is_f64: bool = ...,
+                 exp_avg_ptr: int = ..., exp_avg_sq_ptr: int = ..., max_exp_avg_sq_ptr: int = ...) -> None: ...
+    def repeat(self, group: int) -> ParamEntry: ...
 
 class TorchStepPlan:
     commits: int
     in_c_call: bool
     def __init__(self, groups_obj: Any, state_obj: Any, state_mutations: int, group_dicts: List[Any],
-                 params: List[Any], infos: List[Any], keep: List[Any], data_ptr: Any, stride_of: Any,
+                 params: List[Any], infos: List[ParamEntry], keep: List[Any], data_ptr: Any, stride_of: Any,
                  read_group: Any, fix_grad: Any, bump_versions: Any,
                  compressed: Optional[List[Any]] = ..., seed: int = ..., mixed: Optional[List[Any]] = ...,
                  stochastic: bool = ..., label: Any = ..., storage_of: Any = ...) -> None: ...

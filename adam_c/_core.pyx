@@ -115,9 +115,10 @@ cdef inline bint read_group_fast(object group, adamc_hparams *hp):
 
 
 class PlanOutdated(Exception):
-    """Raised by StepPlan.run before it changes anything: what the plan points at changed (a group's params list
-    or one of its members, a param's or state buffer's dtype, shape, memory or writeability), so the caller must
-    validate the params again and build a new plan."""
+    """Raised by StepPlan.run and TorchStepPlan.run before they change anything: what the plan points at changed
+    (a group's params list or one of its members, a param's or state buffer's dtype, shape, memory or
+    writeability; opt.state edited, a param without state got a grad), so the caller must validate the params
+    again and build a new plan."""
 
 
 class AmsgradBuffersMissing(PlanOutdated):
@@ -695,11 +696,6 @@ from libc.stdint cimport uintptr_t
 from libc.math cimport isfinite
 
 
-class TorchPlanStale(Exception):
-    """Raised by TorchStepPlan.run before it changes anything: the params, groups or state changed since the
-    plan was built (or a param without state got a grad), so the plan must be rebuilt."""
-
-
 cdef object _KEY_GRAD = "grad"
 cdef object _KEY_PARAMS = "params"
 cdef object _KEY_STEP = "step"
@@ -722,6 +718,36 @@ cdef inline bint same_entry(object inner, object key, object expected):
     return <object>found is expected
 
 
+cdef class ParamEntry:
+    """One param's row of a TorchStepPlan, as adam_c.torch prepared it: its memory and element count, its
+    adamc_dtype, what a conforming grad looks like (dtype, shape, strides), and its state: the state dict the
+    pointers came from, its (step, exp_avg, exp_avg_sq, max_exp_avg_sq or None) tensors and their data pointers,
+    or None for a param without state yet."""
+    cdef public Py_ssize_t group
+    cdef public object param_ptr
+    cdef public Py_ssize_t numel
+    cdef public int code
+    cdef public object dtype, shape, strides
+    cdef public object state, tensors
+    cdef public object step_ptr, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_sq_ptr
+    cdef public bint step_is_f64
+
+    def __init__(self, Py_ssize_t group, object param_ptr, Py_ssize_t numel, int code, object dtype, object shape,
+                 object strides, object state=None, object tensors=None, object step_ptr=0, bint step_is_f64=False,
+                 object exp_avg_ptr=0, object exp_avg_sq_ptr=0, object max_exp_avg_sq_ptr=0):
+        self.group, self.param_ptr, self.numel, self.code = group, param_ptr, numel, code
+        self.dtype, self.shape, self.strides = dtype, shape, strides
+        self.state, self.tensors = state, tensors
+        self.step_ptr, self.step_is_f64 = step_ptr, step_is_f64
+        self.exp_avg_ptr, self.exp_avg_sq_ptr, self.max_exp_avg_sq_ptr = exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_sq_ptr
+
+    def repeat(self, Py_ssize_t group):
+        """The row of this param listed again (in `group`): no elements, so it is stepped once."""
+        return ParamEntry(group, self.param_ptr, 0, self.code, self.dtype, self.shape, self.strides, self.state,
+                          self.tensors, self.step_ptr, self.step_is_f64, self.exp_avg_ptr, self.exp_avg_sq_ptr,
+                          self.max_exp_avg_sq_ptr)
+
+
 cdef class TorchStepPlan:
     """The pointer table of an adam_c.torch optimizer, prepared once from already validated tensors.
 
@@ -730,7 +756,7 @@ cdef class TorchStepPlan:
     attribute reads, that nothing moved (the groups, every param's data pointer and state entries), reads each
     param's .grad, points at it, and makes ONE C call for all tensors with the GIL released. A grad that does
     not fit goes through a Python helper (copy to the param's layout, or a clear error). It raises
-    TorchPlanStale or another error before changing anything."""
+    PlanOutdated or another error before changing anything."""
     cdef adamc_tensor *table
     cdef adamc_tensor *work
     cdef Py_ssize_t *work_index
@@ -781,11 +807,9 @@ cdef class TorchStepPlan:
                  list params, list infos, list keep, object data_ptr, object stride_of, object read_group, object fix_grad,
                  object bump_versions, list compressed=None, uint64_t seed=0, list mixed=None,
                  bint stochastic=False, object label=None, object storage_of=None):
-        """infos: per param (in group order) a tuple (group_index, param_ptr, numel, adamc_dtype, dtype, shape,
-        strides, inner, entry, step_ptr, step_is_f64, exp_avg_ptr, exp_avg_sq_ptr, max_exp_avg_sq_ptr) where
-        inner/entry are None for a param without state. The helpers are Python callables: data_ptr(t),
+        """infos: per param (in group order) its ParamEntry. The helpers are Python callables: data_ptr(t),
         stride_of(t), read_group(group, index) -> hyperparameter tuple, fix_grad(grad, index, shape, strides) ->
-        tensor in the param's dtype and layout (or raises; TorchPlanStale if the param no longer has the shape
+        tensor in the param's dtype and layout (or raises; PlanOutdated if the param no longer has the shape
         and strides the plan was built for), bump_versions(list).
         compressed: per param None (state in the compute dtype) or (adamc_state_dtype, stochastic, scales, scale_ptrs)
         with scales = (exp_avg_absmax, exp_avg_sq_absmax, max_exp_avg_sq_absmax), tensors or None (int8 only), and
@@ -838,8 +862,9 @@ cdef class TorchStepPlan:
         self.inner, self.entries, self.dtypes, self.shapes, self.strides = [], [], [], [], []
         self.scales, self.watched, self.mixed = [], [], []
         for i in range(n):
-            (gi, param_ptr, numel, code, dtype, shape, strides, inner, entry, step_ptr, step_f64,
-             m_ptr, v_ptr, vmax_ptr) = infos[i]
+            row = <ParamEntry?>infos[i]
+            gi, param_ptr, numel, code = row.group, row.param_ptr, row.numel, row.code
+            dtype, shape, strides, inner, entry = row.dtype, row.shape, row.strides, row.state, row.tensors
             adamc_tensor_init(&self.table[i])
             self.group_of[i] = gi
             self.param_ptrs[i] = <uintptr_t>param_ptr
@@ -865,12 +890,12 @@ cdef class TorchStepPlan:
             if entry is not None and compressed[i] is not None:
                 self.set_compressed(i, entry, compressed[i])
             if entry is not None:
-                self.step_ptrs[i] = <void *><uintptr_t>step_ptr
-                self.step_is_f64[i] = 1 if step_f64 else 0
-                self.table[i].exp_avg = <void *><uintptr_t>m_ptr
-                self.table[i].exp_avg_sq = <void *><uintptr_t>v_ptr
+                self.step_ptrs[i] = <void *><uintptr_t>row.step_ptr
+                self.step_is_f64[i] = 1 if row.step_is_f64 else 0
+                self.table[i].exp_avg = <void *><uintptr_t>row.exp_avg_ptr
+                self.table[i].exp_avg_sq = <void *><uintptr_t>row.exp_avg_sq_ptr
                 if (<tuple>entry)[3] is not None:  # by presence: an empty tensor's data pointer may be 0
-                    self.table[i].max_exp_avg_sq = <void *><uintptr_t>vmax_ptr
+                    self.table[i].max_exp_avg_sq = <void *><uintptr_t>row.max_exp_avg_sq_ptr
                     self.has_vmax[i] = 1
 
     cdef set_compressed(self, Py_ssize_t i, tuple entry, tuple info):
@@ -1022,7 +1047,7 @@ cdef class TorchStepPlan:
         skipped): the number of params stepped, the global norm when clipping, and whether the shards' total was
         not finite, which skips the step (nothing written, no step counted). reduce_sumsq (params sharded across
         processes): called with this process's sum of squared grads, returns the sum over all processes (see
-        adamc_step_multi_sharded). Raises TorchPlanStale (rebuild, then run again) or a clear error,
+        adamc_step_multi_sharded). Raises PlanOutdated (rebuild, then run again) or a clear error,
         before changing anything."""
         cdef Py_ssize_t gi, i, j, k = 0
         cdef adamc_status status
@@ -1036,18 +1061,18 @@ cdef class TorchStepPlan:
         cdef list reducer = None
         if (groups is not self.groups_obj or len(groups) != self.n_groups or state is not self.state_obj
                 or state_mutations != self.state_mutations):
-            raise TorchPlanStale()
+            raise PlanOutdated()
         i = 0
         for gi in range(self.n_groups):
             group = groups[gi]
             if group is not self.group_dicts[gi]:
-                raise TorchPlanStale()
+                raise PlanOutdated()
             lst = (<dict>group).get(_KEY_PARAMS)
             if lst is not self.group_lists[gi] or len(lst) != self.group_sizes[gi]:
-                raise TorchPlanStale()
+                raise PlanOutdated()
             for j in range(len(<list>lst)):  # a param replaced in place in the list (identity checks only)
                 if (<list>lst)[j] is not self.params[i]:
-                    raise TorchPlanStale()
+                    raise PlanOutdated()
                 i += 1
             if not read_group_fast(group, &self.hparams[gi]):
                 lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled = self.read_group(group, gi)
@@ -1058,15 +1083,15 @@ cdef class TorchStepPlan:
             if grad is None:
                 continue
             if self.step_ptrs[i] == NULL or not self.state_unchanged(i):
-                raise TorchPlanStale()
+                raise PlanOutdated()
             if self.watched[i] is not None and not self.compressed_unchanged(i):
-                raise TorchPlanStale()
+                raise PlanOutdated()
             if self.mixed[i] is not None and not self.mixed_unchanged(i):
-                raise TorchPlanStale()
+                raise PlanOutdated()
             if self.hparams[self.group_of[i]].amsgrad and not self.has_vmax[i]:
-                raise TorchPlanStale()
+                raise PlanOutdated()
             if <uintptr_t>self.data_ptr(param) != self.param_ptrs[i]:
-                raise TorchPlanStale()
+                raise PlanOutdated()
             grads.append(grad)
             self.work_index[k] = i
             k += 1

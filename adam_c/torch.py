@@ -985,7 +985,7 @@ class Adam(Optimizer):
                     self._check_inference()
                 return plan.run(self.param_groups, state, mutations, grad_scale, max_grad_norm, ema_decay,
                                 self._norm_reduction(max_grad_norm))[1:]
-            except _core.TorchPlanStale:
+            except _core.PlanOutdated:
                 pass
             finally:
                 self._lock.running_plan = None
@@ -1001,7 +1001,7 @@ class Adam(Optimizer):
             if skipped:  # (the ranks' norm was not finite) nothing was written: nor is new zero state kept
                 self._forget(created)
             return norm, skipped
-        except _core.TorchPlanStale:
+        except _core.PlanOutdated:
             self._forget(created)
             raise RuntimeError("adam_c.torch: the step plan was out of date right after it was built "
                                "(an adam_c bug; nothing was changed)") from None
@@ -1230,10 +1230,10 @@ class Adam(Optimizer):
                     i = len(infos)
                     j = first.setdefault(id(p), i)
                     if j != i:  # torch warned of the repeat at add_param_group; one update per step
-                        info, packed, extra = (gi,) + infos[j][1:2] + (0,) + infos[j][3:], None, None
+                        info, packed, extra = infos[j].repeat(gi), None, None
                     elif _is_deferred(p):
-                        info, packed, extra = (gi, 0, 0, _DTYPE_CODES.get(p.dtype, 0), p.dtype, None, None, None,
-                                               None, 0, False, 0, 0, 0), None, None
+                        info, packed, extra = _core.ParamEntry(gi, 0, 0, _DTYPE_CODES.get(p.dtype, 0), p.dtype,
+                                                               None, None), None, None
                     else:
                         info, packed, extra = self._plan_entry(gi, i, p, self._param_label(i), amsgrad, keep,
                                                                created)
@@ -1241,9 +1241,9 @@ class Adam(Optimizer):
                     compressed.append(packed)
                     mixed.append(extra)
             _check_distinct(params, self._param_label, group_of.__getitem__)
-            written = [(f"state of {self._param_label(i)}[{key!r}]", numpy_view(_local(info[8][k + 1])))
-                       for i, info in enumerate(infos) if info[8] is not None and info[2]  # not a repeat
-                       for k, key in enumerate(_STATE_KEYS) if info[8][k + 1] is not None]
+            written = [(f"state of {self._param_label(i)}[{key!r}]", numpy_view(_local(info.tensors[k + 1])))
+                       for i, info in enumerate(infos) if info.tensors is not None and info.numel  # not a repeat
+                       for k, key in enumerate(_STATE_KEYS) if info.tensors[k + 1] is not None]
             written += [(f"state of {self._param_label(i)}[{key!r}]", packed[2][k].numpy())
                         for i, packed in enumerate(compressed) if packed is not None
                         for k, key in enumerate(_ABSMAX_KEYS) if packed[2][k] is not None]
@@ -1276,15 +1276,15 @@ class Adam(Optimizer):
         return created
 
     def _plan_entry(self, gi, i, p, label, amsgrad, keep, created):
-        """The plan's tuple for param i (see TorchStepPlan), its `compressed` item and its `mixed` item (master,
+        """The plan's _core.ParamEntry for param i, its `compressed` item and its `mixed` item (master,
         ema) or None, creating or normalizing its state as needed."""
         state = self.state.get(p)
         has_grad = p.grad is not None
         layout = self._layout(p)
         if not state:
             if not has_grad:
-                return (gi, _local_ptr(p), _local(p).numel(), _DTYPE_CODES[p.dtype], p.dtype, p.shape,
-                        _local_layout(p), None, None, 0, False, 0, 0, 0), None, None
+                return _core.ParamEntry(gi, _local_ptr(p), _local(p).numel(), _DTYPE_CODES[p.dtype], p.dtype,
+                                        p.shape, _local_layout(p)), None, None
             state = {"step": torch.zeros((), dtype=_step_dtype(self.param_groups[gi]))}
             for key in _STATE_KEYS[:3 if amsgrad else 2]:
                 state.update(self._zero_state(p, layout, key))
@@ -1371,9 +1371,9 @@ class Adam(Optimizer):
             packed = (_compressed.KERNEL_CODE[layout], self._mixed.state_rounding == "stochastic", scales,
                       tuple(0 if scale is None else _data_ptr(scale) for scale in scales))
         extra = self._mixed_entry(p, state, where, keep, created)
-        return (gi, _local_ptr(p), _local(p).numel(), _DTYPE_CODES[p.dtype], p.dtype, p.shape, _local_layout(p),
-                state, tuple(tensors), _data_ptr(step), step.dtype == torch.float64, ptrs[0], ptrs[1], ptrs[2]), \
-            packed, extra
+        return _core.ParamEntry(gi, _local_ptr(p), _local(p).numel(), _DTYPE_CODES[p.dtype], p.dtype, p.shape,
+                                _local_layout(p), state, tuple(tensors), _data_ptr(step),
+                                step.dtype == torch.float64, ptrs[0], ptrs[1], ptrs[2]), packed, extra
 
     def _mixed_entry(self, p, state, where, keep, created):
         """(master, ema) of param p for the plan (each a tensor of p's compute dtype laid out like p, or None), or
@@ -1444,7 +1444,7 @@ class Adam(Optimizer):
         If the param itself changed shape or strides in place (same storage), the plan is rebuilt first."""
         p = self._plan_param(index)
         if p.shape != planned_shape or self._layout_key(p) != planned_strides:
-            raise _core.TorchPlanStale()
+            raise _core.PlanOutdated()
         name = f"{self._param_label(index)}.grad"
         _check_tensor(grad, name, "gradient", strided=True)
         if _local(p) is not p or _local(grad) is not grad:
