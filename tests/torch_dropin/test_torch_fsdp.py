@@ -135,14 +135,20 @@ def test_a_dtensor_step_counter_is_read_as_a_plain_tensor(results):
 def test_fsdp_bench_reports_every_optimizer_and_the_floor(tmp_path):
     """python -m adam_c.bench.fsdp under torchrun (2 ranks, a tiny model, 2 rounds): a line per optimizer and the
     memory floor, each with its ratios to torch fused and to the floor."""
+    import signal
     import subprocess
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-                             "--standalone", "-m", "adam_c.bench.fsdp", "--width", "48", "--rounds", "2"],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone",
+                             "-m", "adam_c.bench.fsdp", "--width", "48", "--rounds", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its ranks
+        out, err = proc.communicate()
+        pytest.fail("the FSDP2 bench did not finish in 120 s:\n" + out + err)
+    assert proc.returncode == 0, out + err
+    lines = out.splitlines()
     for name in ("adam_c", "torch foreach", "torch fused", "memory floor"):
-        assert any(line.strip().startswith(name) and line.rstrip().endswith("x floor") for line in lines), \
-            result.stdout
+        assert any(line.strip().startswith(name) and line.rstrip().endswith("x floor") for line in lines), out
     assert "1.00x fused" in next(line for line in lines if line.strip().startswith("torch fused"))
-    assert "GB/s over all ranks" in result.stdout
+    assert "GB/s over all ranks" in out
