@@ -313,6 +313,14 @@ def _carried_buffer(buf, param, param_name, name, stored_as):
 # ---------------------------------------------------------------- the engine
 
 
+def _write_param(p, values):
+    """p's elements set to values (its backup, or its EMA rounded to nearest even into p's dtype)."""
+    if p.dtype == values.dtype:
+        np.copyto(p, values.reshape(p.shape))
+    else:
+        _core.convert(values.reshape(-1), p.reshape(-1))
+
+
 class Engine:
     """One optimizer's layout and lock, and the step: the front-end owns param_groups and passes them in.
     Methods other than the lock's are called with the lock held."""
@@ -425,29 +433,15 @@ class Engine:
         Until restore_params, steps are refused (ema_swapped)."""
         if self.ema_swapped:
             raise ema_block_error("ema_weights()")
-        saved = []
         layout = self.layout
         pairs = [(p, ema) for p, ema in zip(layout.params, layout.state["ema"]) if ema is not None]
-        for p, _ in pairs:
-            saved.append((p, p.copy()))
-        done = 0
-        try:
-            for p, ema in pairs:
-                if p.dtype == ema.dtype:
-                    np.copyto(p, ema.reshape(p.shape))
-                else:
-                    _core.convert(ema.reshape(-1), p.reshape(-1))
-                done += 1
-        except BaseException:
-            self.restore_params(saved[:done])
-            raise
+        saved = write_all_or_nothing(pairs, np.copy, _write_param)
         self.ema_swapped = True
         return saved
 
     def restore_params(self, saved):
         try:
-            for p, backup in saved:
-                np.copyto(p, backup)
+            put_back(saved, _write_param)
         finally:
             self.ema_swapped = False
 
@@ -498,6 +492,34 @@ class Engine:
     def state_bytes(self):
         """Bytes the optimizer state takes now: Adam buffers, int8 block scales, master and EMA copies."""
         return _compressed.state_nbytes(buf for key in STATE_KEYS for buf in self.layout.state[key])
+
+
+def write_all_or_nothing(pairs, backup, write):
+    """write(target, value) for each (target, value) of pairs, all or nothing (ema_weights() in both
+    front-ends): returns [(target, backup(target))] taken before any write, for put_back. If a write fails, every
+    target written so far, and the one that failed (it may be half written), gets its backup back; then the
+    error propagates."""
+    saved = [(target, backup(target)) for target, _ in pairs]
+    done = 0
+    try:
+        for target, value in pairs:
+            done += 1
+            write(target, value)
+    except BaseException:
+        put_back(saved[:done], write, quiet=True)
+        raise
+    return saved
+
+
+def put_back(saved, write, quiet=False):
+    """write_all_or_nothing's targets given their backups back; quiet: a target that fails again (the one whose
+    write failed) is skipped, so the others are restored."""
+    for target, backup in saved:
+        try:
+            write(target, backup)
+        except Exception:
+            if not quiet:
+                raise
 
 
 def ema_block_error(call):

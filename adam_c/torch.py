@@ -17,7 +17,7 @@ from torch.optim.optimizer import Optimizer
 
 from . import _compressed, _core, _torch_exit
 from ._checkpoint import _state_array
-from ._engine import CallLock, ReleaseWhenSaved, ema_block_error
+from ._engine import CallLock, ReleaseWhenSaved, ema_block_error, put_back, write_all_or_nothing
 from ._mixed import MixedOptions, check_step_extras, loss_scale, numpy_view, one_element_value
 from ._validation import BFLOAT16, check_hyperparameters, first_overlap, real
 
@@ -175,6 +175,14 @@ class _SparseGradError(TypeError, RuntimeError):
 
 class _FusedDeviceError(ValueError, RuntimeError):
     pass
+
+
+def _clone(t):
+    return t.detach().clone(memory_format=torch.preserve_format)
+
+
+def _copy_into(t, values):
+    t.copy_(values)  # (rounded to nearest even into a float16/bfloat16 param, as the step rounds)
 
 
 def _check_compat_flags(hp, name):
@@ -924,7 +932,7 @@ class Adam(Optimizer):
         without an EMA yet (never stepped) keep their values."""
         if self._mixed.ema_decay is None:
             raise ValueError("ema_weights() needs an optimizer built with ema_decay=")
-        saved = []
+        pairs = []
         with self._lock.held("ema_weights()"), torch.no_grad():
             if self._ema_swapped:
                 raise ema_block_error("ema_weights()")
@@ -937,27 +945,15 @@ class Adam(Optimizer):
                         raise RuntimeError(f"ema_weights(): {self._param_label(i)} is an inference tensor (made "
                                            "under torch.inference_mode()): it can be written only inside "
                                            "inference mode")
-                    saved.append((p, p.detach().clone(memory_format=torch.preserve_format), ema))
-            done = 0
-            try:  # all or nothing: if one param cannot be written, those written (and it) are put back
-                for p, _, ema in saved:
-                    done += 1
-                    p.copy_(ema)
-            except BaseException:
-                for p, backup, _ in saved[:done]:
-                    try:
-                        p.copy_(backup)
-                    except Exception:  # the one that failed may fail again; the others are restored
-                        pass
-                raise
+                    pairs.append((p, ema))
+            saved = write_all_or_nothing(pairs, _clone, _copy_into)  # the engine's all-or-nothing swap
             self._ema_swapped = True  # steps are refused until the params are their own again
         try:
             yield self
         finally:
             with self._lock.held("ema_weights()"), torch.no_grad():
                 try:
-                    for p, backup, _ in saved:
-                        p.copy_(backup)
+                    put_back(saved, _copy_into)
                 finally:
                     self._ema_swapped = False
 
