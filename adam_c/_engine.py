@@ -494,6 +494,14 @@ class Engine:
         return _compressed.state_nbytes(buf for key in STATE_KEYS for buf in self.layout.state[key])
 
 
+def threading_report(plan):
+    """threading_info() of both front-ends: the plan's measured serial-or-threads decision, zeros before the
+    first step (no plan yet)."""
+    if plan is None:
+        return {"threads": 0, "serial_us": None, "threads_us": None, "steps": 0}
+    return plan.threading()
+
+
 def write_all_or_nothing(pairs, backup, write):
     """write(target, value) for each (target, value) of pairs, all or nothing (ema_weights() in both
     front-ends): returns [(target, backup(target))] taken before any write, for put_back. If a write fails, every

@@ -8,7 +8,7 @@ import numpy as np
 from . import _compressed
 from ._engine import ADAM_KEYS as _ADAM_KEYS
 from ._engine import STATE_KEYS as _STATE_KEYS
-from ._engine import Engine, ReleaseWhenSaved, build_layout, restore_layout
+from ._engine import Engine, ReleaseWhenSaved, build_layout, restore_layout, threading_report
 from ._mixed import MixedOptions, check_step_extras
 from ._validation import (HYPERPARAMETERS, check_hyperparameters, check_param, compute_dtype, first_overlap,
                           plain_hyperparameters)
@@ -187,10 +187,7 @@ class Adam:
         """How this optimizer's steps use threads, as measured: {"threads": 1 (serial) or n, 0 before it has
         decided; "serial_us" / "threads_us": median recent step times each way (None if not timed); "steps"}.
         Steps below cpu_info()["parallel_threshold"] elements always run serially and are not timed."""
-        plan = self._plan
-        if plan is None:
-            return {"threads": 0, "serial_us": None, "threads_us": None, "steps": 0}
-        return plan.threading()
+        return threading_report(self._plan)
 
     # ------------------------------------------------------------ state
 

@@ -17,7 +17,7 @@ from torch.optim.optimizer import Optimizer
 
 from . import _compressed, _core, _torch_exit
 from ._checkpoint import _state_array
-from ._engine import CallLock, ReleaseWhenSaved, ema_block_error, put_back, write_all_or_nothing
+from ._engine import CallLock, ReleaseWhenSaved, ema_block_error, put_back, threading_report, write_all_or_nothing
 from ._mixed import MixedOptions, check_step_extras, loss_scale, numpy_view, one_element_value
 from ._validation import BFLOAT16, check_hyperparameters, first_overlap, real
 
@@ -959,10 +959,7 @@ class Adam(Optimizer):
 
     def threading_info(self):
         """How this optimizer's steps use threads, as measured (see adam_c.Adam.threading_info)."""
-        plan = self._plan
-        if plan is None:
-            return {"threads": 0, "serial_us": None, "threads_us": None, "steps": 0}
-        return plan.threading()
+        return threading_report(self._plan)
 
     def _locked_step(self, grad_scale=1.0, max_grad_norm=0.0):
         """Run the plan (rebuilt when stale); returns (the global grad norm when clipping, else None; whether
