@@ -101,10 +101,11 @@ def _dtype_name(value):
 
 
 def check_not_cast_to_float16(entry, where):
-    """An entry torch.optim's load_state_dict cast to a float16 param's dtype (seen by its mangled "state_dtype",
-    or by a master/EMA, which adam_c keeps in float32, in 16 bits) has lost its moments: float16 flushes an
-    exp_avg_sq below 6e-8 to zero (the next update would be huge). Refused, not read. (torch.optim's own
-    checkpoints of float16 params hold float16 moments, and no such sign: they load as torch loads them.)"""
+    """An adam_c entry that torch.optim's load_state_dict cast to a float16 param's dtype (seen by its mangled
+    "state_dtype", or by a master/EMA, which adam_c keeps in float32, in 16 bits) has lost its moments: float16
+    flushes an exp_avg_sq below 6e-8 to zero (the next update would be huge). Refused, not read; without the
+    master/EMA keys it is torch.optim's own float16 state, which loads as torch loads it (no sign tells a cast
+    float32 entry without them from that)."""
     cast = torch_mangled(entry) or any(_dtype_name(entry.get(key)) in ("float16", "bfloat16")
                                        for key in ("master", "ema"))
     if not cast:
@@ -113,7 +114,9 @@ def check_not_cast_to_float16(entry, where):
     if lost:
         raise ValueError(f"{where} went through torch.optim's load_state_dict, which cast its state ({lost[0]!r}) "
                          "to the param's float16, which lost its values (small exp_avg_sq become 0): this state "
-                         "cannot be recovered; load the checkpoint adam_c saved instead")
+                         "cannot be recovered; load the checkpoint adam_c saved instead (or, to go on from "
+                         "torch.optim's float16 state as it is, drop the entry's 'state_dtype', 'master' and "
+                         "'ema' keys)")
 
 
 def entry_layout(entry, where):

@@ -819,8 +819,6 @@ class Adam(Optimizer):
             return out
 
     def _step(self, closure, grad_scale, found_inf, max_grad_norm=None):
-        if self._ema_swapped:
-            raise ema_block_error("step()")
         # the NumPy optimizer's rule for max_grad_norm (a real number > 0), checked before anything runs
         max_grad_norm = check_step_extras(None, max_grad_norm, False).get("max_grad_norm", 0.0)
         loss = None
@@ -833,6 +831,8 @@ class Adam(Optimizer):
             found_inf = getattr(self, "found_inf", None)
         calls = self._reductions[0] if max_grad_norm > 0 else None
         try:
+            if self._ema_swapped:
+                raise ema_block_error("step()")
             if found_inf is not None and _nonzero(found_inf):
                 self._join_reduction(max_grad_norm, calls)  # (this rank's found_inf only: the others skip too)
                 self.last_step_skipped, self.last_grad_norm = True, None
@@ -857,15 +857,16 @@ class Adam(Optimizer):
         makes every other rank skip its step, instead of leaving them waiting in the all-reduce."""
         if calls is None or self._reductions[0] != calls:
             return
-        try:
-            reduction = self._norm_reduction(max_grad_norm, before_plan=True)
-        except Exception:  # (the same refusal on every rank: none reduces)
+        # made from the params as they are now (the plan may be out of date): the reduction every other rank's
+        # step makes from the same params, or none where they refuse them too
+        params = [p for group in self.param_groups if isinstance(group, dict)
+                  for p in (group.get("params") or ()) if isinstance(p, torch.Tensor)]
+        if not any(_local(p) is not p for p in params):
             return
-        if reduction is not None:
-            try:
-                reduction(math.nan)
-            except Exception:  # the process group itself failed: the step's own error says more
-                pass
+        try:
+            _shard_sum(params, self._reductions)(math.nan)
+        except Exception:  # refused on every rank alike, or the process group itself failed (the step's own
+            pass           # error says more)
 
     def _step_locked_part(self, loss, grad_scale, max_grad_norm):
         with self._lock.held("step()"):
@@ -1007,28 +1008,20 @@ class Adam(Optimizer):
         finally:
             self._lock.running_plan = None
 
-    def _norm_reduction(self, max_grad_norm, before_plan=False):
-        """With DTensor params and max_grad_norm: the all-reduce that makes the clip norm the whole model's (made
-        once per plan; refused, before anything changes, where one sum cannot give it), else None. before_plan:
-        the reduction a step that ends early must join: before the first plan, found from the params themselves
-        (None where it cannot be made: every rank raises the same error at the plan)."""
-        if not max_grad_norm > 0:
+    def _norm_reduction(self, max_grad_norm):
+        """With DTensor params and max_grad_norm: the plan's reduce_sumsq (_reduce_sumsq), else None."""
+        if not max_grad_norm > 0 or self.__dict__.get("_sharded_params") is None:
             return None
-        params = self.__dict__.get("_sharded_params")
-        if before_plan and self._plan is None:
-            params = [p for group in self.param_groups if isinstance(group, dict)
-                      for p in (group.get("params") or ()) if isinstance(p, torch.Tensor)]
-            if not any(_local(p) is not p for p in params):
-                return None
-            try:
-                return _shard_sum(params, self._reductions)
-            except ValueError:
-                return None
-        if params is None:
-            return None
-        if self.__dict__.get("_norm_sum") is None:
-            self._norm_sum = _shard_sum(params, self._reductions)
-        return self._norm_sum
+        return self._reduce_sumsq
+
+    def _reduce_sumsq(self, sumsq):
+        """The all-reduce that makes the clip norm the whole model's, called by the running plan's C call (so
+        after its checks: the plan's params are the optimizer's): made once per plan from them, refused (the C
+        call then writes nothing) where one sum cannot give it."""
+        reduction = self.__dict__.get("_norm_sum")
+        if reduction is None:
+            reduction = self._norm_sum = _shard_sum(self._sharded_params, self._reductions)
+        return reduction(sumsq)
 
     def _check_inference(self):
         """torch's rule: an inference tensor (made under torch.inference_mode()) is updated in place only inside
@@ -1199,7 +1192,7 @@ class Adam(Optimizer):
                         if p.grad is not None:
                             raise ValueError(f"{label} is an uninitialized parameter with a grad")
                         continue  # a lazy module's param before its first forward: it has no grad to step
-                    if p.is_meta and group.get("fused"):  # torch.optim's fused check, its type and message
+                    if p.is_meta and group.get("fused") and p.grad is not None:  # torch.optim's fused check
                         raise _FusedDeviceError("`fused=True` requires all the params to be floating point Tensors "
                                                 f"of supported devices: ['cpu'] but {p.dtype} and meta ({label} is "
                                                 "a meta tensor, which holds no data)")

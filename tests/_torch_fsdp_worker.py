@@ -206,8 +206,16 @@ def rank_local(mesh):
     attempt("refused", opt, model)
     if rank == 1:
         opt.state[first]["step"].copy_(saved)
+    # a param list edited in place (the plan is out of date) with a param fused clipping refuses (another
+    # placement), while rank 0 has its own found_inf: neither reduces, and once the list is as it was, both step
+    from torch.distributed.tensor import DTensor, Replicate
+    extra = nn.Parameter(DTensor.from_local(torch.zeros(4), mesh, [Replicate()]))
+    opt.param_groups[0]["params"].append(extra)
+    attempt("stale_plan", opt, model, torch.tensor(float(rank == 0)))
+    opt.param_groups[0]["params"].pop()
     train(model, opt, 1, clip="fused")  # both ranks step on together afterwards
-    out["steps"] = sorted({int(s["step"]) for s in opt.state.values()})
+    out["norm_after"] = opt.last_grad_norm
+    out["steps"] = sorted({int(s["step"]) for s in opt.state.values() if s})
     out["state_bytes"] = opt.state_bytes()
     out["local_numel"] = sum(p.to_local().numel() for p in model.parameters())
     return out

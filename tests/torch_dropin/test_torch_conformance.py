@@ -267,6 +267,10 @@ def test_fused_meta_params_raise_torchs_fused_error_at_step():
     with pytest.raises(ValueError, match=r"params\[0\] is a meta tensor"):
         opt.step()
     assert not opt.state
+    for p in model.parameters():  # without grads: adam_c's own refusal of meta params at step() (torch.optim
+        p.grad = None             # would step nothing), which says how to materialise them
+    with pytest.raises(ValueError, match=r"params\[0\] is on device meta.*to_empty"):
+        opt.step()
 
 
 def test_meta_params_are_accepted_and_trained_after_to_empty():

@@ -120,6 +120,17 @@ def test_a_step_that_ends_early_on_one_rank_skips_on_all(results, case):
     assert rank0["steps"] == rank1["steps"] == [3]
 
 
+def test_an_out_of_date_plan_joins_the_reduction_its_params_make(results):
+    """A param list edited in place with a param fused clipping refuses (another placement), rank 0 ending its
+    step early (found_inf): it joins only the reduction the current params make, which every rank refuses alike,
+    so none waits; rank 1 gets the refusal; once the list is as it was, both clip and step together again."""
+    rank0, rank1 = results["rank_local"]
+    assert rank0["stale_plan"] == (True, True, None)
+    skipped, unchanged, error = rank1["stale_plan"]
+    assert unchanged and "one mesh and one placement" in error
+    assert rank0["norm_after"] == rank1["norm_after"] > 0
+
+
 def test_state_bytes_counts_this_ranks_shards(results):
     """state_bytes() of DTensor state: the bytes this rank holds (its local shards of exp_avg and exp_avg_sq)."""
     for rank in results["rank_local"]:
