@@ -3,6 +3,8 @@
 Each variant trains its own copy of the same MLP (Linear+GELU layers, batch 16): `zero_grad(); loss.backward();
 opt.step()`, timed separately as "iteration" (zero_grad + forward + backward + step) and "step". The variants take
 turns in a random order each round, so load changes reach all of them alike; medians and the spread over rounds.
+Then the interleaved in-cache case: 1e6 float32 elements in one tensor each, adam_c.torch's step, torch fused's
+and adam_c's memory probe (the same 28 bytes per element, no math) in a random order step after step.
 """
 import argparse
 import random
@@ -67,10 +69,50 @@ def part_label(size):
 _ROUND_S = {"0.27M": 0.1, "4.2M": 1.0, "16.8M": 4.0}
 
 
+INTERLEAVED_LABEL = "torchloop interleaved 1e6"
+INTERLEAVED_N = 1_000_000
+
+
 def parts(settings):
-    """(label, estimated seconds) of each model size."""
+    """(label, estimated seconds) of each model size, and of the interleaved case."""
     rounds = 3 if settings.quick else 7
-    return [(part_label(size), 3 * (rounds + 1) * _ROUND_S[size] + 1.0) for size in SIZES]
+    return ([(part_label(size), 3 * (rounds + 1) * _ROUND_S[size] + 1.0) for size in SIZES]
+            + [(INTERLEAVED_LABEL, 1.0 if settings.quick else 2.5)])
+
+
+def interleaved(steps=600, n=INTERLEAVED_N, out=None):
+    """adam_c.torch.AdamW (default executor), torch.optim.AdamW(fused=True), each on its own n-element tensor,
+    and adam_c's memory probe over n elements, in a random order each step (each evicts the others' data from
+    the cache, as steps between training iterations would); medians in ns per element."""
+    import torch
+
+    import adam_c.torch as at
+
+    out = sys.stdout if out is None else out
+    torch.manual_seed(0)
+    pa, pt = torch.nn.Parameter(torch.randn(n)), torch.nn.Parameter(torch.randn(n))
+    pa.grad, pt.grad = torch.randn(n), torch.randn(n)
+    ours, fused = at.AdamW([pa], lr=1e-4), torch.optim.AdamW([pt], lr=1e-4, fused=True)
+    p, g = np.zeros(n, np.float32), np.full(n, 1e-3, np.float32)
+    probe = adam_c.Adam([p])
+    probe.step([g])  # builds the plan the probe runs
+    calls = {"adam_c": ours.step, "torch fused": fused.step,
+             "memory floor": lambda: probe._plan.run([g], probe.param_groups, True)}
+    times = {name: [] for name in calls}
+    rng = random.Random(0)
+    for r in range(steps + 20):  # 20 warm-up steps each
+        for name in rng.sample(list(calls), len(calls)):
+            t0 = time.perf_counter_ns()
+            calls[name]()
+            if r >= 20:
+                times[name].append(time.perf_counter_ns() - t0)
+    per_el = {name: statistics.median(ts) / n for name, ts in times.items()}
+    print(f"\ninterleaved in cache: {n:,} float32 each, {steps} steps each in random order, "
+          f"{torch.get_num_threads()} torch / {adam_c.get_num_threads()} adam_c threads", file=out)
+    for name, value in per_el.items():
+        print(f"{name:<18} {value:8.3f} ns/element  {value / per_el['torch fused']:6.2f} x fused  "
+              f"{value / per_el['memory floor']:6.2f} x floor", file=out)
+    return {"n": n, "ns_per_element": per_el}
 
 
 def run_torchloop(settings, done=lambda label: None):
@@ -80,6 +122,8 @@ def run_torchloop(settings, done=lambda label: None):
     for size in SIZES:
         results.update(run((size,), rounds=rounds))
         done(part_label(size))
+    results["interleaved"] = interleaved(200 if settings.quick else 600)
+    done(INTERLEAVED_LABEL)
     return results
 
 

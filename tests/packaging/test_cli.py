@@ -223,3 +223,17 @@ def test_bench_plan_labels_are_unique():
                               workloads=list(bench_cli.WORKLOADS) + ["mixed", "compressed"])
     labels = [label for label, _ in bench_cli.plan(args, harness.Settings(False), ["float32", "float64"])]
     assert len(labels) == len(set(labels)) > 20
+
+
+def test_torchloop_interleaved_case_reports_each_variant_against_fused_and_the_floor(capsys):
+    """bench --workloads torchloop's interleaved case (a few steps of a small tensor): adam_c, torch fused and
+    the memory floor, each in ns per element with its ratios, in lines of at most 100 columns."""
+    pytest.importorskip("torch")
+    from adam_c.bench import torchloop
+    result = torchloop.interleaved(steps=5, n=4096)
+    out = capsys.readouterr().out
+    assert set(result["ns_per_element"]) == {"adam_c", "torch fused", "memory floor"}
+    assert all(value > 0 for value in result["ns_per_element"].values())
+    lines = [line for line in out.splitlines() if line]
+    assert len(lines) == 4 and all(len(line) <= 100 for line in lines), out
+    assert "1.00 x fused" in lines[2] and "1.00 x floor" in lines[3]
