@@ -7,6 +7,8 @@ Layouts, per param and state key (exp_avg, exp_avg_sq, max_exp_avg_sq):
   256-element block (the last one shorter). Params under 4096 elements keep float32 state (their bytes do not
   matter and their statistics are the least smooth).
 """
+from typing import NamedTuple
+
 import numpy as np
 
 from . import _codec
@@ -173,6 +175,14 @@ def int8_codes(value, where):
     if not whole:
         raise ValueError(f"{where} must hold int8 codes (whole numbers in [0, 255]), got other {array.dtype} values")
     return array.astype(np.uint8)  # order "K": the memory order the block scales cover
+
+
+class ParamShape(NamedTuple):
+    """What the checkpoint converters (load_saved and its plain_loader) read of a param: shape, element count,
+    NumPy dtype. A NumPy array has these attributes itself; a torch front-end passes one of these."""
+    shape: tuple
+    size: int
+    dtype: np.dtype
 
 
 def load_saved(entry, key, param, layout, where, plain_loader):

@@ -410,8 +410,8 @@ def _converted_state(entry, param, layout, where):
     saved_layout = _compressed.entry_layout(entry, where)
     order = _memory_order(param)
     n = param.numel()
-    # load_saved reads only the shape, size and dtype of the param: a 1-D stand-in in its memory order
-    flat_param = np.broadcast_to(np.zeros((), _NUMPY_DTYPES[param.dtype]), (n,))
+    # load_saved reads the param's shape, size and dtype: those of its 1-D form, in its memory order
+    flat_param = _compressed.ParamShape((n,), n, np.dtype(_NUMPY_DTYPES[param.dtype]))
     out = {}
     for key in _STATE_KEYS:
         if entry.get(key) is None:
